@@ -1,0 +1,10 @@
+"""Built-in behaviour, registered through the same hooks as any third-party plugin."""
+
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "ceip_core.default_plugins.declared",
+    "ceip_core.default_plugins.identifiers",
+    "ceip_core.default_plugins.limits",
+    "ceip_core.default_plugins.file_transport",
+)
+"""Module names of the built-in plugins, loaded before entry points. Block one with
+``CEIP_BLOCK_PLUGINS=<last part of its name>``."""

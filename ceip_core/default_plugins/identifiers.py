@@ -1,0 +1,436 @@
+"""The ``identifiers`` scrubber (order 200): no identifier survives in any free-text string.
+
+Declared names (metric names, config keys, problem kinds, executables, feature keys) cannot carry an
+identifier: the ``declared`` scrubber lets only declared ones through. Free text can: a label, a problem
+signature, a config string, a system string. Each of those is normalised and then passed through the
+detectors below, in a fixed order, and every hit becomes a placeholder such as ``<email>``. The two version
+fields are not free text: they must look like a version, or they become ``<invalid>``.
+
+Detectors are heuristics and lean towards scrubbing too much; docs/scrubbing.md lists what each one
+matches and what it deliberately leaves alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from ceip_core.default_plugins._series import (
+    merge_counters,
+    merge_histograms,
+    merge_problems,
+    with_label,
+    with_signature,
+)
+from ceip_core.hookspecs import hookimpl
+from ceip_core.records import CounterValue, Histogram, Report, SystemInfo
+from ceip_core.scrubbing import MachineIdentifiers, ScrubContext, add_diagnostics
+
+#: What each kind of identifier is replaced with. Detectors never match these, so scrubbing is idempotent.
+PLACEHOLDERS = {
+    "email": "<email>",
+    "ip": "<ip>",
+    "mac": "<mac>",
+    "card": "<card>",
+    "phone": "<phone>",
+    "uuid": "<uuid>",
+    "serial": "<serial>",
+    "host": "<host>",
+    "user": "<user>",
+}
+#: What a version field that does not look like a version becomes.
+INVALID = "<invalid>"
+#: A version field: starts with a letter or digit, then letters, digits and ``.+_-``, at most 64 chars.
+VERSION = re.compile(r"[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}")
+
+_PREFIX = "scrub.identifiers."
+
+# Normalisation. Line breaks and tabs become a space; other control and invisible formatting characters
+# (C0, C1, DEL, soft hyphen, zero-width and bidi controls, tags) are removed so they cannot split an
+# identifier and hide it from the detectors. Then NFKC, so that full-width digits and the like are seen.
+_LINE_BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
+_INVISIBLE = re.compile(
+    r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
+    r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]"
+)
+
+# The detectors below start with a character class and check the character before the match in a
+# lookbehind placed after that first character (``(?<![0-9].)``): a pattern that starts with a class lets
+# the regex engine skip quickly to where a match can begin, which keeps the scrubber fast.
+
+# Home folders of any user: /home/<name>, /Users/<name>, C:\Users\<name>, C:\Documents and Settings\<name>,
+# /root. A Windows or macOS user name may contain spaces when a path separator follows it; otherwise it
+# ends at the first space.
+_HOME = re.compile(
+    r"[A-Za-z\\/](?:(?<=[A-Za-z]):[\\/]+|(?<=[\\/])[\\/]*)(?:Users|Documents and Settings)[\\/]+"
+    r"[^\\/:*?\"<>|\s](?:[^\\/:*?\"<>|\r\n]{0,62}?(?=[\\/])|[^\\/:*?\"<>|\s]{0,62})"
+    r"|/home/[^/\\\s]+"
+    r"|/root(?![^\W_])",
+    re.IGNORECASE,
+)
+# Words one of which a home folder path must contain (lower case): a cheap test before ``_HOME``.
+_HOME_HINTS = ("users", "/home/", "/root", "documents and settings")
+
+# E-mail: "@", then a DNS name of at least two labels or an [IP literal]. The local part (RFC 5322
+# dot-atom characters, at most 64) is found by walking back from the "@".
+_EMAIL_DOMAIN = re.compile(
+    r"@(?:\[(?:IPv6:)?[0-9A-Fa-f:.]{2,45}\]"
+    r"|(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.){1,126}(?P<tld>[A-Za-z][A-Za-z0-9-]{0,61}[A-Za-z0-9]))"
+)
+_EMAIL_LOCAL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789!#$%&'*+/=?^_`{|}~.-")
+# ``ValueError@render.py:88`` is a crash site, not an address: an identifier, a source file, a line number.
+_CODE_EXTENSIONS = frozenset(
+    {
+        *("c", "cc", "cpp", "cxx", "h", "hh", "hpp", "hxx", "cs", "java", "kt", "go", "rs", "rb", "py", "pyx"),
+        *("js", "jsx", "ts", "tsx", "mjs", "swift", "m", "mm", "php", "pl", "pm", "lua", "scala", "vb", "fs"),
+    }
+)
+_CODE_LOCAL = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
+_LINE_NUMBER = re.compile(r":[0-9]")
+
+# UUID (8-4-4-4-12 hex digits), any version.
+_UUID = re.compile(
+    r"[0-9A-Fa-f](?<![0-9A-Za-z].)[0-9A-Fa-f]{7}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}"
+    r"(?![0-9A-Za-z])"
+)
+
+# IPv6 candidates: a run of hex digits, colons and dots (embedded IPv4) holding at least two colons, with
+# an optional %zone; each is validated with :mod:`ipaddress`, so times (12:30:45) and C++ names
+# (std::vector) do not pass.
+_IPV6 = re.compile(
+    r"(?P<addr>[0-9A-Fa-f:.](?<![0-9A-Za-z_.].)(?:(?<=:)|(?=[0-9A-Fa-f.]*:))(?=[0-9A-Fa-f.]*:)"
+    r"[0-9A-Fa-f:.]{1,63}+)(?P<zone>%[0-9A-Za-z_.-]{1,32}+)?(?![0-9A-Za-z_])"
+)
+
+# MAC: six hex pairs separated by one kind of separator (: or -), or Cisco's dotted aabb.ccdd.eeff.
+_MAC = re.compile(
+    r"[0-9A-Fa-f](?<![0-9A-Za-z].)(?:[0-9A-Fa-f](?P<sep>[:-])(?:[0-9A-Fa-f]{2}(?P=sep)){4}[0-9A-Fa-f]{2}"
+    r"|[0-9A-Fa-f]{3}\.[0-9A-Fa-f]{4}\.[0-9A-Fa-f]{4})(?![0-9A-Za-z])"
+)
+
+# IPv4 candidates: four dotted groups of 1-3 digits, not part of a longer dotted number (1.2.3.4.5);
+# each group must then be at most 255 (leading zeros allowed).
+_IPV4 = re.compile(r"[0-9](?<![0-9].)(?<![0-9]\..)[0-9]{0,2}+(?:\.[0-9]{1,3}+){3}(?![0-9])(?!\.[0-9])")
+
+# Card candidates: at least 13 digits in groups separated by single spaces or dashes, not after a decimal
+# point or a "+" (that is a phone number); windows of 13-19 digits passing the Luhn check are cards.
+_DIGIT_GROUPS = re.compile(
+    r"[0-9](?<![0-9+].)(?<![0-9]\..)(?=(?:[ -]?[0-9]){12})[0-9]{0,18}+(?:[ -][0-9]{1,19}+){0,18}+(?![0-9])"
+)
+_DIGITS = re.compile(r"[0-9]+")
+
+# Phone numbers (see docs/scrubbing.md for the heuristic). International: +, a 1-3 digit country code,
+# then 1-6 groups, 8-15 digits in all (checked after matching).
+_PHONE_INTL = re.compile(
+    r"\+(?<![0-9A-Za-z+].)[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])(?![.-][0-9])"
+)
+_LAST_GROUP = re.compile(r"[ .-]?(?:\([0-9]+\)|[0-9]+)$")
+# National: (area) 123-4567, a trunk 0 with separated groups (020 7946 0958), or NANP 555-123-4567.
+_PHONE_NATIONAL = re.compile(
+    r"[(0-9](?<![0-9A-Za-z+].)(?<![0-9]\..)(?:"
+    r"(?<=\()[0-9]{2,5}\)[ .-]?[0-9]{3,4}[ .-][0-9]{3,5}"
+    r"|(?<=0)[0-9]{1,4}[ .-][0-9]{3,4}[ .-]?[0-9]{3,4}"
+    r"|(?<=[0-9])[0-9]{2}[.-][0-9]{3}[.-][0-9]{4}"
+    r")(?![0-9])(?![.-][0-9])"
+)
+
+# Serial-number candidates: letter/digit tokens (dashes allowed inside) of at least 8 characters, with
+# at least one digit.
+_TOKEN = re.compile(
+    r"[A-Za-z0-9](?<![A-Za-z0-9].)(?=[A-Za-z0-9-]{7})(?:(?<=[0-9])|(?=[A-Za-z-]*+[0-9]))"
+    r"[A-Za-z0-9]*+(?:-[A-Za-z0-9]++)*+(?![A-Za-z0-9])"
+)
+_HEX = frozenset("0123456789abcdefABCDEF")
+_LETTER_DIGIT_SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
+
+_HAS_DIGIT = re.compile(r"[0-9]")
+# Letters, "_" and spaces only: no detector but the machine's names can match, so the rest is skipped.
+_PLAIN = re.compile(r"[A-Za-z_ ]*")
+_PLACEHOLDER = r"<(?:" + "|".join(k for k in PLACEHOLDERS) + r"|invalid)>"
+
+
+@attrs.frozen
+class _MachinePatterns:
+    """This machine's home folders and names, compiled once per :class:`MachineIdentifiers`."""
+
+    homes: re.Pattern[str] | None
+    names: re.Pattern[str] | None
+    kinds: dict[str, str]
+
+
+@functools.lru_cache(maxsize=16)
+def _machine_patterns(machine: MachineIdentifiers) -> _MachinePatterns:
+    homes = sorted({h.rstrip("\\/") for h in machine.home_dirs if h.strip("\\/")}, key=lambda h: (-len(h), h))
+    home_re = None
+    if homes:
+        paths = ("[\\\\/]+".join(map(re.escape, re.split(r"[\\/]+", h))) for h in homes)
+        home_re = re.compile("(?:" + "|".join(paths) + r")(?![^\W_])", re.IGNORECASE)
+    named = {(n, "host") for n in machine.host_names if n} | {(n, "user") for n in machine.user_names if n}
+    ordered = sorted(named, key=lambda nk: (-len(nk[0]), nk[0], nk[1]))
+    kinds = {f"n{i}": kind for i, (_, kind) in enumerate(ordered)}
+    names_re = None
+    if ordered:
+        alternatives = "|".join(f"(?P<n{i}>{re.escape(n)})" for i, (n, _) in enumerate(ordered))
+        # Placeholders match first so that a user called "user" does not turn "<user>" into "<<user>>".
+        names_re = re.compile(rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
+    return _MachinePatterns(homes=home_re, names=names_re, kinds=kinds)
+
+
+class TextScrubber:
+    """Scrubs free text for one machine, adding what it replaced to ``counts`` (by kind, unprefixed)."""
+
+    def __init__(self, machine: MachineIdentifiers, counts: Counter[str] | None = None) -> None:
+        self.machine = _machine_patterns(machine)
+        self.counts: Counter[str] = Counter() if counts is None else counts
+
+    def __call__(self, text: str) -> str:
+        """``text`` with every identifier replaced by its placeholder. Same input, same output."""
+        text = self._normalise(text)
+        m = self.machine
+        if _PLAIN.fullmatch(text):
+            return text if m.names is None else m.names.sub(self._name, text)
+        if "/" in text or "\\" in text:
+            if m.homes is not None:
+                text = self._sub(m.homes, "~", "home_dir", text)
+            lower = text.lower()
+            if any(hint in lower for hint in _HOME_HINTS):
+                text = self._sub(_HOME, "~", "home_dir", text)
+        if "@" in text:
+            text = self._emails(text)
+        if m.names is not None:
+            text = m.names.sub(self._name, text)
+        if text.count("-") >= 4:
+            text = self._sub(_UUID, PLACEHOLDERS["uuid"], "uuid", text)
+        if text.count(":") >= 2:
+            text = _IPV6.sub(self._ipv6, text)
+        if text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2:
+            text = self._sub(_MAC, PLACEHOLDERS["mac"], "mac", text)
+        if _HAS_DIGIT.search(text):
+            if text.count(".") >= 3:
+                text = _IPV4.sub(self._ipv4, text)
+            if len(text) >= 13:
+                text = _DIGIT_GROUPS.sub(self._cards, text)
+            if "+" in text:
+                text = _PHONE_INTL.sub(self._phone, text)
+            text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
+            text = _TOKEN.sub(self._serial, text)
+        return text
+
+    def version(self, text: str) -> str:
+        """``text`` if it looks like a version, else ``<invalid>`` (counted as ``bad_version``)."""
+        if VERSION.fullmatch(text):
+            return text
+        self.counts["bad_version"] += 1
+        return INVALID
+
+    def _normalise(self, text: str) -> str:
+        if text.isprintable() and text.isascii():
+            return text
+        normal = unicodedata.normalize("NFKC", _INVISIBLE.sub("", _LINE_BREAKS.sub(" ", text)))
+        if normal != text:
+            self.counts["normalised"] += 1
+        return normal
+
+    def _sub(self, pattern: re.Pattern[str], placeholder: str, kind: str, text: str) -> str:
+        text, n = pattern.subn(placeholder, text)
+        if n:
+            self.counts[kind] += n
+        return text
+
+    def _hit(self, kind: str) -> str:
+        self.counts[kind] += 1
+        return PLACEHOLDERS[kind]
+
+    def _emails(self, text: str) -> str:
+        out: list[str] = []
+        done = 0
+        for m in _EMAIL_DOMAIN.finditer(text):
+            at = start = m.start()
+            while start > done and at - start < 64 and text[start - 1] in _EMAIL_LOCAL:
+                start -= 1
+            if start == at or _is_code_location(text[start:at], m):
+                continue
+            out += (text[done:start], self._hit("email"))
+            done = m.end()
+        return "".join(out) + text[done:] if out else text
+
+    def _name(self, m: re.Match[str]) -> str:
+        if m.lastgroup == "ph" or m.lastgroup is None:
+            return m.group()
+        return self._hit(self.machine.kinds[m.lastgroup])
+
+    def _ipv6(self, m: re.Match[str]) -> str:
+        addr = m.group("addr")
+        zone = m.group("zone") or ""
+        tail = ""
+        # A sentence or a port may follow the address: "fe80::1: refused", "fe80::1."
+        while addr:
+            if _plausible_ipv6(addr):
+                return self._hit("ip") + tail
+            if zone or addr[-1] not in ":." or addr.endswith("::"):
+                break
+            addr, tail = addr[:-1], addr[-1] + tail
+        return m.group()
+
+    def _cards(self, m: re.Match[str]) -> str:
+        text = m.group()
+        groups = list(_DIGITS.finditer(text))
+        if sum(g.end() - g.start() for g in groups) < 13:
+            return text
+        out, done, i = [], 0, 0
+        while i < len(groups):
+            for j in range(len(groups), i, -1):
+                digits = "".join(g.group() for g in groups[i:j])
+                if 13 <= len(digits) <= 19 and _luhn(digits):
+                    out += [text[done : groups[i].start()], self._hit("card")]
+                    done, i = groups[j - 1].end(), j
+                    break
+            else:
+                i += 1
+        return "".join(out) + text[done:] if out else text
+
+    def _phone(self, m: re.Match[str]) -> str:
+        number = m.group()
+        # The match may run into a number that follows; drop trailing groups until it fits E.164.
+        while (digits := sum(c.isdigit() for c in number)) > 15:
+            number = number[: _LAST_GROUP.search(number).start()]  # type: ignore[union-attr]
+        if digits < 8:
+            return m.group()
+        return self._hit("phone") + m.group()[len(number) :]
+
+    def _ipv4(self, m: re.Match[str]) -> str:
+        if all(int(octet) <= 255 for octet in m.group().split(".")):
+            return self._hit("ip")
+        return m.group()
+
+    def _serial(self, m: re.Match[str]) -> str:
+        token = m.group()
+        return self._hit("serial") if _looks_like_serial(token.replace("-", "")) else token
+
+
+def _is_code_location(local: str, domain: re.Match[str]) -> bool:
+    """``Name@file.py:88``: an identifier, a source file name and a line number."""
+    tld = domain.group("tld")
+    return (
+        tld is not None
+        and tld.lower() in _CODE_EXTENSIONS
+        and _LINE_NUMBER.match(domain.string, domain.end()) is not None
+        and _CODE_LOCAL.fullmatch(local) is not None
+    )
+
+
+def _plausible_ipv6(addr: str) -> bool:
+    """A valid IPv6 address that also looks like one: it has a digit or at least three groups, so that
+    words made of hex letters (``add::dec``) survive."""
+    if addr.count(":") < 2:
+        return False
+    try:
+        ipaddress.IPv6Address(addr)
+    except ValueError:
+        return False
+    return _HAS_DIGIT.search(addr) is not None or sum(1 for g in addr.split(":") if g) >= 3
+
+
+def _luhn(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _looks_like_serial(token: str) -> bool:
+    """A serial number, device id or memory address, as opposed to an ordinary word or identifier:
+
+    - ``0x`` and at least 9 hex digits (a 64-bit address; 8-digit codes such as HRESULTs survive);
+    - at least 8 letters and digits with at least 2 of each, and either all letters upper-case with
+      several letter/digit switches or at least 7 digits (``C02XK1ZZJG5H``, ``SN12345678``, but not
+      ``UTF16LE`` or ``ISO-8859-1``), or all hex and at least 12 long (``7ffd5e8a1b20``, hashes).
+    """
+    if len(token) < 8:
+        return False
+    if token[:2] in ("0x", "0X") and len(token) >= 11 and all(c in _HEX for c in token[2:]):
+        return True
+    digits = sum(c.isdigit() for c in token)
+    letters = len(token) - digits
+    if digits < 2 or letters < 2:
+        return False
+    if token.isupper() and (digits >= 7 or len(_LETTER_DIGIT_SWITCH.findall(token)) >= 3):
+        return True
+    return len(token) >= 12 and all(c in _HEX for c in token)
+
+
+def scrub_text(text: str, machine: MachineIdentifiers | None = None, counts: Counter[str] | None = None) -> str:
+    """``text`` with every identifier replaced, as the ``identifiers`` scrubber does it; ``counts`` (if
+    given) gets one entry per replacement, keyed by kind (``email``, ``ip``, ...)."""
+    return TextScrubber(machine or MachineIdentifiers(), counts)(text)
+
+
+class IdentifiersScrubber:
+    """Replaces identifiers in every free-text string of a report with placeholders."""
+
+    name = "identifiers"
+    order = 200
+
+    def scrub(self, report: Report, ctx: ScrubContext) -> Report | None:
+        scrub = TextScrubber(ctx.machine)
+        counters = _scrub_labels(report.counters, scrub, merge_counters)
+        histograms = _scrub_labels(report.histograms, scrub, merge_histograms)
+        problems = [
+            p if (sig := scrub(p.signature)) == p.signature else with_signature(p, sig) for p in report.problems
+        ]
+        config = {k: scrub(v) if isinstance(v, str) else v for k, v in report.config.items()}
+        system = None if report.system is None else _system(report.system, scrub)
+        scrubbed = attrs.evolve(
+            report,
+            product_version=scrub.version(report.product_version),
+            counters=counters,
+            histograms=histograms,
+            problems=report.problems if _same(problems, report.problems) else merge_problems(problems),
+            config=config,
+            system=system,
+        )
+        return add_diagnostics(scrubbed, {_PREFIX + k: n for k, n in scrub.counts.items()})
+
+
+_Series = TypeVar("_Series", CounterValue, Histogram)
+
+
+def _scrub_labels(
+    series: tuple[_Series, ...], scrub: TextScrubber, merge: Callable[[list[_Series]], tuple[_Series, ...]]
+) -> tuple[_Series, ...]:
+    """The series with scrubbed labels; merged only if a label changed, since two may now collide."""
+    out = [s if s.label is None or (label := scrub(s.label)) == s.label else with_label(s, label) for s in series]
+    return series if _same(out, series) else merge(out)
+
+
+def _same(new: Sequence[object], old: Sequence[object]) -> bool:
+    return all(a is b for a, b in zip(new, old, strict=True))
+
+
+def _system(system: SystemInfo, scrub: TextScrubber) -> SystemInfo:
+    changes: dict[str, Any] = {}
+    for name in ("memory_bucket", "os", "arch", "boot_age_bucket"):
+        value = getattr(system, name)
+        if isinstance(value, str) and (scrubbed := scrub(value)) != value:
+            changes[name] = scrubbed
+    if system.os_version is not None and (version := scrub.version(system.os_version)) != system.os_version:
+        changes["os_version"] = version
+    features = {k: scrub(v) for k, v in system.features.items()}
+    if features != system.features:
+        changes["features"] = features
+    return attrs.evolve(system, **changes) if changes else system
+
+
+@hookimpl
+def ceip_register_scrubbers(register: Callable[[IdentifiersScrubber], None]) -> None:
+    register(IdentifiersScrubber())

@@ -1,0 +1,156 @@
+"""The ``limits`` scrubber (order 300): bounds the size of every report.
+
+It runs last, so that it bounds exactly what is stored: strings are cut to ``max_string_bytes`` of UTF-8,
+each metric keeps at most ``max_labels_per_metric`` labels and each problem kind at most
+:data:`MAX_SIGNATURES_PER_KIND` signatures, the rest folded into ``__other__``. A label that is
+common on many machines is worth more than a long tail, so the heaviest series are the ones kept.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import attrs
+
+from ceip_core.default_plugins._series import (
+    combine_counters,
+    combine_histograms,
+    combine_problems,
+    fold_to_limit,
+    label_order,
+    merge_counters,
+    merge_histograms,
+    merge_problems,
+    with_label,
+    with_signature,
+)
+from ceip_core.hookspecs import hookimpl
+from ceip_core.records import CounterValue, Histogram, Problem, Report, SystemInfo
+from ceip_core.scrubbing import ScrubContext, add_diagnostics
+
+#: Most distinct signatures kept per problem kind, ``__other__`` included.
+MAX_SIGNATURES_PER_KIND = 100
+
+_PREFIX = "scrub.limits."
+_L = TypeVar("_L", CounterValue, Histogram)
+
+
+def truncate_utf8(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8, never inside a character."""
+    if len(text) * 4 <= max_bytes:
+        return text
+    data = text.encode("utf-8")
+    if len(data) <= max_bytes:
+        return text
+    return data[: max(max_bytes, 0)].decode("utf-8", "ignore")
+
+
+class LimitsScrubber:
+    """Truncates long strings and folds the long tail of labels and signatures into ``__other__``."""
+
+    name = "limits"
+    order = 300
+
+    def scrub(self, report: Report, ctx: ScrubContext) -> Report | None:
+        counts: Counter[str] = Counter()
+        max_bytes = ctx.limits.max_string_bytes
+
+        def cut(text: str) -> str:
+            short = truncate_utf8(text, max_bytes)
+            if short != text:
+                counts["truncated"] += 1
+            return short
+
+        counters = _cut_labels(report.counters, cut, merge_counters)
+        histograms = _cut_labels(report.histograms, cut, merge_histograms)
+        problems = _cut_signatures(report.problems, cut)
+        limit = ctx.limits.max_labels_per_metric
+        counters, folded_counters = _fold_labels(counters, limit, lambda c: c.value, combine_counters)
+        histograms, folded_histograms = _fold_labels(histograms, limit, lambda h: h.count, combine_histograms)
+        problems, counts["problems_folded"] = _fold_signatures(problems, MAX_SIGNATURES_PER_KIND)
+        counts["labels_folded"] = folded_counters + folded_histograms
+        scrubbed = attrs.evolve(
+            report,
+            product_version=cut(report.product_version),
+            counters=counters,
+            histograms=histograms,
+            problems=problems,
+            config={k: cut(v) if isinstance(v, str) else v for k, v in report.config.items()},
+            system=None if report.system is None else _system(report.system, cut),
+        )
+        return add_diagnostics(scrubbed, {_PREFIX + k: n for k, n in counts.items()})
+
+
+def _cut_labels(
+    series: tuple[_L, ...], cut: Callable[[str], str], merge: Callable[[list[_L]], tuple[_L, ...]]
+) -> tuple[_L, ...]:
+    """The series with truncated labels, merged if one was cut (two may now collide)."""
+    out = [s if s.label is None or (label := cut(s.label)) == s.label else with_label(s, label) for s in series]
+    return series if all(a is b for a, b in zip(out, series, strict=True)) else merge(out)
+
+
+def _cut_signatures(problems: tuple[Problem, ...], cut: Callable[[str], str]) -> tuple[Problem, ...]:
+    out = [p if (sig := cut(p.signature)) == p.signature else with_signature(p, sig) for p in problems]
+    return problems if all(a is b for a, b in zip(out, problems, strict=True)) else merge_problems(out)
+
+
+def _fold_labels(
+    series: tuple[_L, ...], limit: int, weight: Callable[[_L], float], combine: Callable[[_L, _L], _L]
+) -> tuple[tuple[_L, ...], int]:
+    """Series (one per name and label, sorted) with at most ``limit`` labels per name. The unlabelled
+    series is not a label and is always kept."""
+    groups: defaultdict[str, list[_L]] = defaultdict(list)
+    for s in series:
+        if s.label is not None:
+            groups[s.name].append(s)
+    if all(len(g) <= limit for g in groups.values()):
+        return series, 0
+    kept = [s for s in series if s.label is None]
+    folded = 0
+    for group in groups.values():
+        survivors, n = fold_to_limit(group, limit, lambda s: s.label or "", weight, with_label, combine)
+        kept += survivors
+        folded += n
+    return tuple(sorted(kept, key=lambda s: (s.name, label_order(s.label)))), folded
+
+
+def _fold_signatures(problems: tuple[Problem, ...], limit: int) -> tuple[tuple[Problem, ...], int]:
+    """Problems (one per kind and signature, sorted) with at most ``limit`` signatures per kind."""
+    groups: defaultdict[str, list[Problem]] = defaultdict(list)
+    for p in problems:
+        groups[p.kind].append(p)
+    if all(len(g) <= limit for g in groups.values()):
+        return problems, 0
+    kept: list[Problem] = []
+    folded = 0
+    for group in groups.values():
+        survivors, n = fold_to_limit(
+            group,
+            limit,
+            lambda p: p.signature,
+            lambda p: p.count,
+            with_signature,
+            combine_problems,
+        )
+        kept += survivors
+        folded += n
+    return tuple(sorted(kept, key=lambda p: (p.kind, p.signature))), folded
+
+
+def _system(system: SystemInfo, cut: Callable[[str], str]) -> SystemInfo:
+    changes: dict[str, Any] = {}
+    for name in ("memory_bucket", "os", "os_version", "arch", "boot_age_bucket"):
+        value = getattr(system, name)
+        if isinstance(value, str) and (short := cut(value)) != value:
+            changes[name] = short
+    features = {k: cut(v) for k, v in system.features.items()}
+    if features != system.features:
+        changes["features"] = features
+    return attrs.evolve(system, **changes) if changes else system
+
+
+@hookimpl
+def ceip_register_scrubbers(register: Callable[[LimitsScrubber], None]) -> None:
+    register(LimitsScrubber())

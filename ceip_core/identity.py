@@ -1,0 +1,59 @@
+"""The machine's random identity (GUID) and its backup beside the database.
+
+The GUID is a UUID4 made at the first opt-in. It is the only thing that ties one machine's reports
+together, and it identifies no person. The database holds it; ``identity.json`` beside the database keeps
+a copy of the GUID and the consent choices, so that a damaged database does not silently mint a new
+identity or forget an opt-out.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BACKUP_NAME = "identity.json"
+
+
+def new_guid() -> str:
+    """A fresh random machine GUID."""
+    return str(uuid.uuid4())
+
+
+def write_backup(folder: Path, guid: str | None, consent: dict[str, str]) -> None:
+    """Atomically replace the backup with the current GUID and consent states."""
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / BACKUP_NAME
+    tmp = target.with_name(f".{BACKUP_NAME}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"guid": guid, "consent": consent}, sort_keys=True))
+    os.replace(tmp, target)
+
+
+def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
+    """The backed-up GUID and consent states; nothing if the backup is missing or unreadable."""
+    try:
+        doc = json.loads((folder / BACKUP_NAME).read_text())
+    except FileNotFoundError:
+        return None, {}
+    except (OSError, ValueError) as exc:
+        log.warning("identity backup in %s is unreadable (%s); ignoring it", folder, exc)
+        return None, {}
+    guid = doc.get("guid") if isinstance(doc, dict) else None
+    consent = doc.get("consent") if isinstance(doc, dict) else None
+    if not isinstance(guid, str) or not _is_uuid(guid):
+        guid = None
+    if not isinstance(consent, dict):
+        consent = {}
+    return guid, {k: v for k, v in consent.items() if isinstance(k, str) and v in ("in", "out")}
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,204 @@
+"""Loading plugins, and a typed facade over ``pm.hook`` so that call sites are checked.
+
+Built-in behaviour is registered exactly like a third-party plugin: the modules listed in
+``ceip_core.default_plugins.DEFAULT_PLUGINS`` first, then every entry point in the ``ceip`` group.
+
+Environment switches (read at load time):
+- ``CEIP_LOAD_PLUGINS``: comma-separated entry-point names to load; others are skipped ("" loads none).
+- ``CEIP_BLOCK_PLUGINS``: comma-separated plugin names (entry points or built-ins) not to load.
+- ``CEIP_PLUGIN_MODULES``: comma-separated importable modules to register as plugins without installing
+  them (for plugin development and tests, like ``pytest -p``).
+- ``CEIP_TRACE_PLUGINS=1``: log every hook call and result at DEBUG level on ``ceip_core.plugins``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from functools import cached_property
+from types import ModuleType
+from typing import Any
+from urllib.parse import urlsplit
+
+import pluggy
+
+from ceip_core import hookspecs
+from ceip_core.collectors import Collector
+from ceip_core.records import ProductSpec, Report
+from ceip_core.scrubbing import Scrubber, ordered
+from ceip_core.transport import Transport, TransportFactory
+
+log = logging.getLogger(__name__)
+
+
+class PluginError(Exception):
+    """A plugin set that cannot work: a duplicate registration, an unknown hook, a missing product."""
+
+
+def _env_list(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {part.strip() for part in value.split(",") if part.strip()}
+
+
+def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> pluggy.PluginManager:
+    """A plugin manager with the built-ins, the installed entry points and ``extra`` plugins.
+
+    ``check_pending()`` runs last, so a misspelled hook implementation fails here, loudly.
+    """
+    from ceip_core.default_plugins import DEFAULT_PLUGINS
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    blocked = _env_list("CEIP_BLOCK_PLUGINS") or set()
+    for name in DEFAULT_PLUGINS:
+        if name not in blocked and name.rsplit(".", 1)[-1] not in blocked:
+            pm.register(importlib.import_module(name), name=name)
+    if entry_points:
+        allowed = _env_list("CEIP_LOAD_PLUGINS")
+        for name in blocked:
+            pm.set_blocked(name)
+        if allowed is None:
+            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
+        elif allowed:
+            for name in allowed:
+                pm.load_setuptools_entrypoints(hookspecs.PROJECT, name=name)
+    for name in sorted(_env_list("CEIP_PLUGIN_MODULES") or ()):
+        if name not in blocked:
+            pm.register(importlib.import_module(name), name=name)
+    for plugin in extra:
+        if not pm.is_registered(plugin):
+            pm.register(plugin)
+    pm.check_pending()
+    if os.environ.get("CEIP_TRACE_PLUGINS"):
+        pm.trace.root.setwriter(lambda text: log.debug("%s", text.rstrip()))
+        pm.enable_tracing()
+    return pm
+
+
+def _collect(caller: Callable[..., Any], what: str, key: Callable[[Any], str]) -> dict[str, Any]:
+    """Run a registration hook, rejecting a second registration under the same key."""
+    found: dict[str, Any] = {}
+
+    def register(obj: Any, *more: Any) -> None:
+        item = (obj, *more) if more else obj
+        name = key(item)
+        if name in found:
+            raise PluginError(f"{what} {name!r} is registered twice")
+        found[name] = item
+
+    caller(register=register)
+    return found
+
+
+class Plugins:
+    """The loaded plugin set, with one typed method or property per hook."""
+
+    def __init__(self, pm: pluggy.PluginManager) -> None:
+        self.pm = pm
+        self.hook = pm.hook
+
+    @classmethod
+    def load(cls, *, entry_points: bool = True, extra: Iterable[object] = ()) -> Plugins:
+        """Load, check and announce a plugin set (see :func:`make_manager`)."""
+        plugins = cls(make_manager(entry_points=entry_points, extra=extra))
+        plugins.hook.ceip_plugins_loaded(plugins=plugins)
+        return plugins
+
+    # -- registrations ------------------------------------------------------------------------------
+
+    @cached_property
+    def products(self) -> dict[str, ProductSpec]:
+        """Registered products by id."""
+        return dict(sorted(_collect(self.hook.ceip_register_products, "product", lambda s: s.id).items()))
+
+    @cached_property
+    def scrubbers(self) -> tuple[Scrubber, ...]:
+        """Registered scrubbers in pipeline order."""
+        return tuple(ordered(_collect(self.hook.ceip_register_scrubbers, "scrubber", lambda s: s.name).values()))
+
+    @cached_property
+    def transports(self) -> dict[str, TransportFactory]:
+        """Transport factories by URL scheme."""
+        found = _collect(self.hook.ceip_register_transports, "transport scheme", lambda pair: pair[0])
+        return {scheme: factory for scheme, (_, factory) in sorted(found.items())}
+
+    @cached_property
+    def collectors(self) -> tuple[Collector, ...]:
+        """Registered collectors, by name."""
+        found = _collect(self.hook.ceip_register_collectors, "collector", lambda c: c.name)
+        return tuple(found[name] for name in sorted(found))
+
+    def product(self, product_id: str) -> ProductSpec:
+        """The spec of ``product_id``; the error names the products that are known."""
+        try:
+            return self.products[product_id]
+        except KeyError:
+            known = ", ".join(self.products) or "none: install a product plugin"
+            raise PluginError(f"unknown product {product_id!r} (known: {known})") from None
+
+    def transport_for(self, url: str) -> Transport:
+        """A transport for ``url``, chosen by its scheme."""
+        scheme = urlsplit(url).scheme or "file"
+        factory = self.transports.get(scheme)
+        if factory is None:
+            raise PluginError(
+                f"no transport for {scheme!r} URLs like {url!r} (known schemes: {', '.join(self.transports)})"
+            )
+        return factory(url)
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def report_spooled(self, report: Report) -> None:
+        """Announce a spooled report; a failing plugin is logged, never propagated to the caller."""
+        try:
+            self.hook.ceip_report_spooled(report=report)
+        except Exception:
+            log.exception("a ceip_report_spooled hook failed")
+
+    def consent_changed(self, product: str, state: object) -> None:
+        try:
+            self.hook.ceip_consent_changed(product=product, state=state)
+        except Exception:
+            log.exception("a ceip_consent_changed hook failed")
+
+    # -- introspection ------------------------------------------------------------------------------
+
+    def describe(self) -> list[dict[str, Any]]:
+        """Loaded plugins with their distribution version and the hooks they implement."""
+        versions = {id(plugin): dist for plugin, dist in self.pm.list_plugin_distinfo()}
+        out = []
+        for name, plugin in sorted(self.pm.list_name_plugin(), key=lambda pair: pair[0]):
+            if plugin is None:
+                continue
+            dist = versions.get(id(plugin))
+            out.append(
+                {
+                    "name": name,
+                    "version": dist.version if dist is not None else None,
+                    "distribution": dist.project_name if dist is not None else None,
+                    "builtin": isinstance(plugin, ModuleType) and plugin.__name__.startswith("ceip_core."),
+                    "hooks": sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()),
+                }
+            )
+        return out
+
+
+_loaded: Plugins | None = None
+
+
+def get_plugins() -> Plugins:
+    """The process-wide plugin set, loaded on first use."""
+    global _loaded
+    if _loaded is None:
+        _loaded = Plugins.load()
+    return _loaded
+
+
+def set_plugins(plugins: Plugins | None) -> None:
+    """Replace the process-wide plugin set (tests and embedders; None reloads on next use)."""
+    global _loaded
+    _loaded = plugins

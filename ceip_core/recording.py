@@ -1,0 +1,361 @@
+"""The recording API a product calls in its own process.
+
+Cheap by construction: each call updates an in-memory aggregate (counters, log-bucket histograms,
+problem signatures, configuration values) and does nothing else: no disk, no network, no heavy import.
+It never raises into the product; a call it cannot honour is counted in the report's diagnostics.
+Nothing is kept while the product is not opted in, and an opt-out made by any process on the machine
+switches recording off within a fraction of a second (see ``ConsentWatcher``).
+
+On ``close()`` (also on leaving a ``with`` block, and at interpreter exit) the session is sealed into a
+report, scrubbed and written to the spool by ``ceip_core.sealing``, which is where the heavy imports
+happen. Uploading is left to the agent or a detached uploader: the product never waits on the network.
+
+This module imports only the standard library; ``python -X importtime`` shows it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+#: Bucket ``i`` of a histogram holds values in ``[2**(i/4), 2**((i+1)/4))`` (about 19% wide).
+BUCKETS_PER_OCTAVE = 4
+#: The bucket for zero and for values too small to matter (below 2**-256).
+ZERO_BUCKET = -1024
+#: Most distinct series (name and label pairs) of each kind one session keeps; more are counted errors.
+MAX_SERIES = 1000
+
+_Key = Any  # a metric name, or a (name, label) pair
+
+
+@dataclass
+class SessionData:
+    """One sealed session in plain standard-library types, handed to ``ceip_core.sealing``."""
+
+    product: str
+    version: str
+    start: float
+    end: float
+    counters: dict[tuple[Any, Any], int] = field(default_factory=dict)
+    histograms: dict[tuple[Any, Any], list[Any]] = field(default_factory=dict)
+    """(name, label) -> [count, sum, min, max, {bucket: count}]"""
+    problems: dict[tuple[str, str], int] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)
+    consent_epoch: int | None = None
+    """The consent epoch the data was recorded under; the spool refuses it if consent changed since."""
+
+    def is_empty(self) -> bool:
+        return not (self.counters or self.histograms or self.problems or self.config or self.errors)
+
+
+def bucket_of(value: float) -> int:
+    """The log bucket a non-negative finite value falls in."""
+    if value <= 0:
+        return ZERO_BUCKET
+    return max(math.floor(math.log2(value) * BUCKETS_PER_OCTAVE), ZERO_BUCKET)
+
+
+class Recorder:
+    """Records one product's use in this process. Create it with :func:`ceip_core.recorder`."""
+
+    def __init__(
+        self,
+        product: str,
+        version: str = "",
+        *,
+        home: str | os.PathLike[str] | None = None,
+        seal_every: float | None = 86400.0,
+        watch: bool = True,
+    ) -> None:
+        self.product = product
+        self.version = version
+        self._home = Path(home) if home is not None else None
+        self._lock = threading.Lock()
+        self._active = False
+        self._epoch: int | None = None
+        self._closed = False
+        self._errors: dict[str, int] = {}
+        self._reset(time.time())
+        self._timer: threading.Timer | None = None
+        self._seal_every = seal_every
+        if not isinstance(product, str) or not isinstance(version, str):
+            self._error("invalid_recorder_args")
+            return
+        try:
+            if watch:
+                from ceip_core.consent import ConsentWatcher  # standard library only
+
+                self._epoch = ConsentWatcher.shared(self.folder).subscribe(self).get(product)
+                self._active = self._epoch is not None
+        except Exception:
+            log.exception("ceip: cannot read consent for %s; not recording", product)
+            self._active = False
+        atexit.register(self.close)
+        self._arm_timer()
+
+    @property
+    def folder(self) -> Path:
+        """The state folder this recorder seals into."""
+        if self._home is None:
+            from ceip_core.statedb import state_dir
+
+            self._home = state_dir()
+        return self._home
+
+    @property
+    def active(self) -> bool:
+        """True while the product is opted in and the recorder is open."""
+        return self._active
+
+    # -- recording (the hot path) -------------------------------------------------------------------
+
+    def feature(self, name: str, label: str | None = None) -> None:
+        """Count one use of a feature, e.g. ``rec.feature("export", "pdf")``."""
+        if self._active:
+            try:
+                next(self._uses[name if label is None else (name, label)])
+            except KeyError:
+                self._first_use(name, label)
+            except Exception:
+                self._error("invalid_call")
+
+    def count(self, name: str, n: int = 1, label: str | None = None) -> None:
+        """Add ``n`` (a non-negative int) to a counter, e.g. packages built."""
+        if not self._active:
+            return
+        if type(n) is not int or n < 0:
+            self._error("invalid_value")
+            return
+        key = name if label is None else (name, label)
+        try:
+            with self._lock:
+                if key in self._extra:
+                    self._extra[key] += n
+                elif self._valid_series(name, label, self._uses.keys() | self._extra.keys()):
+                    self._extra[key] = n
+        except Exception:
+            self._error("invalid_call")
+
+    def observe(self, name: str, value: float, label: str | None = None) -> None:
+        """Add a value (non-negative, finite) to a histogram, e.g. a duration in ms or a size in bytes."""
+        if not self._active:
+            return
+        if type(value) not in (int, float) or not value >= 0 or value == math.inf:
+            self._error("invalid_value")
+            return
+        key = (name, label)
+        try:
+            bucket = bucket_of(value)
+            with self._lock:
+                h = self._hists.get(key)
+                if h is None:
+                    if not self._valid_series(name, label, self._hists.keys()):
+                        return
+                    h = self._hists[key] = [0, 0.0, value, value, {}]
+                h[0] += 1
+                h[1] += value
+                if value < h[2]:
+                    h[2] = value
+                if value > h[3]:
+                    h[3] = value
+                h[4][bucket] = h[4].get(bucket, 0) + 1
+        except Exception:
+            self._error("invalid_call")
+
+    @contextmanager
+    def timed(self, name: str, label: str | None = None) -> Iterator[None]:
+        """Time the ``with`` block into the histogram ``name``, in milliseconds."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe(name, (time.perf_counter() - start) * 1000.0, label)
+
+    def problem(self, signature: str, kind: str = "error") -> None:
+        """Count one occurrence of a problem, e.g. ``rec.problem("ValueError@render.py:88")``."""
+        if not self._active:
+            return
+        if not isinstance(signature, str) or not isinstance(kind, str):
+            self._error("invalid_name")
+            return
+        key = (kind, signature)
+        try:
+            with self._lock:
+                if key in self._problems:
+                    self._problems[key] += 1
+                elif len(self._problems) < MAX_SERIES:
+                    self._problems[key] = 1
+                else:
+                    self._errors["too_many_series"] = self._errors.get("too_many_series", 0) + 1
+        except Exception:
+            self._error("invalid_call")
+
+    def config(self, name: str, value: str | int | float | bool) -> None:
+        """Set a configuration value; the last one set wins."""
+        if not self._active:
+            return
+        if not isinstance(name, str) or type(value) not in (str, int, float, bool):
+            self._error("invalid_value")
+            return
+        if isinstance(value, float) and not math.isfinite(value):
+            self._error("invalid_value")
+            return
+        with self._lock:
+            if name in self._config or len(self._config) < MAX_SERIES:
+                self._config[name] = value
+            else:
+                self._errors["too_many_series"] = self._errors.get("too_many_series", 0) + 1
+
+    # -- the slow paths of recording ------------------------------------------------------------------
+
+    def _first_use(self, name: Any, label: Any) -> None:
+        try:
+            with self._lock:
+                key = name if label is None else (name, label)
+                counter = self._uses.get(key)
+                if counter is None:
+                    if not self._valid_series(name, label, self._uses.keys() | self._extra.keys()):
+                        return
+                    counter = self._uses[key] = itertools.count()
+            next(counter)
+        except Exception:
+            self._error("invalid_call")
+
+    def _valid_series(self, name: Any, label: Any, existing: Any) -> bool:
+        """Check a new series (called under the lock); count why it is refused."""
+        reason = None
+        if not isinstance(name, str):
+            reason = "invalid_name"
+        elif label is not None and not isinstance(label, str):
+            reason = "invalid_label"
+        elif len(existing) >= MAX_SERIES:
+            reason = "too_many_series"
+        if reason:
+            self._errors[reason] = self._errors.get(reason, 0) + 1
+            return False
+        return True
+
+    def _error(self, reason: str) -> None:
+        """Count a call that could not be honoured (benign races may lose a count; never raises)."""
+        with contextlib.suppress(Exception):
+            self._errors[reason] = self._errors.get(reason, 0) + 1
+
+    # -- sealing ------------------------------------------------------------------------------------
+
+    def _reset(self, now: float) -> None:
+        self._start = now
+        self._uses: dict[_Key, itertools.count[int]] = {}
+        self._extra: dict[_Key, int] = {}
+        self._hists: dict[tuple[Any, Any], list[Any]] = {}
+        self._problems: dict[tuple[str, str], int] = {}
+        self._config: dict[str, Any] = {}
+        self._errors = {}
+
+    def _take(self) -> SessionData:
+        """Swap in empty aggregates and return what was recorded since the last seal."""
+        now = time.time()
+        with self._lock:
+            uses, extra, hists = self._uses, self._extra, self._hists
+            data = SessionData(
+                self.product,
+                self.version,
+                self._start,
+                now,
+                problems=self._problems,
+                config=self._config,
+                errors=self._errors,
+                consent_epoch=self._epoch,
+            )
+            self._reset(now)
+        counters: dict[tuple[Any, Any], int] = {}
+        for key, counter in uses.items():
+            counters[key if isinstance(key, tuple) else (key, None)] = next(counter)
+        for key, n in extra.items():
+            k = key if isinstance(key, tuple) else (key, None)
+            counters[k] = counters.get(k, 0) + n
+        data.counters = counters
+        data.histograms = hists
+        return data
+
+    def flush(self) -> bool:
+        """Seal what was recorded so far into a report in the spool, and start a new period.
+        Returns True if a report was queued. Never raises."""
+        try:
+            data = self._take()
+            if not self._active or data.is_empty():
+                return False
+            from ceip_core.sealing import seal_session  # the heavy part, loaded on first seal
+
+            return seal_session(data, self.folder)
+        except Exception:
+            log.exception("ceip: sealing a session of %s failed", self.product)
+            return False
+
+    def close(self) -> bool:
+        """Seal the session and stop recording. Safe to call more than once. Never raises."""
+        if self._closed:
+            return False
+        try:
+            sealed = self.flush()
+        finally:
+            self._closed = True
+            self._active = False
+            if self._timer is not None:
+                self._timer.cancel()
+            atexit.unregister(self.close)
+        return sealed
+
+    def _arm_timer(self) -> None:
+        """Long-running products (servers) seal a report every ``seal_every`` seconds."""
+        if self._seal_every and not self._closed:
+            self._timer = threading.Timer(self._seal_every, self._periodic_seal)
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _periodic_seal(self) -> None:
+        self.flush()
+        self._arm_timer()
+
+    def consent_changed(self, allowed: Mapping[str, int]) -> None:
+        """Called by the consent watcher. Any change of this product's consent (an opt-out, or an opt-out
+        and a new opt-in) discards what was recorded under the old consent; recording goes on only while
+        the product is allowed."""
+        epoch = allowed.get(self.product)
+        if self._closed or epoch == self._epoch:
+            return
+        self._active = False
+        with self._lock:
+            self._reset(time.time())
+            self._epoch = epoch
+        self._active = epoch is not None
+
+    # -- context manager ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc is not None and tb is not None:
+            # A crash of the product's own code is worth knowing about: name the innermost frame.
+            while tb.tb_next is not None:
+                tb = tb.tb_next
+            where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
+            self.problem(f"{exc_type.__name__ if exc_type else 'Exception'}@{where}", kind="crash")
+        self.close()

@@ -1,0 +1,98 @@
+"""Sealing: a recorded session becomes a report, the report is scrubbed, the scrubbed report is spooled.
+
+This is the one path by which anything reaches the spool, whether it comes from a product's recorder
+or from the agent's collectors: consent and GUID are read, the plugins' scrubbers run, and the spool
+re-checks consent and GUID inside its write transaction. What a scrubber drops is counted; a report for
+a product no plugin declares is dropped and counted too (fail closed).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ceip_core import wire
+from ceip_core.plugins import PluginError, Plugins, get_plugins
+from ceip_core.recording import SessionData
+from ceip_core.records import CounterValue, Histogram, Period, Problem, Report
+from ceip_core.scrubbing import MachineIdentifiers, ScrubContext, run_pipeline
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB
+
+log = logging.getLogger(__name__)
+
+_machine: MachineIdentifiers | None = None
+
+
+def machine_identifiers() -> MachineIdentifiers:
+    """This machine's identifiers, looked up once per process."""
+    global _machine
+    if _machine is None:
+        _machine = MachineIdentifiers.of_this_machine()
+    return _machine
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def build_report(data: SessionData, guid: str) -> Report:
+    """The report for one recorded session, before scrubbing."""
+    return Report(
+        report_id=str(uuid.uuid4()),
+        guid=guid,
+        product=data.product,
+        product_version=data.version,
+        period=Period(_utc(data.start), _utc(data.end)),
+        counters=[CounterValue(name, value, label) for (name, label), value in sorted(data.counters.items(), key=_key)],
+        histograms=[
+            Histogram(name, h[0], float(h[1]), float(h[2]), float(h[3]), dict(sorted(h[4].items())), label)
+            for (name, label), h in sorted(data.histograms.items(), key=_key)
+        ],
+        problems=[Problem(kind, sig, n) for (kind, sig), n in sorted(data.problems.items())],
+        config=dict(sorted(data.config.items())),
+        diagnostics={f"recorder.{k}": v for k, v in sorted(data.errors.items())},
+    )
+
+
+def _key(item: tuple[tuple[str, str | None], object]) -> tuple[str, str]:
+    (name, label), _ = item
+    return (name, label or "")
+
+
+def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: Plugins | None = None) -> bool:
+    """Scrub ``report`` with every registered scrubber and queue the result. True if it was queued.
+
+    ``consent_epoch`` is the epoch the report's data was collected under (``Consent.epoch``)."""
+    plugins = plugins or get_plugins()
+    try:
+        spec = plugins.product(report.product)
+    except PluginError:
+        log.warning("ceip: dropping a report for %r: no installed plugin declares that product", report.product)
+        spool.count_drop("unknown-product", report.product)
+        return False
+    ctx = ScrubContext(spec=spec, machine=machine_identifiers())
+    outcome = run_pipeline(report, plugins.scrubbers, ctx)
+    if outcome.report is None:
+        spool.count_drop(outcome.dropped_by or "scrubbed", report.product)
+        return False
+    scrubbed = outcome.report
+    data = wire.encode_item(scrubbed)
+    if not spool.put_report(scrubbed.report_id, scrubbed.product, scrubbed.guid, data, consent_epoch=consent_epoch):
+        return False
+    plugins.report_spooled(scrubbed)
+    return True
+
+
+def seal_session(data: SessionData, folder: Path, plugins: Plugins | None = None) -> bool:
+    """Seal a recorder's session into the spool of ``folder``. True if a report was queued."""
+    spool = Spool(StateDB(folder))
+    try:
+        guid = spool.consent.guid()
+        if guid is None or data.consent_epoch is None:
+            return False
+        return spool_report(build_report(data, guid), spool, consent_epoch=data.consent_epoch, plugins=plugins)
+    finally:
+        spool.db.close()

@@ -1,0 +1,294 @@
+"""The spool: a durable on-disk queue of encoded reports and deletion requests waiting to be sent.
+
+A report is written here before any attempt to send it, and leaves only when (a) its transport
+acknowledged it, (b) the receiver rejected it for good, (c) a quota pushed it out, oldest first, or
+(d) its product's consent was withdrawn. Every removal other than (a) is counted with its reason.
+
+Sending uses leases: :meth:`Spool.lease` hands out items and marks them for ``lease_s`` seconds;
+:meth:`Spool.settle` then deletes the acknowledged ones and reschedules the rest. If the sender dies, the
+lease runs out and the items are handed out again; the receiver's de-duplication by item id makes the
+second delivery harmless. Nothing is lost, nothing is stored twice.
+
+Standard library only; the spool stores bytes and knows nothing of records.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ceip_core.consent import Consent, Policy, read_guid
+from ceip_core.statedb import StateDB
+
+
+@dataclass(frozen=True)
+class Quotas:
+    """Bounds on what waits on the machine. Deletion requests are exempt: they are tiny, and they are
+    what a person asked for when opting out."""
+
+    max_reports: int = 10_000
+    max_bytes: int = 50_000_000
+    max_age_s: float = 30 * 86400
+
+
+@dataclass(frozen=True)
+class SpooledItem:
+    """One queued item as stored."""
+
+    item_id: str
+    kind: str
+    product: str
+    guid: str
+    created: float
+    attempts: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Items handed to one sender until ``expires``; settle them with :meth:`Spool.settle`."""
+
+    token: str
+    expires: float
+    items: list[SpooledItem]
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    """What ``ceip status`` shows about the queue."""
+
+    reports: int
+    deletions: int
+    bytes: int
+    by_product: dict[str, int]
+    drops: dict[str, int] = field(default_factory=dict)
+    """Removed items by ``reason`` (and ``reason:product`` for each product)."""
+    last_upload: float | None = None
+    next_attempt: float | None = None
+
+
+def insert_item(
+    conn: sqlite3.Connection, item_id: str, kind: str, product: str, guid: str, data: bytes, now: float | None = None
+) -> None:
+    """Insert one item inside the caller's transaction (the consent module queues deletion requests)."""
+    conn.execute(
+        "INSERT INTO spool (item_id, kind, product, guid, created, size, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (item_id, kind, product, guid, time.time() if now is None else now, len(data), data),
+    )
+
+
+def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) -> None:
+    """Count ``n`` items removed for ``reason`` inside the caller's transaction."""
+    if n:
+        conn.execute(
+            "INSERT INTO drops (reason, product, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
+            (reason, product, n),
+        )
+
+
+class Spool:
+    """The queue in one state folder. Safe to use from several processes at once; one object per thread."""
+
+    def __init__(self, db: StateDB | None = None, quotas: Quotas | None = None, policy: Policy | None = None) -> None:
+        self.db = db or StateDB()
+        self.quotas = quotas or Quotas()
+        # Consent registers the backup restore on the database, so that a recreated spool keeps choices.
+        self.consent = Consent(self.db, policy)
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def put_report(
+        self, item_id: str, product: str, guid: str, data: bytes, *, consent_epoch: int, now: float | None = None
+    ) -> bool:
+        """Queue one encoded report. Returns False, and counts a drop, unless, *at the moment of writing*,
+        ``product`` is opted in under the same ``consent_epoch`` the data was recorded under, and ``guid``
+        is still the machine's GUID: a report recorded before an opt-out (even one followed by a new
+        opt-in) or before a reset of the GUID is never queued after it."""
+        now = time.time() if now is None else now
+        allowed = self.consent.policy.allows(product)
+
+        def work(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT state, epoch FROM consent WHERE product = ?", (product,)).fetchone()
+            if not allowed or row is None or row[0] != "in":
+                count_drop(conn, "not-opted-in", product)
+                return False
+            if row[1] != consent_epoch:
+                count_drop(conn, "stale-consent", product)
+                return False
+            if read_guid(conn) != guid:
+                count_drop(conn, "stale-guid", product)
+                return False
+            insert_item(conn, item_id, "report", product, guid, data, now)
+            self._enforce_quotas(conn, now)
+            return True
+
+        return self.db.write(work)
+
+    def count_drop(self, reason: str, product: str, n: int = 1) -> None:
+        """Count a report that was dropped before it reached the spool (e.g. by a scrubber)."""
+        self.db.write(lambda conn: count_drop(conn, reason, product, n))
+
+    def _enforce_quotas(self, conn: sqlite3.Connection, now: float) -> None:
+        q = self.quotas
+        for product, n in conn.execute(
+            "SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND created < ? GROUP BY product",
+            (now - q.max_age_s,),
+        ).fetchall():
+            count_drop(conn, "quota-age", product, n)
+        conn.execute("DELETE FROM spool WHERE kind = 'report' AND created < ?", (now - q.max_age_s,))
+        count, size = conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE kind = 'report'"
+        ).fetchone()
+        if count <= q.max_reports and size <= q.max_bytes:
+            return
+        # Walk from the oldest and drop until both bounds hold again.
+        doomed: list[tuple[int, str, str]] = []
+        for seq, product, item_size in conn.execute(
+            "SELECT seq, product, size FROM spool WHERE kind = 'report' ORDER BY seq"
+        ):
+            if count <= q.max_reports and size <= q.max_bytes:
+                break
+            reason = "quota-count" if count > q.max_reports else "quota-bytes"
+            doomed.append((seq, product, reason))
+            count -= 1
+            size -= item_size
+        conn.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq, _, _ in doomed])
+        for _, product, reason in doomed:
+            count_drop(conn, reason, product)
+
+    # -- sending ------------------------------------------------------------------------------------
+
+    def lease(
+        self, max_items: int = 500, max_bytes: int = 8_000_000, lease_s: float = 120, now: float | None = None
+    ) -> Lease:
+        """Hand out up to ``max_items`` ready items, oldest first: deletion requests always, reports only
+        for products that are opted in and not capped by policy right now."""
+        now = time.time() if now is None else now
+        token = uuid.uuid4().hex
+        blocked = self.consent.policy
+        # The policy is applied in SQL, before LIMIT: capped reports at the head of the queue must not
+        # fill the batch and starve the deletion requests (and allowed reports) queued behind them.
+        capped = sorted(blocked.off_products)
+        reports_ok = (
+            "0" if blocked.force_off else f"c.state = 'in' AND s.product NOT IN ({', '.join('?' * len(capped))})"
+        )
+
+        def work(conn: sqlite3.Connection) -> list[SpooledItem]:
+            rows = conn.execute(
+                "SELECT s.seq, s.item_id, s.kind, s.product, s.guid, s.created, s.attempts, s.data FROM spool s "
+                "LEFT JOIN consent c ON c.product = s.product "
+                f"WHERE s.not_before <= ? AND s.lease_until <= ? AND (s.kind = 'deletion' OR ({reports_ok})) "
+                "ORDER BY s.seq LIMIT ?",
+                (now, now, *([] if blocked.force_off else capped), max_items),
+            ).fetchall()
+            items: list[SpooledItem] = []
+            total = 0
+            for _seq, item_id, kind, product, guid, created, attempts, data in rows:
+                if kind == "report" and not blocked.allows(product):
+                    continue
+                if items and total + len(data) > max_bytes:
+                    break
+                items.append(SpooledItem(item_id, kind, product, guid, created, attempts, bytes(data)))
+                total += len(data)
+            conn.executemany(
+                "UPDATE spool SET lease_until = ?, lease_token = ? WHERE item_id = ?",
+                [(now + lease_s, token, i.item_id) for i in items],
+            )
+            return items
+
+        return Lease(token, now + lease_s, self.db.write(work))
+
+    def settle(
+        self,
+        lease: Lease,
+        accepted: Iterable[str] = (),
+        retry: Mapping[str, float] | None = None,
+        rejected: Mapping[str, str] | None = None,
+        now: float | None = None,
+    ) -> None:
+        """Apply a transport's results: delete ``accepted``; reschedule ``retry`` (item id -> delay in
+        seconds); delete ``rejected`` (item id -> reason) and count each reason. Items of the lease that
+        appear nowhere are released for another try at once. Items deleted meanwhile (an opt-out) are
+        simply gone."""
+        now = time.time() if now is None else now
+        retry = retry or {}
+        rejected = rejected or {}
+        accepted = set(accepted)
+        products = {i.item_id: i.product for i in lease.items}
+
+        def work(conn: sqlite3.Connection) -> None:
+            mine = "item_id = ? AND lease_token = ?"
+            conn.executemany(f"DELETE FROM spool WHERE {mine}", [(i, lease.token) for i in accepted])
+            for item_id, reason in rejected.items():
+                if conn.execute(f"DELETE FROM spool WHERE {mine}", (item_id, lease.token)).rowcount:
+                    count_drop(conn, f"rejected:{reason}", products.get(item_id, "?"))
+            reschedule = "UPDATE spool SET lease_until = 0, lease_token = NULL, attempts = attempts + 1, not_before = ?"
+            conn.executemany(
+                f"{reschedule} WHERE {mine}",
+                [(now + delay, i, lease.token) for i, delay in retry.items()],
+            )
+            conn.execute("UPDATE spool SET lease_until = 0, lease_token = NULL WHERE lease_token = ?", (lease.token,))
+            if accepted:
+                conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)", (repr(now),))
+
+        self.db.write(work)
+
+    # -- inspecting and purging ---------------------------------------------------------------------
+
+    def items(self, product: str | None = None) -> list[SpooledItem]:
+        """Everything queued (for ``ceip review``), oldest first, optionally for one product."""
+        query = "SELECT item_id, kind, product, guid, created, attempts, data FROM spool"
+        args: tuple[str, ...] = ()
+        if product is not None:
+            query += " WHERE product = ?"
+            args = (product,)
+        rows = self.db.read(lambda conn: conn.execute(query + " ORDER BY seq", args).fetchall())
+        return [SpooledItem(*row[:6], bytes(row[6])) for row in rows]
+
+    def stats(self) -> SpoolStats:
+        def work(conn: sqlite3.Connection) -> SpoolStats:
+            by_kind = dict(conn.execute("SELECT kind, COUNT(*) FROM spool GROUP BY kind").fetchall())
+            size = conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()[0]
+            by_product = dict(
+                conn.execute("SELECT product, COUNT(*) FROM spool WHERE kind = 'report' GROUP BY product")
+            )
+            drops: dict[str, int] = {}
+            for reason, product, n in conn.execute("SELECT reason, product, count FROM drops ORDER BY reason, product"):
+                drops[reason] = drops.get(reason, 0) + n
+                if product != "*":
+                    drops[f"{reason}:{product}"] = n
+            last = conn.execute("SELECT value FROM meta WHERE key = 'last_upload'").fetchone()
+            nxt = conn.execute("SELECT MIN(not_before) FROM spool WHERE not_before > 0").fetchone()[0]
+            return SpoolStats(
+                reports=by_kind.get("report", 0),
+                deletions=by_kind.get("deletion", 0),
+                bytes=size,
+                by_product=by_product,
+                drops=drops,
+                last_upload=float(last[0]) if last else None,
+                next_attempt=nxt,
+            )
+
+        return self.db.read(work)
+
+    def purge(self, product: str | None = None) -> int:
+        """Delete queued reports (of one product, or all) without sending them; deletion requests stay,
+        since they carry a promise made to the person. Returns how many were deleted."""
+
+        def work(conn: sqlite3.Connection) -> int:
+            where, args = (
+                ("kind = 'report'", ()) if product is None else ("kind = 'report' AND product = ?", (product,))
+            )
+            counts = conn.execute(
+                f"SELECT product, COUNT(*) FROM spool WHERE {where} GROUP BY product", args
+            ).fetchall()
+            for prod, n in counts:
+                count_drop(conn, "purged", prod, n)
+            conn.execute(f"DELETE FROM spool WHERE {where}", args)
+            return sum(n for _, n in counts)
+
+        return self.db.write(work)

@@ -1,0 +1,118 @@
+"""The uploader: drains the spool through a transport, in batches that fit the wire limits.
+
+It never deletes anything itself; the spool does, on the transport's per-item answers. While a batch is
+in flight the uploader keeps checking consent: if a product in the batch is opted out, the send is
+cancelled at once, so no further byte about that product leaves the machine. Items that
+must be retried are rescheduled with exponential backoff and full jitter (or after the receiver's
+``Retry-After``), and stay queued however long that takes: only the spool's quotas remove them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ceip_core import wire
+from ceip_core.spool import Lease, Spool
+from ceip_core.transport import Batch, BatchItem, Outcome, SendResult, Transport
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Retry delays: ``initial * factor**attempts`` capped at ``maximum``, then full jitter."""
+
+    initial: float = 5.0
+    factor: float = 2.0
+    maximum: float = 3600.0
+
+    def delay(self, attempts: int) -> float:
+        return random.uniform(0, min(self.maximum, self.initial * self.factor ** min(attempts, 32)))
+
+
+@dataclass
+class UploadSummary:
+    """What one drain did."""
+
+    accepted: int = 0
+    retried: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+
+
+async def drain(
+    spool: Spool, transport: Transport, *, backoff: Backoff | None = None, max_rounds: int = 1000
+) -> UploadSummary:
+    """Send everything that is ready now. Stops when nothing is ready or a whole round is retried."""
+    backoff = backoff or Backoff()
+    summary = UploadSummary()
+    for _ in range(max_rounds):
+        lease = spool.lease()
+        if not lease.items:
+            break
+        progressed = await _send_lease(spool, transport, lease, backoff, summary)
+        if not progressed:
+            break
+    return summary
+
+
+async def _send_lease(
+    spool: Spool, transport: Transport, lease: Lease, backoff: Backoff, summary: UploadSummary
+) -> bool:
+    attempts = {i.item_id: i.attempts for i in lease.items}
+    accepted: list[str] = []
+    retry: dict[str, float] = {}
+    rejected: dict[str, str] = {}
+    start = 0
+    try:
+        for group in wire.split_batches([i.data for i in lease.items]):
+            items = lease.items[start : start + len(group)]
+            start += len(group)
+            batch = Batch(BatchItem(i.item_id, i.kind, i.product, i.data) for i in items)
+            summary.batches += 1
+            for result in await _send_unless_withdrawn(spool, transport, batch):
+                if result.outcome is Outcome.ACCEPTED:
+                    accepted.append(result.item_id)
+                elif result.outcome is Outcome.REJECTED:
+                    rejected[result.item_id] = result.reason or "rejected"
+                    summary.rejected[rejected[result.item_id]] = summary.rejected.get(rejected[result.item_id], 0) + 1
+                else:
+                    retry[result.item_id] = (
+                        result.retry_after
+                        if result.retry_after is not None
+                        else backoff.delay(attempts.get(result.item_id, 0))
+                    )
+    finally:
+        # Whatever happened (even a cancelled send), settle what we know; the rest is released by the lease.
+        spool.settle(lease, accepted, retry, rejected)
+    summary.accepted += len(accepted)
+    summary.retried += len(retry)
+    return bool(accepted or rejected)
+
+
+#: How often consent is re-read while a batch is in flight (the opt-out deadline is one second).
+CONSENT_POLL_S = 0.1
+
+
+async def _send_unless_withdrawn(spool: Spool, transport: Transport, batch: Batch) -> Sequence[SendResult]:
+    """``transport.send(batch)``, cancelled as soon as any product it carries reports for is opted out.
+    A cancelled send answers nothing, so its items stay queued (or are already deleted by the opt-out)."""
+    products = {i.product for i in batch.items if i.kind == "report"}
+    send = asyncio.ensure_future(transport.send(batch))
+    try:
+        while not send.done():
+            await asyncio.wait({send}, timeout=CONSENT_POLL_S)
+            if not send.done() and products and not all(map(spool.consent.allowed, products)):
+                send.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await send
+                log.info("upload aborted: consent withdrawn for %s", ", ".join(sorted(products)))
+                return []
+        return send.result()
+    finally:
+        send.cancel()

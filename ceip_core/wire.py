@@ -1,0 +1,268 @@
+"""The wire format: records to gzip-compressed JSON and back, strictly. Documented in docs/wire-format.md.
+
+One private cattrs converter, never the global one. Decoding a batch decodes each item on its own, so a
+malformed item is reported with its reason while the good items of the same batch still go through.
+"""
+
+from __future__ import annotations
+
+import gzip
+import zlib
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import cattrs
+import orjson
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn
+from cattrs.preconf.orjson import make_converter as make_orjson_converter
+
+from ceip_core.records import (
+    SCHEMA_VERSION,
+    CounterValue,
+    DeletionRequest,
+    Histogram,
+    Item,
+    Period,
+    Problem,
+    ProcessSession,
+    Report,
+    SystemInfo,
+    UnknownItem,
+)
+
+#: Largest batch body on the wire, compressed and expanded (ARCHITECTURE.md, section 4).
+MAX_COMPRESSED_BYTES = 1 << 20
+MAX_EXPANDED_BYTES = 10 << 20
+
+CONTENT_TYPE = "application/vnd.ceip.batch+json"
+
+_ITEM_TYPES: dict[str, type] = {"report": Report, "deletion": DeletionRequest}
+_TYPE_OF: dict[type, str] = {cls: name for name, cls in _ITEM_TYPES.items()}
+_RECORDS = (Report, DeletionRequest, Period, SystemInfo, CounterValue, Histogram, Problem, ProcessSession)
+
+
+class WireError(ValueError):
+    """A body or an item that does not decode. ``reason`` is short and machine-readable, ``detail``
+    says where and why in words a sender can act on."""
+
+    def __init__(self, reason: str, detail: str, item_id: str | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.item_id = item_id
+
+
+def _strict(kind: type) -> Any:
+    """cattrs coerces by default (``int("5")``); the wire accepts only the JSON type it documents."""
+
+    def structure(value: Any, _type: Any) -> Any:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _structure_datetime(value: Any, _type: Any) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp must carry a UTC offset")
+    return parsed
+
+
+def _structure_bucket_keys(value: Any, _type: Any) -> dict[int, int]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    out: dict[int, int] = {}
+    for key, count in value.items():
+        if type(count) is not int:
+            raise TypeError(f"bucket {key!r}: expected int, got {type(count).__name__}")
+        out[int(key)] = count
+    return out
+
+
+def make_converter() -> cattrs.Converter:
+    """The converter for wire format version 1.
+
+    Wire decisions, all of them here:
+    - JSON via orjson; records as objects with their attribute names; tuples as arrays;
+    - enums by value; timestamps as ISO 8601 strings with a UTC offset (naive ones are rejected);
+    - histogram bucket indexes as decimal string keys;
+    - input is strict: unknown keys are rejected (``forbid_extra_keys``) and no type is coerced
+      (``"5"`` is not an int, ``true`` is not a number);
+    - batch items are a tagged union on ``type`` (``report``, ``deletion``); an unknown type becomes
+      :class:`UnknownItem` so that it is rejected alone.
+    """
+    conv = make_orjson_converter(forbid_extra_keys=True)
+    for kind in (int, float, str, bool):
+        conv.register_structure_hook(kind, _strict(kind))
+    conv.register_unstructure_hook(datetime, datetime.isoformat)
+    conv.register_structure_hook(datetime, _structure_datetime)
+    is_buckets = lambda t: t == dict[int, int]  # noqa: E731
+    conv.register_structure_hook_func(is_buckets, _structure_bucket_keys)
+    conv.register_unstructure_hook_func(is_buckets, lambda d: {str(k): v for k, v in d.items()})
+    for cls in _RECORDS:
+        conv.register_structure_hook(cls, make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True))
+        conv.register_unstructure_hook(cls, make_dict_unstructure_fn(cls, conv))
+    return conv
+
+
+_CONVERTER = make_converter()
+
+
+def unstructure_item(item: Item) -> dict[str, Any]:
+    """An item as the JSON-ready mapping the wire carries, with its ``type`` tag first."""
+    if isinstance(item, UnknownItem):
+        raise TypeError("an unknown item cannot be sent")
+    return {"type": _TYPE_OF[type(item)], **_CONVERTER.unstructure(item)}
+
+
+def encode_item(item: Item) -> bytes:
+    """One item as compact JSON bytes (the form the spool stores)."""
+    return orjson.dumps(unstructure_item(item))
+
+
+def structure_item(raw: Any) -> Item:
+    """Decode one item from its JSON-ready form; raises :class:`WireError` with the reason."""
+    if not isinstance(raw, dict):
+        raise WireError("malformed", f"an item must be an object, got {type(raw).__name__}")
+    raw_id = raw.get("report_id", raw.get("request_id"))
+    item_id = raw_id if isinstance(raw_id, str) else None
+    tag = raw.get("type")
+    cls = _ITEM_TYPES.get(tag) if isinstance(tag, str) else None
+    if cls is None:
+        return UnknownItem(type=str(tag), item_id=item_id)
+    fields = {k: v for k, v in raw.items() if k != "type"}
+    if fields.get("schema") != SCHEMA_VERSION:
+        raise WireError(
+            "unsupported-schema", f"schema {fields.get('schema')!r} (this side speaks {SCHEMA_VERSION})", item_id
+        )
+    try:
+        return _CONVERTER.structure(fields, cls)
+    except Exception as exc:  # cattrs raises exception groups; flatten them into one readable line
+        if isinstance(exc, cattrs.BaseValidationError):
+            messages = cattrs.transform_error(exc, path="$", format_exception=_explain)
+        else:
+            messages = [str(exc)]
+        raise WireError("invalid", "; ".join(messages), item_id) from None
+
+
+def _explain(exc: BaseException, type_: Any) -> str:
+    """Our own hooks raise messages that say what was expected; keep them instead of cattrs' generic one."""
+    if type(exc) in (TypeError, ValueError) and str(exc):
+        return str(exc)
+    return cattrs.v.format_exception(exc, type_)
+
+
+def decode_item(data: bytes) -> Item:
+    """One item from the compact JSON bytes made by :func:`encode_item`."""
+    try:
+        raw = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError("malformed-json", str(exc)) from None
+    return structure_item(raw)
+
+
+def encode_batch(encoded_items: Iterable[bytes]) -> bytes:
+    """A gzip-compressed batch body from items already encoded by :func:`encode_item`.
+
+    Splicing the stored bytes keeps the spool's copy and the sent copy byte-identical: what
+    ``ceip review`` shows is exactly what leaves the machine.
+    """
+    body = b'{"schema":%d,"items":[%s]}' % (SCHEMA_VERSION, b",".join(encoded_items))
+    return gzip.compress(body, compresslevel=6, mtime=0)
+
+
+def split_batches(encoded_items: Sequence[bytes], max_compressed: int = MAX_COMPRESSED_BYTES) -> list[list[bytes]]:
+    """Group encoded items into batches that each fit the body limits, in order.
+
+    An item that alone exceeds the limits is returned in a batch of its own; the caller decides what
+    to do with it (the receiver would reject it as too large).
+    """
+    batches: list[list[bytes]] = []
+    current: list[bytes] = []
+    expanded = 0
+    compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+    compressed = 0
+    for data in encoded_items:
+        # Flushing after each item gives an upper bound of the compressed size so far at little cost.
+        added = len(compressor.compress(data)) + len(compressor.flush(zlib.Z_SYNC_FLUSH))
+        if current and (expanded + len(data) + 64 > MAX_EXPANDED_BYTES or compressed + added > max_compressed):
+            batches.append(current)
+            current, expanded, compressed = [], 0, 0
+            compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
+            added = len(compressor.compress(data)) + len(compressor.flush(zlib.Z_SYNC_FLUSH))
+        current.append(data)
+        expanded += len(data) + 1
+        compressed += added
+    if current:
+        batches.append(current)
+    return batches
+
+
+def read_body(body: bytes, *, max_expanded: int = MAX_EXPANDED_BYTES) -> list[Any]:
+    """Expand and parse a batch body into raw items, refusing bodies that expand past the limit.
+
+    Decompression is incremental and stops as soon as the limit is passed, so a gzip bomb costs at
+    most ``max_expanded`` bytes of memory. Raises :class:`WireError` for the whole body.
+    """
+    inflater = zlib.decompressobj(wbits=31)
+    try:
+        data = inflater.decompress(body, max_expanded + 1)
+    except zlib.error as exc:
+        raise WireError("bad-gzip", f"body is not valid gzip ({exc})") from None
+    if len(data) > max_expanded or inflater.unconsumed_tail:
+        raise WireError("too-large", f"body expands past {max_expanded} bytes")
+    if not inflater.eof:
+        raise WireError("bad-gzip", "gzip stream is truncated")
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError("malformed-json", str(exc)) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("items"), list):
+        raise WireError("malformed", 'a batch is an object with an "items" array')
+    if doc.get("schema") != SCHEMA_VERSION:
+        raise WireError("unsupported-schema", f"batch schema {doc.get('schema')!r} (this side speaks {SCHEMA_VERSION})")
+    extra = set(doc) - {"schema", "items"}
+    if extra:
+        raise WireError("malformed", f"unknown batch keys: {', '.join(sorted(extra))}")
+    return list(doc["items"])
+
+
+def decode_batch(body: bytes) -> list[Item | WireError]:
+    """Every item of a gzip batch body, or the :class:`WireError` that explains why it is not one."""
+    results: list[Item | WireError] = []
+    for raw in read_body(body):
+        try:
+            results.append(structure_item(raw))
+        except WireError as err:
+            results.append(err)
+    return results
+
+
+def to_jsonable(item: Item) -> dict[str, Any]:
+    """An item as plain JSON-ready data (for ``ceip review --json`` and tests)."""
+    return orjson.loads(encode_item(item))
+
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_COMPRESSED_BYTES",
+    "MAX_EXPANDED_BYTES",
+    "WireError",
+    "decode_batch",
+    "decode_item",
+    "encode_batch",
+    "encode_item",
+    "make_converter",
+    "read_body",
+    "split_batches",
+    "structure_item",
+    "to_jsonable",
+    "unstructure_item",
+]

@@ -1,0 +1,30 @@
+"""Shared fixtures for the core tests. The ``ceip_home`` and ``ceip_plugins`` fixtures come from
+``ceip_core.testing`` (the pytest plugin ceip ships for plugin authors)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
+sys.path.insert(0, str(FIXTURE_PLUGINS))
+
+import ceip_sample  # noqa: E402
+
+from ceip_core.plugins import Plugins  # noqa: E402
+
+
+@pytest.fixture
+def sample(ceip_home: Path, ceip_plugins: Callable[..., Plugins], monkeypatch: pytest.MonkeyPatch) -> Plugins:
+    """Built-in plugins plus the fixture products ``sample`` and ``other``, in this process and in any
+    subprocess the test starts (through ``CEIP_PLUGIN_MODULES``)."""
+    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH")]))
+    )
+    monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
+    return ceip_plugins(ceip_sample)

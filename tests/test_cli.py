@@ -1,0 +1,141 @@
+"""The ``ceip`` command, as the person at the machine uses it."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+import ceip_core
+from ceip_core.cli import cli
+from ceip_core.default_plugins.file_transport import SUFFIX
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB
+
+
+def ceip(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(cli, list(args))
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def record_session(version: str = "1.0") -> None:
+    with ceip_core.recorder("sample", version) as rec:
+        rec.feature("open_file")
+        rec.feature("export", "pdf")
+        rec.problem("KeyError@load.py:12 for alice@example.com")
+
+
+def test_consent_in_status_out(sample) -> None:
+    assert "sample" in ceip("consent", "status")
+    assert "not asked yet" in ceip("consent", "status")
+    assert "A new random machine ID was created" in ceip("consent", "in", "sample")
+    rows = json.loads(ceip("consent", "status", "--json"))
+    assert {r["product"]: r["state"] for r in rows} == {"other": "unset", "sample": "in"}
+    record_session()
+    out = ceip("consent", "out", "sample")
+    assert "1 queued report(s) deleted" in out
+    assert "request to delete what was already sent is queued" in out
+    assert "machine ID was discarded" in out
+
+
+def test_consent_all(sample) -> None:
+    changes = json.loads(ceip("consent", "in", "--all", "--json"))
+    assert sorted(c["product"] for c in changes) == ["other", "sample"]
+    changes = json.loads(ceip("consent", "out", "--all", "--json"))
+    assert [c["deletion_queued"] for c in changes] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["consent", "in", "nope"], "unknown product 'nope' (known: other, sample)"),
+        (["consent", "in"], "name at least one product"),
+        (["consent", "in", "sample", "--all"], "not both"),
+        (["describe", "--product", "nope"], "unknown product 'nope'"),
+        (["upload", "--to", "carrier-pigeon://x"], "no transport for 'carrier-pigeon'"),
+        (["consent", "maybe"], "No such command 'maybe'"),
+    ],
+)
+def test_bad_input_gets_a_clear_message_and_exit_2(sample, args: list[str], message: str) -> None:
+    assert message in ceip(*args, code=2)
+
+
+def test_an_uninstalled_product_can_still_be_opted_out(sample, ceip_plugins) -> None:
+    ceip("consent", "in", "sample")
+    ceip_plugins()  # the sample plugin is gone now
+    assert "not participating" in ceip("consent", "out", "sample")
+
+
+def test_status_shows_guid_queue_and_drops(sample) -> None:
+    ceip("consent", "in", "sample")
+    record_session()
+    data = json.loads(ceip("status", "--json"))
+    assert data["guid"] and data["queued_reports"] == 1 and data["queued_by_product"] == {"sample": 1}
+    ceip("purge", "--yes")
+    data = json.loads(ceip("status", "--json"))
+    assert data["queued_reports"] == 0 and data["drops"]["purged"] == 1
+    assert "purged 1" in ceip("status")
+
+
+def test_review_shows_exactly_what_will_be_sent(sample, ceip_home: Path) -> None:
+    ceip("consent", "in", "sample")
+    record_session("3.1")
+    text = ceip("review")
+    assert "== sample ==" in text and "count     open_file = 1" in text
+    assert "alice@example.com" not in text and "<email>" in text
+    [stored] = Spool(StateDB(ceip_home)).items()
+    assert json.loads(ceip("review", "--json")) == [orjson.loads(stored.data)]
+    assert "Nothing is queued" in ceip("review", "--product", "other")
+
+
+def test_upload_to_a_drop_folder_empties_the_queue(sample, tmp_path: Path) -> None:
+    ceip("consent", "in", "sample")
+    record_session()
+    record_session()
+    drop = tmp_path / "drop"
+    assert "Sent 2 item(s) in 1 batch(es)" in ceip("upload", "--to", f"file://{drop}")
+    [batch] = list(drop.glob(f"*{SUFFIX}"))
+    body = json.loads(gzip.decompress(batch.read_bytes()))
+    assert [i["type"] for i in body["items"]] == ["report", "report"]
+    assert json.loads(ceip("status", "--json"))["queued_reports"] == 0
+    assert json.loads(ceip("status", "--json"))["last_upload"] is not None
+
+
+def test_reset_id(sample) -> None:
+    assert "no product is opted in" in ceip("reset-id", code=1)
+    ceip("consent", "in", "sample")
+    before = json.loads(ceip("status", "--json"))["guid"]
+    ceip("reset-id")
+    assert json.loads(ceip("status", "--json"))["guid"] not in (None, before)
+
+
+def test_describe_is_the_data_dictionary(sample) -> None:
+    text = ceip("describe")
+    assert "## Sample (`sample`)" in text
+    assert "| `render_ms` | histogram | ms | Time to render a view. |" in text
+    assert "### Configuration" in text and "Labels: pdf, csv" in text
+
+
+def test_plugins_lists_builtins_and_hooks(sample) -> None:
+    rows = json.loads(ceip("plugins", "--json"))
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["ceip_core.default_plugins.file_transport"]["hooks"] == ["ceip_register_transports"]
+    assert by_name["ceip_core.default_plugins.declared"]["builtin"] is True
+    assert "ceip_sample" in by_name
+
+
+def test_the_installed_console_script_runs(sample) -> None:
+    exe = shutil.which("ceip", path=str(Path(sys.executable).parent))
+    assert exe, "the ceip console script is not installed beside this interpreter"
+    proc = subprocess.run([exe, "consent", "in", "nope"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "unknown product 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,177 @@
+"""Hook specs: every hook is typed, documented, called in a known order, and loading fails loudly."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pluggy
+import pytest
+from click.testing import CliRunner
+
+import ceip_core
+from ceip_core import hookspecs
+from ceip_core.cli import cli
+from ceip_core.consent import Consent, State
+from ceip_core.hookspecs import hookimpl
+from ceip_core.plugins import PluginError, Plugins
+from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
+from ceip_core.statedb import StateDB
+
+DOCS = Path(__file__).parents[1] / "docs" / "plugin-hooks.md"
+HOOKS = sorted(name for name in dir(hookspecs) if name.startswith("ceip_"))
+
+SPEC = ProductSpec(
+    "every",
+    "Every Hook",
+    ["every-app"],
+    [MetricSpec("used", MetricKind.COUNTER, "uses", Category.PROGRAM_USE, "Times used.")],
+)
+
+
+class Identity:
+    name = "identity"
+    order = 500
+
+    def scrub(self, report, ctx):
+        return report
+
+
+class NullTransport:
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    async def send(self, batch):
+        return []
+
+    async def flush(self, timeout=None):
+        return True
+
+    async def close(self):
+        return None
+
+
+class NullCollector:
+    name = "null"
+    interval_s = 60.0
+
+    async def collect(self, ctx):
+        return []
+
+
+class EveryHook:
+    """Implements every hook and records the order they are called in."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def ceip_register_products(self, register):
+        self.calls.append("ceip_register_products")
+        register(SPEC)
+
+    @hookimpl
+    def ceip_register_scrubbers(self, register):
+        self.calls.append("ceip_register_scrubbers")
+        register(Identity())
+
+    @hookimpl
+    def ceip_register_transports(self, register):
+        self.calls.append("ceip_register_transports")
+        register("null", NullTransport)
+
+    @hookimpl
+    def ceip_register_collectors(self, register):
+        self.calls.append("ceip_register_collectors")
+        register(NullCollector())
+
+    @hookimpl
+    def ceip_plugins_loaded(self, plugins):
+        self.calls.append("ceip_plugins_loaded")
+
+    @hookimpl
+    def ceip_report_spooled(self, report):
+        self.calls.append("ceip_report_spooled")
+
+    @hookimpl
+    def ceip_consent_changed(self, product, state):
+        self.calls.append(f"ceip_consent_changed:{product}:{state.value}")
+
+
+def test_a_plugin_implementing_every_hook_is_called_in_lifecycle_order(ceip_home: Path, ceip_plugins) -> None:
+    plugin = EveryHook()
+    assert {name for name in dir(plugin) if name.startswith("ceip_")} == set(HOOKS)
+    plugins = ceip_plugins(plugin)
+    assert plugin.calls == ["ceip_plugins_loaded"]
+
+    result = CliRunner().invoke(cli, ["consent", "in", "every"])
+    assert result.exit_code == 0, result.output
+    with ceip_core.recorder("every", "1.0") as rec:
+        rec.feature("used")
+    assert plugins.transport_for("null://x").url == "null://x"
+    assert [c.name for c in plugins.collectors] == ["null"]
+
+    assert plugin.calls == [
+        "ceip_plugins_loaded",
+        "ceip_register_products",  # the CLI checks the product name
+        "ceip_consent_changed:every:in",
+        "ceip_register_scrubbers",  # sealing needs the pipeline
+        "ceip_report_spooled",
+        "ceip_register_transports",
+        "ceip_register_collectors",
+    ]
+    assert [s.name for s in plugins.scrubbers] == ["declared", "identifiers", "limits", "identity"]
+    assert Consent(StateDB(ceip_home)).state("every") is State.IN
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hook_is_documented(hook: str) -> None:
+    assert re.search(rf"^### `{hook}\(", DOCS.read_text(), re.M), f"{hook} is missing from {DOCS.name}"
+
+
+@pytest.mark.parametrize("hook", HOOKS)
+def test_every_hookspec_is_typed_and_documents_its_parameters(hook: str) -> None:
+    func = getattr(hookspecs, hook)
+    signature = inspect.signature(func)
+    doc = inspect.getdoc(func) or ""
+    assert signature.return_annotation != inspect.Signature.empty
+    for name, param in signature.parameters.items():
+        assert param.annotation != inspect.Parameter.empty, name
+        assert f":param {name}:" in doc
+    assert ":returns:" in doc
+
+
+def test_a_misspelled_hook_fails_loudly(ceip_home: Path, ceip_plugins) -> None:
+    class Typo:
+        @hookimpl
+        def ceip_register_product(self, register):  # missing "s"
+            pass
+
+    with pytest.raises(pluggy.PluginValidationError, match="ceip_register_product"):
+        ceip_plugins(Typo())
+
+
+def test_duplicate_registrations_are_rejected(ceip_home: Path, ceip_plugins) -> None:
+    class Twice:
+        @hookimpl
+        def ceip_register_products(self, register):
+            register(SPEC)
+            register(SPEC)
+
+    with pytest.raises(PluginError, match="product 'every' is registered twice"):
+        _ = ceip_plugins(Twice()).products
+
+
+def test_unknown_product_error_names_the_known_ones(sample: Plugins) -> None:
+    with pytest.raises(PluginError, match=r"unknown product 'nope' \(known: other, sample\)"):
+        sample.product("nope")
+
+
+def test_environment_switches_block_and_add_plugins(ceip_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CEIP_BLOCK_PLUGINS", "identifiers")
+    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
+    monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
+    plugins = Plugins.load()
+    assert [s.name for s in plugins.scrubbers] == ["declared", "limits"]
+    assert set(plugins.products) == {"sample", "other"}

@@ -1,0 +1,170 @@
+"""The recording API: what it records, that it never raises, and that it stays light."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers import run_python, wait_for
+
+import ceip_core
+from ceip_core import wire
+from ceip_core.consent import Consent
+from ceip_core.records import Report
+from ceip_core.recording import ZERO_BUCKET, bucket_of
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB
+
+
+@pytest.fixture
+def opted_in(sample, ceip_home: Path) -> Spool:
+    Consent(StateDB(ceip_home)).opt_in("sample")
+    return Spool(StateDB(ceip_home))
+
+
+def queued_reports(spool: Spool) -> list[Report]:
+    return [r for r in (wire.decode_item(i.data) for i in spool.items()) if isinstance(r, Report)]
+
+
+def test_a_session_becomes_one_scrubbed_report(opted_in: Spool) -> None:
+    with ceip_core.recorder("sample", "2.1") as rec:
+        for _ in range(3):
+            rec.feature("open_file")
+        rec.feature("export", "pdf")
+        rec.count("open_file", 2)
+        rec.observe("render_ms", 10.0)
+        with rec.timed("render_ms"):
+            pass
+        rec.problem("ValueError@render.py:88")
+        rec.problem("ValueError@render.py:88")
+        rec.config("theme", "dark")
+    [report] = queued_reports(opted_in)
+    assert report.product == "sample" and report.product_version == "2.1"
+    assert report.guid == opted_in.consent.guid()
+    counters = {(c.name, c.label): c.value for c in report.counters}
+    assert counters == {("open_file", None): 5, ("export", "pdf"): 1}
+    [hist] = report.histograms
+    assert hist.name == "render_ms" and hist.count == 2 and hist.max == 10.0
+    assert sum(hist.buckets.values()) == 2
+    assert [(p.kind, p.signature, p.count) for p in report.problems] == [("error", "ValueError@render.py:88", 2)]
+    assert report.config == {"theme": "dark"}
+    assert report.period.start <= report.period.end
+
+
+def test_bad_input_never_raises_and_is_counted(opted_in: Spool) -> None:
+    rec = ceip_core.recorder("sample", "1.0")
+    rec.feature("not_declared")  # undeclared: dropped by the declared-fields scrubber
+    rec.feature(5)  # type: ignore[arg-type]
+    rec.feature(["unhashable"])  # type: ignore[arg-type]
+    rec.feature("tag", 7)  # type: ignore[arg-type]  # non-string label
+    rec.feature("x" * 100_000)
+    rec.count("open_file", -1)
+    rec.count("open_file", 1.5)  # type: ignore[arg-type]
+    rec.count("open_file", True)  # type: ignore[arg-type]
+    for bad in (math.nan, -1.0, math.inf, "12", None):
+        rec.observe("render_ms", bad)  # type: ignore[arg-type]
+    rec.observe("open_file", 3.0)  # a counter used as a histogram: wrong kind
+    rec.problem(None)  # type: ignore[arg-type]
+    rec.config("theme", object())  # type: ignore[arg-type]
+    rec.config("theme", math.nan)
+    with rec.timed("render_ms"):
+        pass
+    assert rec.close() is True
+    [report] = queued_reports(opted_in)
+    diag = report.diagnostics
+    assert diag["recorder.invalid_name"] == 2  # feature(5), problem(None)
+    assert diag["recorder.invalid_call"] == 1  # unhashable name
+    assert diag["recorder.invalid_label"] == 1
+    assert diag["recorder.invalid_value"] == 3 + 5 + 2
+    assert sum(v for k, v in diag.items() if k.startswith("scrub.declared")) >= 3  # not_declared, x*100000, wrong kind
+    assert [h.count for h in report.histograms] == [1]
+    assert report.counters == ()
+
+
+def test_bounded_memory_for_endless_distinct_names(opted_in: Spool) -> None:
+    rec = ceip_core.recorder("sample", "1.0")
+    for i in range(5000):
+        rec.feature(f"f{i}")
+    assert len(rec._uses) == 1000
+    rec.close()
+    [report] = queued_reports(opted_in)
+    assert report.diagnostics["recorder.too_many_series"] == 4000
+
+
+def test_crash_in_a_with_block_is_recorded_as_a_problem(opted_in: Spool) -> None:
+    with pytest.raises(ZeroDivisionError), ceip_core.recorder("sample", "1.0"):
+        1 / 0  # noqa: B018
+    [report] = queued_reports(opted_in)
+    [problem] = report.problems
+    assert problem.kind == "crash" and problem.signature.startswith("ZeroDivisionError@test_recorder.py:")
+
+
+def test_an_opt_out_in_this_process_stops_recording_at_once(opted_in: Spool, ceip_home: Path) -> None:
+    rec = ceip_core.recorder("sample", "1.0")
+    rec.feature("open_file")
+    Consent(StateDB(ceip_home)).opt_out("sample")
+    wait_for(lambda: not rec.active, timeout=1.0)
+    rec.feature("open_file")
+    assert rec._take().is_empty()
+    assert rec.close() is False
+
+
+def test_data_recorded_before_an_opt_out_is_never_sealed_after_a_re_opt_in(opted_in: Spool, ceip_home: Path) -> None:
+    consent = Consent(StateDB(ceip_home))
+    consent.opt_in("other")  # keeps the GUID alive across the opt-out
+    rec = ceip_core.recorder("sample", "1.0")
+    rec.feature("open_file")
+    consent.opt_out("sample")
+    consent.opt_in("sample")  # quicker than the watcher may notice the opt-out on its own
+    rec.feature("export", "pdf")
+    wait_for(lambda: rec._epoch == consent.epoch("sample"), timeout=1.0)
+    rec.feature("export", "csv")
+    assert rec.close() is True
+    [report] = queued_reports(opted_in)
+    assert [(c.name, c.label) for c in report.counters] == [("export", "csv")]
+
+
+def test_long_running_products_seal_periodically(opted_in: Spool) -> None:
+    rec = ceip_core.recorder("sample", "1.0", seal_every=0.05)
+    rec.feature("open_file")
+    wait_for(lambda: len(queued_reports(opted_in)) == 1, timeout=5)
+    rec.feature("open_file")
+    rec.close()
+    assert len(queued_reports(opted_in)) == 2
+
+
+def test_session_is_sealed_at_interpreter_exit(opted_in: Spool) -> None:
+    run_python("import ceip_core\nrec = ceip_core.recorder('sample', '1.0')\nrec.feature('open_file')\n")
+    [report] = queued_reports(opted_in)
+    assert report.counters[0].value == 1
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import ceip_core",
+        "import ceip_core; ceip_core.recorder('sample', '1.0').feature('open_file')",
+    ],
+)
+def test_recording_path_imports_only_the_standard_library(opted_in: Spool, code: str) -> None:
+    probe = code + "\nimport sys, json; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(
+        json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
+    )
+    heavy = {"attrs", "attr", "cattrs", "pluggy", "aiohttp", "orjson", "psutil", "click", "platformdirs"}
+    assert loaded & heavy == set()
+    light = {"ceip_core.recording", "ceip_core.consent", "ceip_core.statedb", "ceip_core.identity"}
+    assert {m for m in loaded if m.startswith("ceip_core.")} <= light
+
+
+def test_log_buckets() -> None:
+    assert bucket_of(0) == ZERO_BUCKET
+    assert bucket_of(1.0) == 0
+    assert bucket_of(2.0) == 4
+    assert bucket_of(1.99) == 3
+    assert bucket_of(0.5) == -4
+    assert bucket_of(1e-300) == ZERO_BUCKET
