@@ -53,7 +53,13 @@ def bench_feature(home: Path) -> None:
     inactive = ceip_core.recorder("packager", "1.0", home=home, seal_every=None)
     off = per_call_ns("inactive.feature('runs')", namespace={"inactive": inactive})
     row("feature() per call", f"{ceip:.0f} ns", f"Counter += 1: {floor:.0f} ns", "<= 2x Counter", ceip <= 2 * floor)
-    row("feature() vs OpenTelemetry", f"{ceip:.0f} ns", f"counter.add: {otel_ns:.0f} ns", "<= 1/10", ceip * 10 <= otel_ns)
+    row(
+        "feature() vs OpenTelemetry",
+        f"{ceip:.0f} ns",
+        f"counter.add: {otel_ns:.0f} ns",
+        "<= 1/10",
+        ceip * 10 <= otel_ns,
+    )
     row("feature(name, label)", f"{ceip_label:.0f} ns", f"Counter += 1: {floor:.0f} ns", "(info)", None)
     row("feature() not opted in", f"{off:.0f} ns", "", "(info)", None)
     rec.close()
@@ -75,7 +81,8 @@ def bench_import(home: Path) -> None:
     env = {**os.environ, "CEIP_HOME": str(home)}
     imp = in_fresh_interpreter_ms("import ceip_core", env)
     create = in_fresh_interpreter_ms(
-        "import ceip_core\nrec = ceip_core.recorder('analyst', '5.2', seal_every=None)\nrec.feature('open_session')", env
+        "import ceip_core\nrec = ceip_core.recorder('analyst', '5.2', seal_every=None)\nrec.feature('open_session')",
+        env,
     )
     otel = in_fresh_interpreter_ms("import opentelemetry.sdk.metrics", env)
     sentry = in_fresh_interpreter_ms("import sentry_sdk", env)

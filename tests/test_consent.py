@@ -113,7 +113,10 @@ def test_watcher_reports_changes_made_by_another_process(ceip_home: Path) -> Non
 
     listener = Listener()
     assert ConsentWatcher.shared(ceip_home).subscribe(listener) == {}
-    code = f"from ceip_core.consent import Consent; from ceip_core.statedb import StateDB; Consent(StateDB({str(ceip_home)!r})).opt_in('sample')"
+    code = (
+        "from ceip_core.consent import Consent; from ceip_core.statedb import StateDB; "
+        f"Consent(StateDB({str(ceip_home)!r})).opt_in('sample')"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     wait_for(lambda: listener.seen and list(listener.seen[-1]) == ["sample"], timeout=2)
 

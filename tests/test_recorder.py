@@ -14,8 +14,8 @@ from helpers import run_python, wait_for
 import ceip_core
 from ceip_core import wire
 from ceip_core.consent import Consent
-from ceip_core.records import Report
 from ceip_core.recording import ZERO_BUCKET, bucket_of
+from ceip_core.records import Report
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 

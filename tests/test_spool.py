@@ -14,11 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import epoch
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
-
-from helpers import epoch
 
 from ceip_core.consent import Consent, Policy, State
 from ceip_core.records import DeletionRequest

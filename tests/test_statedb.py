@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import IO
 
 import pytest
-from helpers import wait_for, epoch
+from helpers import epoch, wait_for
 
 from ceip_core.consent import Consent, State
 from ceip_core.identity import BACKUP_NAME
