@@ -32,15 +32,21 @@ class Limits:
 
     max_string_bytes: int = 255
     max_labels_per_metric: int = 16
+    max_signatures_per_kind: int = 100
+    """Most distinct signatures kept per problem kind, ``__other__`` included."""
+
+
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
 
 
 @frozen
 class MachineIdentifiers:
     """Names that identify this machine or its people and must never appear in a report."""
 
-    host_names: tuple[str, ...] = field(default=(), converter=tuple)
-    user_names: tuple[str, ...] = field(default=(), converter=tuple)
-    home_dirs: tuple[str, ...] = field(default=(), converter=tuple)
+    host_names: tuple[str, ...] = field(default=(), converter=_strings)
+    user_names: tuple[str, ...] = field(default=(), converter=_strings)
+    home_dirs: tuple[str, ...] = field(default=(), converter=_strings)
 
     @classmethod
     def of_this_machine(cls) -> MachineIdentifiers:

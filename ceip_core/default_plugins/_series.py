@@ -7,6 +7,7 @@ collide. They are merged, never left as duplicates, so that a report holds one s
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
@@ -70,6 +71,10 @@ def _merge(
     combine: Callable[[_S, _S], _S],
     canonical: Callable[[_S], Any],
 ) -> tuple[_S, ...]:
+    items = tuple(items)
+    order = [(k[0], k[1] is not None, k[1] or "") for k in map(key, items)]
+    if all(a < b for a, b in itertools.pairwise(order)):
+        return items  # already one per key and sorted: the common case
     groups: dict[tuple[str, str | None], list[_S]] = {}
     for item in items:
         groups.setdefault(key(item), []).append(item)

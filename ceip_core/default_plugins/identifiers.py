@@ -17,7 +17,8 @@ import ipaddress
 import re
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 import attrs
@@ -34,17 +35,19 @@ from ceip_core.records import CounterValue, Histogram, Report, SystemInfo
 from ceip_core.scrubbing import MachineIdentifiers, ScrubContext, add_diagnostics
 
 #: What each kind of identifier is replaced with. Detectors never match these, so scrubbing is idempotent.
-PLACEHOLDERS = {
-    "email": "<email>",
-    "ip": "<ip>",
-    "mac": "<mac>",
-    "card": "<card>",
-    "phone": "<phone>",
-    "uuid": "<uuid>",
-    "serial": "<serial>",
-    "host": "<host>",
-    "user": "<user>",
-}
+PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
+    {
+        "email": "<email>",
+        "ip": "<ip>",
+        "mac": "<mac>",
+        "card": "<card>",
+        "phone": "<phone>",
+        "uuid": "<uuid>",
+        "serial": "<serial>",
+        "host": "<host>",
+        "user": "<user>",
+    }
+)
 #: What a version field that does not look like a version becomes.
 INVALID = "<invalid>"
 #: A version field: starts with a letter or digit, then letters, digits and ``.+_-``, at most 64 chars.
@@ -54,11 +57,12 @@ _PREFIX = "scrub.identifiers."
 
 # Normalisation. Line breaks and tabs become a space; other control and invisible formatting characters
 # (C0, C1, DEL, soft hyphen, zero-width and bidi controls, tags) are removed so they cannot split an
-# identifier and hide it from the detectors. Then NFKC, so that full-width digits and the like are seen.
+# identifier and hide it from the detectors, and so are lone surrogates, which UTF-8 cannot carry. Then
+# NFKC, so that full-width digits and the like are seen.
 _LINE_BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
 _INVISIBLE = re.compile(
     r"[\x00-\x08\x0e-\x1f\x7f-\x84\x86-\x9f\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e"
-    r"\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]"
+    r"\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb\U000e0000-\U000e007f]"
 )
 
 # The detectors below start with a character class and check the character before the match in a
@@ -105,7 +109,7 @@ _UUID = re.compile(
 # an optional %zone; each is validated with :mod:`ipaddress`, so times (12:30:45) and C++ names
 # (std::vector) do not pass.
 _IPV6 = re.compile(
-    r"(?P<addr>[0-9A-Fa-f:.](?<![0-9A-Za-z_.].)(?:(?<=:)|(?=[0-9A-Fa-f.]*:))(?=[0-9A-Fa-f.]*:)"
+    r"(?P<addr>[0-9A-Fa-f:.](?<![0-9A-Za-z_.].)(?:(?<=:)(?=[0-9A-Fa-f.]*:)|(?=[0-9A-Fa-f.]*:[0-9A-Fa-f.]*:))"
     r"[0-9A-Fa-f:.]{1,63}+)(?P<zone>%[0-9A-Za-z_.-]{1,32}+)?(?![0-9A-Za-z_])"
 )
 
@@ -151,6 +155,7 @@ _HEX = frozenset("0123456789abcdefABCDEF")
 _LETTER_DIGIT_SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
 
 _HAS_DIGIT = re.compile(r"[0-9]")
+_ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
 # Letters, "_" and spaces only: no detector but the machine's names can match, so the rest is skipped.
 _PLAIN = re.compile(r"[A-Za-z_ ]*")
 _PLACEHOLDER = r"<(?:" + "|".join(k for k in PLACEHOLDERS) + r"|invalid)>"
@@ -163,6 +168,8 @@ class _MachinePatterns:
     homes: re.Pattern[str] | None
     names: re.Pattern[str] | None
     kinds: dict[str, str]
+    folded: tuple[str, ...]
+    """The names as ASCII text that ``names`` could match appears after ``str.lower``: a quick test."""
 
 
 @functools.lru_cache(maxsize=16)
@@ -180,7 +187,19 @@ def _machine_patterns(machine: MachineIdentifiers) -> _MachinePatterns:
         alternatives = "|".join(f"(?P<n{i}>{re.escape(n)})" for i, (n, _) in enumerate(ordered))
         # Placeholders match first so that a user called "user" does not turn "<user>" into "<<user>>".
         names_re = re.compile(rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
-    return _MachinePatterns(homes=home_re, names=names_re, kinds=kinds)
+    folded = tuple(sorted({_ascii_fold(n) for n, _ in ordered}))
+    return _MachinePatterns(homes=home_re, names=names_re, kinds=kinds, folded=folded)
+
+
+def _ascii_fold(name: str) -> str:
+    """``name`` with each character replaced by the lower-case ASCII letter that a case-insensitive
+    regex treats as equal to it (``K`` for the Kelvin sign, ``s`` for the long s), if there is one. If
+    the result is not in an ASCII text's ``lower()``, the case-insensitive pattern cannot match there."""
+    out = []
+    for ch in name:
+        pattern = re.compile(re.escape(ch), re.IGNORECASE)
+        out.append(next((a for a in _ASCII_LOWER if pattern.fullmatch(a)), ch.lower() if ch.isascii() else ch))
+    return "".join(out)
 
 
 class TextScrubber:
@@ -195,7 +214,9 @@ class TextScrubber:
         text = self._normalise(text)
         m = self.machine
         if _PLAIN.fullmatch(text):
-            return text if m.names is None else m.names.sub(self._name, text)
+            return m.names.sub(self._name, text) if m.names is not None and self._may_hold_names(text) else text
+        # Counted once: replacements only remove these characters, so the counts stay upper bounds.
+        colons, dashes, dots = text.count(":"), text.count("-"), text.count(".")
         if "/" in text or "\\" in text:
             if m.homes is not None:
                 text = self._sub(m.homes, "~", "home_dir", text)
@@ -204,16 +225,17 @@ class TextScrubber:
                 text = self._sub(_HOME, "~", "home_dir", text)
         if "@" in text:
             text = self._emails(text)
-        if m.names is not None:
+        if m.names is not None and self._may_hold_names(text):
             text = m.names.sub(self._name, text)
-        if text.count("-") >= 4:
+        if dashes >= 4:
             text = self._sub(_UUID, PLACEHOLDERS["uuid"], "uuid", text)
-        if text.count(":") >= 2:
+        if colons >= 2:
             text = _IPV6.sub(self._ipv6, text)
-        if text.count(":") >= 5 or text.count("-") >= 5 or text.count(".") >= 2:
+        if colons >= 5 or dashes >= 5 or dots >= 2:
             text = self._sub(_MAC, PLACEHOLDERS["mac"], "mac", text)
-        if _HAS_DIGIT.search(text):
-            if text.count(".") >= 3:
+        # Every number detector needs at least 7 characters (1.2.3.4).
+        if len(text) >= 7 and _HAS_DIGIT.search(text):
+            if dots >= 3:
                 text = _IPV4.sub(self._ipv4, text)
             if len(text) >= 13:
                 text = _DIGIT_GROUPS.sub(self._cards, text)
@@ -222,6 +244,12 @@ class TextScrubber:
             text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
             text = _TOKEN.sub(self._serial, text)
         return text
+
+    def _may_hold_names(self, text: str) -> bool:
+        if not text.isascii():
+            return True
+        lower = text.lower()
+        return any(name in lower for name in self.machine.folded)
 
     def version(self, text: str) -> str:
         """``text`` if it looks like a version, else ``<invalid>`` (counted as ``bad_version``)."""
@@ -281,27 +309,31 @@ class TextScrubber:
 
     def _cards(self, m: re.Match[str]) -> str:
         text = m.group()
-        groups = list(_DIGITS.finditer(text))
-        if sum(g.end() - g.start() for g in groups) < 13:
-            return text
-        out, done, i = [], 0, 0
+        groups = [g.span() for g in _DIGITS.finditer(text)]
+        out: list[str] = []
+        done = i = 0
         while i < len(groups):
-            for j in range(len(groups), i, -1):
-                digits = "".join(g.group() for g in groups[i:j])
-                if 13 <= len(digits) <= 19 and _luhn(digits):
-                    out += [text[done : groups[i].start()], self._hit("card")]
-                    done, i = groups[j - 1].end(), j
+            # The longest run of whole groups from here that holds 13-19 digits and passes Luhn.
+            end, digits = None, ""
+            for j in range(i, len(groups)):
+                digits += text[groups[j][0] : groups[j][1]]
+                if len(digits) > 19:
                     break
-            else:
+                if len(digits) >= 13 and _luhn(digits):
+                    end = j
+            if end is None:
                 i += 1
+                continue
+            out += (text[done : groups[i][0]], self._hit("card"))
+            done, i = groups[end][1], end + 1
         return "".join(out) + text[done:] if out else text
 
     def _phone(self, m: re.Match[str]) -> str:
         number = m.group()
         # The match may run into a number that follows; drop trailing groups until it fits E.164.
-        while (digits := sum(c.isdigit() for c in number)) > 15:
-            number = number[: _LAST_GROUP.search(number).start()]  # type: ignore[union-attr]
-        if digits < 8:
+        while (digits := sum(c.isdigit() for c in number)) > 15 and (last := _LAST_GROUP.search(number)):
+            number = number[: last.start()]
+        if not 8 <= digits <= 15:
             return m.group()
         return self._hit("phone") + m.group()[len(number) :]
 

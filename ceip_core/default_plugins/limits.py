@@ -2,7 +2,7 @@
 
 It runs last, so that it bounds exactly what is stored: strings are cut to ``max_string_bytes`` of UTF-8,
 each metric keeps at most ``max_labels_per_metric`` labels and each problem kind at most
-:data:`MAX_SIGNATURES_PER_KIND` signatures, the rest folded into ``__other__``. A label that is
+``max_signatures_per_kind`` signatures, the rest folded into ``__other__``. A label that is
 common on many machines is worth more than a long tail, so the heaviest series are the ones kept.
 """
 
@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import attrs
 
 from ceip_core.default_plugins._series import (
+    OTHER,
     combine_counters,
     combine_histograms,
     combine_problems,
@@ -30,18 +31,16 @@ from ceip_core.hookspecs import hookimpl
 from ceip_core.records import CounterValue, Histogram, Problem, Report, SystemInfo
 from ceip_core.scrubbing import ScrubContext, add_diagnostics
 
-#: Most distinct signatures kept per problem kind, ``__other__`` included.
-MAX_SIGNATURES_PER_KIND = 100
-
 _PREFIX = "scrub.limits."
 _L = TypeVar("_L", CounterValue, Histogram)
 
 
 def truncate_utf8(text: str, max_bytes: int) -> str:
-    """``text`` cut to at most ``max_bytes`` bytes of UTF-8, never inside a character."""
+    """``text`` cut to at most ``max_bytes`` bytes of UTF-8, never inside a character. (A lone surrogate,
+    which UTF-8 cannot carry, is dropped if the text is cut; the identifiers scrubber removes them.)"""
     if len(text) * 4 <= max_bytes:
         return text
-    data = text.encode("utf-8")
+    data = text.encode("utf-8", "surrogatepass")
     if len(data) <= max_bytes:
         return text
     return data[: max(max_bytes, 0)].decode("utf-8", "ignore")
@@ -69,7 +68,7 @@ class LimitsScrubber:
         limit = ctx.limits.max_labels_per_metric
         counters, folded_counters = _fold_labels(counters, limit, lambda c: c.value, combine_counters)
         histograms, folded_histograms = _fold_labels(histograms, limit, lambda h: h.count, combine_histograms)
-        problems, counts["problems_folded"] = _fold_signatures(problems, MAX_SIGNATURES_PER_KIND)
+        problems, counts["problems_folded"] = _fold_signatures(problems, ctx.limits.max_signatures_per_kind)
         counts["labels_folded"] = folded_counters + folded_histograms
         scrubbed = attrs.evolve(
             report,
@@ -86,13 +85,20 @@ class LimitsScrubber:
 def _cut_labels(
     series: tuple[_L, ...], cut: Callable[[str], str], merge: Callable[[list[_L]], tuple[_L, ...]]
 ) -> tuple[_L, ...]:
-    """The series with truncated labels, merged if one was cut (two may now collide)."""
-    out = [s if s.label is None or (label := cut(s.label)) == s.label else with_label(s, label) for s in series]
+    """The series with truncated labels, merged if one was cut (two may now collide). ``__other__`` is a
+    marker, not data: it is never cut, even below 9 bytes."""
+    out = [
+        s if s.label is None or s.label == OTHER or (label := cut(s.label)) == s.label else with_label(s, label)
+        for s in series
+    ]
     return series if all(a is b for a, b in zip(out, series, strict=True)) else merge(out)
 
 
 def _cut_signatures(problems: tuple[Problem, ...], cut: Callable[[str], str]) -> tuple[Problem, ...]:
-    out = [p if (sig := cut(p.signature)) == p.signature else with_signature(p, sig) for p in problems]
+    out = [
+        p if p.signature == OTHER or (sig := cut(p.signature)) == p.signature else with_signature(p, sig)
+        for p in problems
+    ]
     return problems if all(a is b for a, b in zip(out, problems, strict=True)) else merge_problems(out)
 
 

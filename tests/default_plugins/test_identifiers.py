@@ -4,7 +4,6 @@ that no planted identifier survives the whole pipeline."""
 from __future__ import annotations
 
 import ipaddress
-import random
 import string
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -38,6 +37,8 @@ def scrub(text: str, machine: MachineIdentifiers = MACHINE) -> tuple[str, dict[s
         ("Bob.Smith+tag@mail.example.co.uk", "<email>", "email"),
         ("x@[10.1.2.3] and y@[IPv6:fe80::1]", "<email> and <email>", "email"),
         ("KeyError@utils.py", "<email>", "email"),
+        ("bob@ws-4711.corp.example.com", "<email>", "email"),
+        ("v1.2.3.4", "v<ip>", "ip"),
         ("at 10.0.0.1:80", "at <ip>:80", "ip"),
         ("255.255.255.255 0.0.0.0", "<ip> <ip>", "ip"),
         ("net 192.168.001.010/24", "net <ip>/24", "ip"),
@@ -117,6 +118,8 @@ def test_replaces_identifiers(text: str, expected: str, kind: str) -> None:
         "AES256GCM",
         "HRESULT 0x80070005",
         "x86_64",
+        "utf8mb4",
+        "sizes 1024 2048 4096",
         "8-16 GiB",
         "malice",
         "/rootfs/etc",
@@ -137,6 +140,13 @@ def test_placeholders_are_not_matched_by_machine_names() -> None:
     )
 
 
+def test_machine_names_match_in_any_case_even_with_unusual_letters() -> None:
+    # The quick ASCII pre-test must never skip a name the case-insensitive pattern would find.
+    machine = MachineIdentifiers(user_names=("\u017fam", "\u0130smail", "j\u00fcrgen"), host_names=("WS-4711",))
+    text = "SAM sam ismail ISMAIL J\u00dcRGEN ws-4711 Ws-4711 jurgen"
+    assert scrub(text, machine) == ("<user> <user> <user> <user> <user> <host> <host> jurgen", {"user": 5, "host": 2})
+
+
 def test_the_longest_machine_name_wins() -> None:
     assert scrub("ws-4711.corp.example.com")[1] == {"host": 1}
 
@@ -145,6 +155,10 @@ def test_control_characters_are_removed_and_text_normalised() -> None:
     text, counts = scrub("a\x00b\nc\u200bd \uff21\uff22\uff23\uff11\uff12\uff13")
     assert text == "ab cd ABC123"
     assert counts == {"normalised": 1}
+
+
+def test_lone_surrogates_are_removed() -> None:
+    assert scrub("a\ud800b") == ("ab", {"normalised": 1})
 
 
 def test_invisible_characters_cannot_hide_an_identifier() -> None:
@@ -313,6 +327,7 @@ def phones(draw: st.DrawFn) -> str:
     )
 
 
+#: What the property tests plant (UUIDs and phone numbers too, less often).
 PLANTED_KINDS = ("email", "ipv4", "ipv6", "ipv4in6", "mac", "card", "home", "host", "user")
 
 
@@ -320,11 +335,7 @@ PLANTED_KINDS = ("email", "ipv4", "ipv6", "ipv4in6", "mac", "card", "home", "hos
 def plants(draw: st.DrawFn, machine: MachineIdentifiers) -> tuple[str, list[str]]:
     """One identifier as it appears in text, and the strings that must not appear afterwards."""
     host, user = machine.host_names[0], machine.user_names[0]
-    kind = draw(
-        st.sampled_from(
-            ["email", "ipv4", "ipv6", "ipv4in6", "mac", "card", "home", "host", "user"] * 2 + ["uuid", "phone"]
-        )
-    )
+    kind = draw(st.sampled_from([*PLANTED_KINDS, *PLANTED_KINDS, "uuid", "phone"]))
     if kind == "email":
         value = draw(st.emails())
     elif kind == "ipv4":
@@ -374,8 +385,10 @@ def machines(draw: st.DrawFn) -> MachineIdentifiers:
 def planted_reports(
     draw: st.DrawFn, make_report: Callable[..., Report]
 ) -> tuple[Report, MachineIdentifiers, list[str]]:
+    """A report with identifiers planted in every free-text field, its machine, and what must not survive."""
     machine = draw(machines())
     forbidden: list[str] = []
+    few = st.integers(0, 3)
 
     def text() -> str:
         value, bad = draw(texts(machine))
@@ -383,11 +396,9 @@ def planted_reports(
         return value
 
     report = make_report(
-        counters=[CounterValue("feature", draw(st.integers(0, 50)), text()) for _ in range(draw(st.integers(0, 3)))],
-        histograms=[
-            Histogram("open_session", 1, 3.0, 3.0, 3.0, {6: 1}, text()) for _ in range(draw(st.integers(0, 2)))
-        ],
-        problems=[Problem("crash", text(), 1) for _ in range(draw(st.integers(0, 3)))],
+        counters=[CounterValue("feature", draw(st.integers(0, 50)), text()) for _ in range(draw(few))],
+        histograms=[Histogram("open_session", 1, 3.0, 3.0, 3.0, {6: 1}, text()) for _ in range(draw(few))],
+        problems=[Problem("crash", text(), 1) for _ in range(draw(few))],
         config={"theme": text(), "language": text(), "threads": 4},
         system=SystemInfo(os=text(), memory_bucket="8-16 GiB"),
     )
@@ -427,7 +438,7 @@ def test_no_planted_identifier_survives_the_pipeline(
     assert pipeline(report, ctx) == outcome
     shuffled = attrs.evolve(
         report,
-        counters=random.Random(1).sample(report.counters, len(report.counters)),
+        counters=data.draw(st.permutations(report.counters)),
         problems=report.problems[::-1],
         config=dict(reversed(report.config.items())),
     )
