@@ -1,6 +1,7 @@
 """ceip: a Customer Experience Improvement Program framework.
 
-Products record usage with :func:`recorder`; everything else (plugins, spool, agent, receiving service)
+Products record usage with :func:`recorder` and may hand the upload to a background process at exit
+with :func:`spawn_uploader`; everything else (plugins, spool, agent, receiving service)
 lives in submodules. Importing this package loads nothing but the standard library, so that a product
 pays almost nothing to carry it.
 """
@@ -8,8 +9,8 @@ pays almost nothing to carry it.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would cost more than all of this package
 if TYPE_CHECKING:
     from ceip_core.recording import Recorder
 
@@ -30,4 +31,16 @@ def recorder(
     return Recorder(product, version, home=home, seal_every=seal_every)
 
 
-__all__ = ["__version__", "recorder"]
+def spawn_uploader(url: str | None = None, *, home: str | os.PathLike[str] | None = None) -> bool:
+    """Upload what is queued in a detached background process, so the product can exit at once.
+
+    Call it at exit, after closing the recorder. ``url`` defaults to the ``upload-url`` setting
+    (``ceip config set upload-url URL``). Returns True if an upload was started; never raises and never
+    waits on the network. See :func:`ceip_core.detached.spawn_uploader`.
+    """
+    from ceip_core.detached import spawn_uploader as spawn
+
+    return spawn(url, home=home)
+
+
+__all__ = ["__version__", "recorder", "spawn_uploader"]

@@ -14,23 +14,31 @@ Standard library only, so that a product's process can read consent cheaply.
 from __future__ import annotations
 
 import enum
-import logging
 import os
 import sqlite3
 import threading
 import time
-import tomllib
 import weakref
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar, Protocol
 
 from ceip_core import identity
+from ceip_core.lazylog import LazyLogger
 from ceip_core.statedb import StateDB
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing, dataclasses and logging together cost more than the recording path's budget
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from datetime import datetime
+    from typing import ClassVar, Protocol
+
+    class ConsentListener(Protocol):
+        """Anything with a ``consent_changed(allowed)`` method (recorders, the agent). ``allowed`` maps
+        each product that may participate right now to its consent epoch."""
+
+        def consent_changed(self, allowed: Mapping[str, int]) -> None: ...
+
+
+log = LazyLogger(__name__)
 
 #: Where an administrator puts the machine-wide policy, unless ``CEIP_POLICY_FILE`` names another.
 DEFAULT_POLICY_FILE = Path("/etc/ceip/policy.toml")
@@ -48,7 +56,6 @@ class ConsentError(Exception):
     """A consent change that cannot be made, with the reason in words."""
 
 
-@dataclass(frozen=True)
 class Policy:
     """The machine-wide cap an administrator sets: it can only switch participation off, never on.
 
@@ -56,9 +63,15 @@ class Policy:
     the TOML policy file can switch all (``force_off = true``) or some (``force_off_products``) off.
     """
 
-    force_off: bool = False
-    off_products: frozenset[str] = frozenset()
-    source: str = "none"
+    __slots__ = ("force_off", "off_products", "source")
+
+    def __init__(self, force_off: bool = False, off_products: frozenset[str] = frozenset(), source: str = "none"):
+        self.force_off = force_off
+        self.off_products = off_products
+        self.source = source
+
+    def __repr__(self) -> str:
+        return f"Policy(force_off={self.force_off}, off_products={set(self.off_products)}, source={self.source!r})"
 
     def allows(self, product: str) -> bool:
         return not self.force_off and product not in self.off_products
@@ -71,15 +84,22 @@ class Policy:
             return cls(force_off=True, source="environment CEIP_CONSENT_CAP")
         path = Path(os.environ.get("CEIP_POLICY_FILE") or DEFAULT_POLICY_FILE)
         try:
-            doc = tomllib.loads(path.read_text())
+            text = path.read_text()
         except FileNotFoundError:
             return cls()
-        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
+            log.error("policy file %s is unreadable (%s); participation is off until it is fixed", path, exc)
+            return cls(force_off=True, source=f"{path} (unreadable)")
+        import tomllib  # only where a policy file exists
+
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             log.error("policy file %s is unreadable (%s); participation is off until it is fixed", path, exc)
             return cls(force_off=True, source=f"{path} (unreadable)")
         section = doc.get("consent", {})
-        products = section.get("force_off_products", [])
-        if not isinstance(section, dict) or not isinstance(products, list):
+        products = section.get("force_off_products", []) if isinstance(section, dict) else None
+        if not isinstance(products, list):
             log.error("policy file %s: [consent] is malformed; participation is off until it is fixed", path)
             return cls(force_off=True, source=f"{path} (malformed)")
         return cls(
@@ -89,17 +109,29 @@ class Policy:
         )
 
 
-@dataclass(frozen=True)
 class Change:
     """What a consent change did, for the CLI and the lifecycle hook."""
 
-    product: str
-    before: State
-    after: State
-    guid_created: bool = False
-    guid_discarded: bool = False
-    reports_deleted: int = 0
-    deletion_queued: bool = False
+    def __init__(
+        self,
+        product: str,
+        before: State,
+        after: State,
+        guid_created: bool = False,
+        guid_discarded: bool = False,
+        reports_deleted: int = 0,
+        deletion_queued: bool = False,
+    ) -> None:
+        self.product = product
+        self.before = before
+        self.after = after
+        self.guid_created = guid_created
+        self.guid_discarded = guid_discarded
+        self.reports_deleted = reports_deleted
+        self.deletion_queued = deletion_queued
+
+    def __repr__(self) -> str:
+        return f"Change({vars(self)})"
 
 
 def read_states(conn: sqlite3.Connection) -> dict[str, State]:
@@ -251,14 +283,9 @@ class Consent:
 
 
 def _utcnow() -> datetime:
+    from datetime import UTC, datetime
+
     return datetime.now(UTC)
-
-
-class ConsentListener(Protocol):
-    """Anything with a ``consent_changed(allowed)`` method (recorders, the agent). ``allowed`` maps each
-    product that may participate right now to its consent epoch."""
-
-    def consent_changed(self, allowed: Mapping[str, int]) -> None: ...
 
 
 class ConsentWatcher:
@@ -290,14 +317,24 @@ class ConsentWatcher:
             return watcher
 
     def subscribe(self, listener: ConsentListener) -> Mapping[str, int]:
-        """Add ``listener`` (held weakly) and return the products allowed right now, with their epochs."""
+        """Add ``listener`` (held weakly) and return the products allowed right now, with their epochs.
+
+        The answer is read afresh, not taken from the watcher's last poll, so a recorder created just
+        after an opt-in records from its first call. The watcher's own state is left alone: it is what
+        the next poll compares against, and every earlier listener must still hear of a change.
+        """
+        db = StateDB(self.folder)
+        try:
+            fresh = self._read_allowed(Consent(db))
+        finally:
+            db.close()
         self._callbacks.add(listener)
         if self._thread is None or not self._thread.is_alive():
-            self.allowed = self._read_allowed(Consent(StateDB(self.folder)))
+            self.allowed = fresh
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="ceip-consent-watcher", daemon=True)
             self._thread.start()
-        return self.allowed
+        return fresh
 
     def stop(self) -> None:
         self._stop.set()
@@ -334,4 +371,4 @@ class ConsentWatcher:
                         log.exception("consent listener failed")
 
 
-__all__ = ["Change", "Consent", "ConsentError", "ConsentListener", "ConsentWatcher", "Policy", "State"]
+__all__ = ["Change", "Consent", "ConsentError", "ConsentWatcher", "Policy", "State"]

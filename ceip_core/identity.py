@@ -8,24 +8,27 @@ identity or forget an opt-out.
 
 from __future__ import annotations
 
-import json
-import logging
 import os
-import uuid
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from ceip_core.lazylog import LazyLogger
+
+log = LazyLogger(__name__)
 
 BACKUP_NAME = "identity.json"
 
 
 def new_guid() -> str:
     """A fresh random machine GUID."""
+    import uuid  # json and uuid load only when the identity changes: not on the recording path
+
     return str(uuid.uuid4())
 
 
 def write_backup(folder: Path, guid: str | None, consent: dict[str, str]) -> None:
     """Atomically replace the backup with the current GUID and consent states."""
+    import json
+
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / BACKUP_NAME
     tmp = target.with_name(f".{BACKUP_NAME}.{os.getpid()}.tmp")
@@ -35,6 +38,8 @@ def write_backup(folder: Path, guid: str | None, consent: dict[str, str]) -> Non
 
 def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
     """The backed-up GUID and consent states; nothing if the backup is missing or unreadable."""
+    import json
+
     try:
         doc = json.loads((folder / BACKUP_NAME).read_text())
     except FileNotFoundError:
@@ -52,6 +57,8 @@ def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
 
 
 def _is_uuid(text: str) -> bool:
+    import uuid
+
     try:
         uuid.UUID(text)
     except ValueError:

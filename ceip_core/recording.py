@@ -18,19 +18,21 @@ from __future__ import annotations
 import atexit
 import contextlib
 import itertools
-import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Any
 
-log = logging.getLogger(__name__)
+from ceip_core.lazylog import LazyLogger
+
+TYPE_CHECKING = False  # typing, dataclasses and logging together cost more than the import budget
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from types import TracebackType
+    from typing import Any
+
+log = LazyLogger(__name__)
 
 #: Bucket ``i`` of a histogram holds values in ``[2**(i/4), 2**((i+1)/4))`` (about 19% wide).
 BUCKETS_PER_OCTAVE = 4
@@ -39,25 +41,49 @@ ZERO_BUCKET = -1024
 #: Most distinct series (name and label pairs) of each kind one session keeps; more are counted errors.
 MAX_SERIES = 1000
 
-_Key = Any  # a metric name, or a (name, label) pair
 
-
-@dataclass
 class SessionData:
     """One sealed session in plain standard-library types, handed to ``ceip_core.sealing``."""
 
-    product: str
-    version: str
-    start: float
-    end: float
-    counters: dict[tuple[Any, Any], int] = field(default_factory=dict)
-    histograms: dict[tuple[Any, Any], list[Any]] = field(default_factory=dict)
-    """(name, label) -> [count, sum, min, max, {bucket: count}]"""
-    problems: dict[tuple[str, str], int] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
-    consent_epoch: int | None = None
-    """The consent epoch the data was recorded under; the spool refuses it if consent changed since."""
+    __slots__ = (
+        "config",
+        "consent_epoch",
+        "counters",
+        "end",
+        "errors",
+        "histograms",
+        "problems",
+        "product",
+        "start",
+        "version",
+    )
+
+    def __init__(
+        self,
+        product: str,
+        version: str,
+        start: float,
+        end: float,
+        *,
+        counters: dict[tuple[Any, Any], int] | None = None,
+        histograms: dict[tuple[Any, Any], list[Any]] | None = None,
+        problems: dict[tuple[str, str], int] | None = None,
+        config: dict[str, Any] | None = None,
+        errors: dict[str, int] | None = None,
+        consent_epoch: int | None = None,
+    ) -> None:
+        self.product = product
+        self.version = version
+        self.start = start
+        self.end = end
+        self.counters = counters or {}
+        self.histograms = histograms or {}
+        """(name, label) -> [count, sum, min, max, {bucket: count}]"""
+        self.problems = problems or {}
+        self.config = config or {}
+        self.errors = errors or {}
+        self.consent_epoch = consent_epoch
+        """The consent epoch the data was recorded under; the spool refuses it if consent changed since."""
 
     def is_empty(self) -> bool:
         return not (self.counters or self.histograms or self.problems or self.config or self.errors)
@@ -177,14 +203,9 @@ class Recorder:
         except Exception:
             self._error("invalid_call")
 
-    @contextmanager
-    def timed(self, name: str, label: str | None = None) -> Iterator[None]:
-        """Time the ``with`` block into the histogram ``name``, in milliseconds."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.observe(name, (time.perf_counter() - start) * 1000.0, label)
+    def timed(self, name: str, label: str | None = None) -> _Timer:
+        """Time a ``with`` block into the histogram ``name``, in milliseconds."""
+        return _Timer(self, name, label)
 
     def problem(self, signature: str, kind: str = "error") -> None:
         """Count one occurrence of a problem, e.g. ``rec.problem("ValueError@render.py:88")``."""
@@ -259,8 +280,8 @@ class Recorder:
 
     def _reset(self, now: float) -> None:
         self._start = now
-        self._uses: dict[_Key, itertools.count[int]] = {}
-        self._extra: dict[_Key, int] = {}
+        self._uses: dict[Any, itertools.count[int]] = {}
+        self._extra: dict[Any, int] = {}
         self._hists: dict[tuple[Any, Any], list[Any]] = {}
         self._problems: dict[tuple[str, str], int] = {}
         self._config: dict[str, Any] = {}
@@ -359,3 +380,18 @@ class Recorder:
             where = f"{os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}"
             self.problem(f"{exc_type.__name__ if exc_type else 'Exception'}@{where}", kind="crash")
         self.close()
+
+
+class _Timer:
+    """What ``Recorder.timed`` returns: a context manager that observes the time its block took."""
+
+    __slots__ = ("_label", "_name", "_recorder", "_start")
+
+    def __init__(self, recorder: Recorder, name: str, label: str | None) -> None:
+        self._recorder, self._name, self._label = recorder, name, label
+
+    def __enter__(self) -> None:
+        self._start = time.perf_counter()
+
+    def __exit__(self, *exc: object) -> None:
+        self._recorder.observe(self._name, (time.perf_counter() - self._start) * 1000.0, self._label)

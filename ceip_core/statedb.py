@@ -11,18 +11,23 @@ when a recording session starts, and must not pay for heavy imports.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
 
-log = logging.getLogger(__name__)
+from ceip_core.lazylog import LazyLogger
+
+TYPE_CHECKING = False  # typing and logging cost more than the recording path's import budget
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import TypeVar
+
+    T = TypeVar("T")
+
+log = LazyLogger(__name__)
 
 DB_NAME = "ceip.db"
-T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consent (
@@ -120,6 +125,8 @@ class StateDB:
             # NORMAL in WAL mode survives any process crash (kill -9); only an OS crash or power loss can
             # lose the last commits. FULL would fsync every report, which the seal budget cannot afford.
             conn.execute("PRAGMA synchronous=NORMAL")
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
+                return conn  # the usual case: the schema is complete (meta is created last), no write lock needed
             # Schema and restore in one transaction: no other process can see a new database before the
             # backup is restored into it (it would read "not participating"), and a crash in between
             # leaves no half-made database behind.
@@ -210,7 +217,7 @@ class StateDB:
         try:
             conn = sqlite3.connect(self.path, timeout=30)
             try:
-                return conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+                return bool(conn.execute("PRAGMA quick_check").fetchone()[0] == "ok")
             finally:
                 conn.close()
         except sqlite3.DatabaseError:

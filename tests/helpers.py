@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 
 
 def wait_for(condition: Callable[[], object], timeout: float = 10.0, interval: float = 0.01) -> object:
@@ -32,3 +38,34 @@ def epoch(spool: object, product: str) -> int:
     from ceip_core.consent import read_epochs
 
     return spool.db.read(read_epochs).get(product, 0)  # type: ignore[attr-defined]
+
+
+def shebang_executable(folder: Path, name: str, script: Path) -> Path:
+    """``folder/name``: the Python script ``script`` made executable for this interpreter. The kernel
+    names the process ``name``, as it does a console script, so the process observer sees ``name``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / name
+    exe.write_text(f"#!{sys.executable}\n{script.read_text()}")
+    exe.chmod(0o755)
+    return exe
+
+
+def native_executable(folder: Path, name: str) -> Path:
+    """``folder/name``: a copy of the system's ``sleep`` (a native program, so that the OS reports
+    ``folder/name`` as the process's executable, for tests of path patterns and hashes)."""
+    found = shutil.which("sleep")
+    if found is None:
+        pytest.skip("no sleep executable to copy")
+    folder.mkdir(parents=True, exist_ok=True)
+    exe = folder / name
+    shutil.copy2(os.path.realpath(found), exe)
+    if subprocess.run([exe, "0"], capture_output=True).returncode != 0:
+        pytest.skip("this system's sleep does not run under another name (busybox?)")
+    return exe
+
+
+def unique_name(product: str) -> str:
+    """An executable name for ``product`` that no other test run on this machine uses, within the 15
+    characters the kernel keeps: observers watch every process on the machine, including those of other
+    test runs (``sample-1f2e3d4c``)."""
+    return f"{product[:6]}-{secrets.token_hex(4)}"

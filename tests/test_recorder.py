@@ -155,9 +155,10 @@ def test_recording_path_imports_only_the_standard_library(opted_in: Spool, code:
     loaded = set(
         json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
     )
-    heavy = {"attrs", "attr", "cattrs", "pluggy", "aiohttp", "orjson", "psutil", "click", "platformdirs"}
+    heavy = {"attrs", "attr", "cattrs", "pluggy", "aiohttp", "orjson", "psutil", "click", "platformdirs", "msgspec"}
+    heavy |= {"logging", "typing", "dataclasses", "inspect"}  # stdlib, but each costs milliseconds
     assert loaded & heavy == set()
-    light = {"ceip_core.recording", "ceip_core.consent", "ceip_core.statedb", "ceip_core.identity"}
+    light = {"ceip_core.recording", "ceip_core.consent", "ceip_core.statedb", "ceip_core.identity", "ceip_core.lazylog"}
     assert {m for m in loaded if m.startswith("ceip_core.")} <= light
 
 
@@ -168,3 +169,14 @@ def test_log_buckets() -> None:
     assert bucket_of(1.99) == 3
     assert bucket_of(0.5) == -4
     assert bucket_of(1e-300) == ZERO_BUCKET
+
+
+def test_a_recorder_created_right_after_an_opt_in_records_at_once(sample, ceip_home: Path) -> None:
+    consent = Consent(StateDB(ceip_home))
+    consent.opt_in("other")
+    ceip_core.recorder("other", "1.0").close()  # the process-wide watcher is now running
+    consent.opt_in("sample")  # no poll of the watcher can have seen this yet
+    rec = ceip_core.recorder("sample", "1.0")
+    assert rec.active
+    rec.feature("open_file")
+    assert rec.close() is True
