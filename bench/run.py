@@ -140,9 +140,12 @@ def main() -> None:
         home = Path(tmp)
         os.environ["CEIP_HOME"] = str(home)
         os.environ["CEIP_POLICY_FILE"] = str(home / "no-policy.toml")
+        os.environ["CEIP_ALLOWLIST"] = str(home / "allowlist.toml")
+        from ceip_core.allowlist import Allowlist, make_entry
         from ceip_core.consent import Consent
         from ceip_core.statedb import StateDB
 
+        Allowlist((make_entry("analyst", "analyst"),)).write(home / "allowlist.toml")
         Consent(StateDB(home)).opt_in("analyst")
         bench_import(home)
         bench_feature(home)

@@ -7,22 +7,29 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import logging
 import os
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import click
 
-from ceip_core import dictionary, wire
+from ceip_core import dictionary, settings, wire
+from ceip_core.agent import read_status as read_agent_status
+from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_entry
 from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.records import DeletionRequest, Report, UnknownItem
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB, state_dir
+from ceip_core.transport import Transport
+from ceip_core.upload import UploadSummary, drain
 
 
 def _emit(data: Any) -> None:
@@ -91,15 +98,18 @@ def consent_status(as_json: bool) -> None:
     plugins = _plugins()
     c = Consent(StateDB(state_dir()))
     states = c.states()
+    allowlist = Allowlist.current()
     rows = []
     for product in sorted(set(plugins.products) | set(states)):
         state = states.get(product, State.UNSET)
+        spec = plugins.products.get(product)
         rows.append(
             {
                 "product": product,
-                "name": plugins.products[product].display_name if product in plugins.products else "(not installed)",
+                "name": spec.display_name if spec is not None else "(not installed)",
                 "state": state.value,
                 "capped_by_policy": not c.policy.allows(product),
+                "allowlisted": spec is not None and allowlist.allows(spec),
                 "participating": state is State.IN and c.policy.allows(product),
             }
         )
@@ -110,12 +120,14 @@ def consent_status(as_json: bool) -> None:
         click.echo("No products installed.")
     for row in rows:
         note = "  (switched off by machine policy)" if row["capped_by_policy"] else ""
+        if row["product"] in plugins.products and not row["allowlisted"]:
+            note += "  (inert: not allowlisted)"
         label = {
             "in": "participating",
             "out": "not participating (opted out)",
             "unset": "not participating (not asked yet)",
-        }
-        click.echo(f"{row['product']:<16} {row['name']:<24} {label[row['state']]}{note}")
+        }[str(row["state"])]
+        click.echo(f"{row['product']:<16} {row['name']:<24} {label}{note}")
 
 
 def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: bool) -> None:
@@ -176,10 +188,12 @@ def status(as_json: bool) -> None:
     spool = _spool()
     stats = spool.stats()
     states = spool.consent.states()
+    participating = sorted(p for p, s in states.items() if s is State.IN and spool.consent.policy.allows(p))
+    agent = read_agent_status(spool.db.folder)
     data = {
         "state_folder": str(spool.db.folder),
         "guid": spool.consent.guid(),
-        "participating": sorted(p for p, s in states.items() if s is State.IN and spool.consent.policy.allows(p)),
+        "participating": participating,
         "policy": spool.consent.policy.source,
         "queued_reports": stats.reports,
         "queued_deletions": stats.deletions,
@@ -187,13 +201,14 @@ def status(as_json: bool) -> None:
         "queued_by_product": stats.by_product,
         "last_upload": stats.last_upload,
         "drops": stats.drops,
+        "agent": agent,
     }
     if as_json:
         _emit(data)
         return
     click.echo(f"State folder:   {data['state_folder']}")
     click.echo(f"Machine ID:     {data['guid'] or '(none: no product participates)'}")
-    click.echo(f"Participating:  {', '.join(data['participating']) or 'nothing'}")
+    click.echo(f"Participating:  {', '.join(participating) or 'nothing'}")
     click.echo(f"Queued:         {stats.reports} report(s), {stats.deletions} deletion request(s), {stats.bytes} bytes")
     for product, n in sorted(stats.by_product.items()):
         click.echo(f"  {product:<14} {n}")
@@ -204,6 +219,18 @@ def status(as_json: bool) -> None:
         if ":" not in k or k.startswith(("rejected:", "scrubbed:", "scrubber-error:"))
     }
     click.echo("Dropped:        " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "nothing"))
+    click.echo(f"Agent:          {_describe_agent(agent)}")
+
+
+def _describe_agent(agent: dict[str, Any]) -> str:
+    state = agent["state"]
+    if state == "never run":
+        return "not running (start it with: ceip agent)"
+    sealed = f"{agent.get('reports_sealed', 0)} report(s) sealed, the last {_when(agent.get('last_seal'))}"
+    if state in ("starting", "running"):
+        observing = ", ".join(agent.get("observing") or {}) or "nothing"
+        return f"{state} (pid {agent['pid']}) since {_when(agent.get('started'))}; observing {observing}; {sealed}"
+    return f"{state} at {_when(agent.get('updated'))}; {sealed}"
 
 
 def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
@@ -229,8 +256,8 @@ def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
     for s in item.sessions:
         lines.append(f"  session   {s.executable} {s.duration_s:.1f}s ended {s.ended.value}")
     if item.system is not None:
-        s = item.system
-        lines.append(f"  system    {s.os} {s.os_version} {s.arch}, {s.cpu_logical} CPUs, {s.memory_bucket}")
+        si = item.system
+        lines.append(f"  system    {si.os} {si.os_version} {si.arch}, {si.cpu_logical} CPUs, {si.memory_bucket}")
     for k, v in item.diagnostics.items():
         lines.append(f"  diagnostic {k} = {v}")
     return lines
@@ -263,7 +290,7 @@ def review(product: str | None, as_json: bool) -> None:
             click.echo(line)
 
 
-# -- identity, purge, upload -----------------------------------------------------------------------------
+# -- identity and purge ----------------------------------------------------------------------------------
 
 
 @cli.command("reset-id")
@@ -287,33 +314,125 @@ def purge(product: str | None, yes: bool) -> None:
     click.echo(f"Deleted {n} queued report(s).")
 
 
-@cli.command()
-@click.option("--to", "url", required=True, help="Destination URL, e.g. file:///media/usb/ceip or https://...")
-@click.option("--json", "as_json", is_flag=True)
-def upload(url: str, as_json: bool) -> None:
-    """Send what is queued now, through the transport for URL."""
-    from ceip_core.upload import drain
+# -- sending: where to (ceip config), upload, export -----------------------------------------------------
+# The client side of the receiving service. Uploads run in the foreground, or detached so that a product
+# never waits on the network (ceip_core.detached); export carries the queue to an air-gapped service.
 
-    plugins = _plugins()
+
+@cli.group()
+def config() -> None:
+    """Settings kept in the state folder (e.g. where to upload)."""
+
+
+def _setting(name: str) -> str | None:
+    return StateDB(state_dir()).read(lambda conn: settings.get(conn, name))
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True)
+def config_show(as_json: bool) -> None:
+    """Show every setting and its value."""
+    values = {name: _setting(name) for name in settings.SETTINGS}
+    if as_json:
+        _emit(values)
+        return
+    for name, about in settings.SETTINGS.items():
+        click.echo(f"{name:<12} {values[name] or '(not set)'}    # {about}")
+
+
+@config.command("set")
+@click.argument("name", type=click.Choice(list(settings.SETTINGS)))
+@click.argument("value")
+def config_set(name: str, value: str) -> None:
+    """Set NAME to VALUE, e.g. ceip config set upload-url https://ceip.example.com"""
+    if name == "upload-url":
+        if not urlsplit(value).scheme:
+            raise click.UsageError(f"give a full URL, e.g. https://ceip.example.com or file:///path, not {value!r}")
+        _transport(value)  # refuses what no transport takes (unknown scheme, plain http to a remote host ...)
+    StateDB(state_dir()).write(lambda conn: settings.put(conn, name, value))
+    click.echo(f"{name} = {value}")
+
+
+@config.command("unset")
+@click.argument("name", type=click.Choice(list(settings.SETTINGS)))
+def config_unset(name: str) -> None:
+    """Remove the setting NAME."""
+    StateDB(state_dir()).write(lambda conn: settings.delete(conn, name))
+    click.echo(f"{name} is not set.")
+
+
+def _transport(url: str) -> Transport:
     try:
-        transport = plugins.transport_for(url)
+        return _plugins().transport_for(url)
     except (PluginError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 
-    async def run() -> Any:
+
+def _drain(transport: Transport, *, waiting_too: bool = False) -> UploadSummary:
+    async def run() -> UploadSummary:
         try:
-            return await drain(_spool(), transport)
+            return await drain(_spool(), transport, waiting_too=waiting_too)
         finally:
             await transport.close()
 
-    summary = asyncio.run(run())
+    return asyncio.run(run())
+
+
+@cli.command()
+@click.option("--to", "url", help="Destination URL (default: the upload-url setting), e.g. https://ceip.example.com")
+@click.option("--detach", is_flag=True, help="Upload in a background process and return at once.")
+@click.option("--json", "as_json", is_flag=True)
+def upload(url: str | None, detach: bool, as_json: bool) -> None:
+    """Send what is queued now. One upload runs at a time per state folder."""
+    from ceip_core.detached import spawn_uploader, uploader_lock
+
+    url = url or _setting("upload-url")
+    if not url:
+        raise click.UsageError("no upload URL: give --to URL, or set one with 'ceip config set upload-url URL'")
+    transport = _transport(url)  # a bad URL is refused here, before anything is detached or sent
+    if detach:
+        started = spawn_uploader(url, home=state_dir())
+        if as_json:
+            _emit({"started": started})
+        else:
+            click.echo("Uploading in the background." if started else "Nothing is due, or an upload is running.")
+        return
+    with uploader_lock(state_dir()) as free:
+        if not free:
+            if as_json:
+                _emit({"busy": True})
+            else:
+                click.echo("Another upload is running for this state folder; nothing done.")
+            return
+        summary = _drain(transport)
+    _show(summary, as_json, f"Sent {summary.accepted} item(s) in {summary.batches} batch(es).")
+
+
+def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: str) -> None:
     if as_json:
-        _emit(vars(summary))
-    else:
-        click.echo(
-            f"Sent {summary.accepted} item(s) in {summary.batches} batch(es); {summary.retried} to retry later; "
-            f"{sum(summary.rejected.values())} rejected."
-        )
+        _emit({**vars(summary), "retried": summary.retried, **extra})
+        return
+    click.echo(headline)
+    for reason, n in sorted(summary.retry_reasons.items()):
+        click.echo(f"  {n} kept to retry later: {reason}")
+    for reason, n in sorted(summary.rejected.items()):
+        click.echo(f"  {n} refused for good by the receiver: {reason}")
+
+
+@cli.command()
+@click.option(
+    "--to",
+    "folder",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder to write the bundle into (created if missing).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def export(folder: Path, as_json: bool) -> None:
+    """Move everything queued into a bundle folder of batch files, for a machine with no network: carry the
+    folder to the receiving service and run 'ceip import FOLDER' there."""
+    summary = _drain(_transport(folder.resolve().as_uri()), waiting_too=True)
+    _show(summary, as_json, f"Exported {summary.accepted} item(s) into {folder}.", folder=str(folder))
 
 
 # -- what is collected, and by which plugins ----------------------------------------------------------
@@ -349,11 +468,19 @@ def plugins(as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--sessions", default=3, show_default=True, help="Sessions to play per product.")
-def demo(sessions: int) -> None:
-    """Opt the installed products in, play a few sessions through the recording API, show the queue.
+@click.option(
+    "--seconds",
+    type=click.FloatRange(min=0.5, max=60),
+    default=2.0,
+    show_default=True,
+    help="How long each product runs.",
+)
+def demo(seconds: float) -> None:
+    """The real thing on this machine: the agent observes the stand-in products, then review and status.
 
-    Use it with a throw-away state folder: ceip --home ./demo-home demo
+    Opts the installed products in and allowlists them, starts `ceip agent`, launches each product's
+    stand-in executable (and one that crashes), waits until the agent has seen them end, stops it, and
+    shows what was queued. Use it with a throw-away state folder: ceip --home ./demo-home demo
     """
     from ceip_core import demo as demo_run
 
@@ -362,15 +489,170 @@ def demo(sessions: int) -> None:
     plugins = _plugins()
     if not plugins.products:
         raise click.ClickException("no product plugins are installed: pip install -e plugins/ceip-analyst")
-    c = Consent(StateDB(state_dir()))
-    for product in plugins.products:
-        c.opt_in(product)
-    played = demo_run.run(plugins.products.values(), sessions)
-    click.echo(f"Opted in {', '.join(plugins.products)}; played {played} session(s) through the recording API.\n")
+    try:
+        demo_run.run(plugins, state_dir(), seconds, click.echo)
+    except demo_run.DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo("")
     ctx = click.get_current_context()
     ctx.invoke(review, product=None, as_json=False)
     click.echo("")
     ctx.invoke(status, as_json=False)
+
+
+# -- maintainers: the allowlist; the agent ----------------------------------------------------------------
+
+
+def _read_allowlist() -> tuple[Allowlist, Path]:
+    path = default_path(state_dir())
+    try:
+        return Allowlist.read(path), path
+    except AllowlistError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@cli.group("allowlist")
+def allowlist_group() -> None:
+    """Maintainers: which products and executables may report on this machine.
+
+    A product none of whose executables is allowlisted is inert: nothing it records is queued, and the
+    agent does not observe it. The file is $CEIP_ALLOWLIST, else allowlist.toml in the state folder.
+    """
+
+
+@allowlist_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def allowlist_list(as_json: bool) -> None:
+    """Show the allowlisted executables."""
+    allowlist, path = _read_allowlist()
+    if as_json:
+        _emit({"file": str(path), "executables": [dataclasses.asdict(e) for e in allowlist.entries]})
+        return
+    if not allowlist.entries:
+        click.echo(f"Nothing is allowlisted in {path}: no product may report.")
+        return
+    click.echo(f"Allowlisted in {path}:")
+    for entry in allowlist.entries:
+        click.echo(f"  {entry.product:<16} {entry.describe()}")
+
+
+@allowlist_group.command("add")
+@click.argument("product")
+@click.option("--executable", "name", help="Only this executable (default: every one the product declares).")
+@click.option("--path", "pattern", help="A glob the executable's full path must match, e.g. '/opt/analyst/bin/*'.")
+@click.option("--sha256", help="The SHA-256 the executable file must have (64 hexadecimal digits).")
+def allowlist_add(product: str, name: str | None, pattern: str | None, sha256: str | None) -> None:
+    """Let PRODUCT report, and the agent observe its executables."""
+    try:
+        spec = _plugins().product(product)
+    except PluginError as exc:
+        raise click.UsageError(str(exc)) from None
+    if name is None and (pattern is not None or sha256 is not None):
+        raise click.UsageError("--path and --sha256 apply to one executable: name it with --executable")
+    if name is not None and name not in spec.executables:
+        declared = ", ".join(spec.executables)
+        raise click.UsageError(f"{product} declares no executable {name!r} (declared: {declared})")
+    try:
+        entries = [make_entry(product, n, pattern, sha256) for n in ([name] if name else spec.executables)]
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    allowlist, path = _read_allowlist()
+    allowlist.add(entries).write(path)
+    click.echo(f"{product}: allowlisted {', '.join(e.describe() for e in entries)} in {path}.")
+
+
+@allowlist_group.command("remove")
+@click.argument("product")
+@click.option("--executable", "name", help="Only this executable (default: all of the product's).")
+def allowlist_remove(product: str, name: str | None) -> None:
+    """Make PRODUCT inert again (or stop observing one of its executables)."""
+    allowlist, path = _read_allowlist()
+    kept = allowlist.remove(product, name)
+    if kept == allowlist:
+        listed = ", ".join(sorted({e.product for e in allowlist.entries})) or "nothing"
+        what = f"{product!r} executable {name!r}" if name else repr(product)
+        raise click.UsageError(f"{what} is not in the allowlist (allowlisted: {listed})")
+    kept.write(path)
+    click.echo(f"{product}: removed {len(allowlist.entries) - len(kept.entries)} executable(s) from {path}.")
+
+
+@allowlist_group.command("check")
+@click.option("--json", "as_json", is_flag=True)
+def allowlist_check(as_json: bool) -> None:
+    """Say, for each installed product, whether it is active (allowlisted and opted in) and why not."""
+    plugins = _plugins()
+    allowlist, path = _read_allowlist()
+    consent = Consent(StateDB(state_dir()))
+    rows: list[dict[str, Any]] = []
+    for product, spec in plugins.products.items():
+        why_not = []
+        inert = allowlist.why_inert(spec)
+        if inert is not None:
+            why_not.append(f"inert: {inert} (ceip allowlist add {product})")
+        if not consent.policy.allows(product):
+            why_not.append(f"switched off by machine policy ({consent.policy.source})")
+        elif consent.state(product) is not State.IN:
+            why_not.append(f"not opted in (ceip consent in {product})")
+        observed = [e.describe() for e in allowlist.executables(spec)]
+        rows.append({"product": product, "active": not why_not, "executables": observed, "why_not": why_not})
+    strangers = sorted({e.product for e in allowlist.entries} - set(plugins.products))
+    if as_json:
+        _emit({"file": str(path), "products": rows, "not_installed": strangers})
+        return
+    for row in rows:
+        if row["active"]:
+            click.echo(f"{row['product']:<16} active: observing {', '.join(row['executables'])}")
+        else:
+            click.echo(f"{row['product']:<16} not active: {'; '.join(row['why_not'])}")
+    if strangers:
+        click.echo(f"The allowlist also names {', '.join(strangers)}, which no installed plugin declares (ignored).")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run one full cycle (collect, seal, upload) and exit: for cron and tests.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.05),
+    default=2.0,
+    show_default=True,
+    help="Seconds between two looks at the running processes.",
+)
+@click.option(
+    "--seal-every",
+    type=click.FloatRange(min=0.1),
+    default=86400.0,
+    show_default=True,
+    help="Seconds between two periodic reports per product (machine configuration, running sessions).",
+)
+@click.option("--upload-to", "url", help="Send what is queued to this URL after each report (default: keep it).")
+@click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
+def agent(once: bool, interval: float, seal_every: float, url: str | None, verbose: bool) -> None:
+    """Observe the allowlisted, opted-in products and this machine, and queue reports (one agent per machine).
+
+    Runs until SIGTERM or Ctrl-C, then seals what it holds. Logs to stderr.
+    """
+    from ceip_core.agent import AgentConfig, AgentError, run_agent
+    from ceip_core.default_plugins.process_observer import ProcessObserver
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    plugins = _plugins()
+    if url is not None:
+        asyncio.run(_transport(url).close())  # a bad URL is refused now, not after the first report
+    config = AgentConfig(state_dir(), {ProcessObserver.name: interval}, seal_every, url, once)
+    try:
+        run_agent(config, plugins)
+    except AgentError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+# -- the receiving service: serve, report, import (ceip_core/service/commands.py) -------------------------
+
+from ceip_core.service.commands import COMMANDS as _SERVICE_COMMANDS  # noqa: E402
+
+for _command in _SERVICE_COMMANDS:
+    cli.add_command(_command)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from attrs import frozen
 
+from ceip_core.allowlist import Entry
 from ceip_core.records import ProcessSession, ProductSpec, SystemInfo
 
 
@@ -31,6 +32,9 @@ class CollectContext:
     """What a collector may look at: only the products that are allowlisted and opted in."""
 
     products: tuple[ProductSpec, ...]
+    executables: tuple[Entry, ...] = ()
+    """The allowlist entries of those products that name an executable the product declares: everything
+    a process observer may watch, with the path pattern and hash each one must match."""
 
 
 @runtime_checkable

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Iterable
 from datetime import datetime
 
 from attrs import field, frozen, validators
@@ -63,6 +64,35 @@ def _check_metric_name(_inst: object, _attr: object, value: str) -> None:
         )
 
 
+# Typed converters, so that records accept any iterable but always hold tuples (and type checkers know it).
+def _strings(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(values)
+
+
+def _optional_strings(values: Iterable[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
+
+
+def _metrics(values: Iterable[MetricSpec]) -> tuple[MetricSpec, ...]:
+    return tuple(values)
+
+
+def _counters(values: Iterable[CounterValue]) -> tuple[CounterValue, ...]:
+    return tuple(values)
+
+
+def _histograms(values: Iterable[Histogram]) -> tuple[Histogram, ...]:
+    return tuple(values)
+
+
+def _problems(values: Iterable[Problem]) -> tuple[Problem, ...]:
+    return tuple(values)
+
+
+def _sessions(values: Iterable[ProcessSession]) -> tuple[ProcessSession, ...]:
+    return tuple(values)
+
+
 # --------------------------------------------------------------------------------------------------
 # What a product declares
 # --------------------------------------------------------------------------------------------------
@@ -80,7 +110,7 @@ class MetricSpec:
     category: Category
     description: str = field(validator=validators.min_len(1))
     """One sentence a customer can read in the data dictionary."""
-    labels: tuple[str, ...] | None = field(default=None, converter=lambda v: None if v is None else tuple(v))
+    labels: tuple[str, ...] | None = field(default=None, converter=_optional_strings)
     """If set, the only labels allowed for this metric; anything else is folded into ``__other__``."""
     max_value: float | None = None
     """Largest plausible value (histograms and counters); larger values are dropped and counted."""
@@ -92,9 +122,9 @@ class ProductSpec:
 
     id: str = field(validator=_check_product_id)
     display_name: str
-    executables: tuple[str, ...] = field(converter=tuple)
+    executables: tuple[str, ...] = field(converter=_strings)
     """File names of the executables the agent may observe for this product, e.g. ``analyst.exe``."""
-    metrics: tuple[MetricSpec, ...] = field(converter=tuple)
+    metrics: tuple[MetricSpec, ...] = field(converter=_metrics)
     description: str = ""
 
     def __attrs_post_init__(self) -> None:
@@ -196,11 +226,11 @@ class Report:
     period: Period
     schema: int = SCHEMA_VERSION
     system: SystemInfo | None = None
-    counters: tuple[CounterValue, ...] = field(default=(), converter=tuple)
-    histograms: tuple[Histogram, ...] = field(default=(), converter=tuple)
-    problems: tuple[Problem, ...] = field(default=(), converter=tuple)
+    counters: tuple[CounterValue, ...] = field(default=(), converter=_counters)
+    histograms: tuple[Histogram, ...] = field(default=(), converter=_histograms)
+    problems: tuple[Problem, ...] = field(default=(), converter=_problems)
     config: dict[str, str | int | float | bool] = field(factory=dict)
-    sessions: tuple[ProcessSession, ...] = field(default=(), converter=tuple)
+    sessions: tuple[ProcessSession, ...] = field(default=(), converter=_sessions)
     diagnostics: dict[str, int] = field(factory=dict)
     """The recorder's and scrubbers' own counts: errors, dropped and scrubbed values, by reason."""
 

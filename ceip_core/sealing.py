@@ -3,17 +3,21 @@
 This is the one path by which anything reaches the spool, whether it comes from a product's recorder
 or from the agent's collectors: consent and GUID are read, the plugins' scrubbers run, and the spool
 re-checks consent and GUID inside its write transaction. What a scrubber drops is counted; a report for
-a product no plugin declares is dropped and counted too (fail closed).
+a product no plugin declares is dropped and counted too (fail closed), and so are reports for a product
+the maintainers' allowlist does not name (``ceip_core.allowlist``) and reports the vendor's kill switch
+or sampling rate turns away (``ceip_core.vendor_policy``), before any work is spent on them.
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ceip_core import wire
+from ceip_core import vendor_policy, wire
+from ceip_core.allowlist import Allowlist
 from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.recording import SessionData
 from ceip_core.records import CounterValue, Histogram, Period, Problem, Report
@@ -72,6 +76,13 @@ def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: P
     except PluginError:
         log.warning("ceip: dropping a report for %r: no installed plugin declares that product", report.product)
         spool.count_drop("unknown-product", report.product)
+        return False
+    if not Allowlist.current(spool.db.folder).allows(spec):
+        spool.count_drop("not-allowlisted", report.product)
+        return False
+    dropped = spool.db.read(vendor_policy.read).drop_reason(report.product, random.random())
+    if dropped is not None:
+        spool.count_drop(dropped, report.product)
         return False
     ctx = ScrubContext(spec=spec, machine=machine_identifiers())
     outcome = run_pipeline(report, plugins.scrubbers, ctx)

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ceip_core import vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
 from ceip_core.statedb import StateDB
 
@@ -163,33 +164,43 @@ class Spool:
     # -- sending ------------------------------------------------------------------------------------
 
     def lease(
-        self, max_items: int = 500, max_bytes: int = 8_000_000, lease_s: float = 120, now: float | None = None
+        self,
+        max_items: int = 500,
+        max_bytes: int = 8_000_000,
+        lease_s: float = 120,
+        now: float | None = None,
+        *,
+        due_only: bool = True,
     ) -> Lease:
-        """Hand out up to ``max_items`` ready items, oldest first: deletion requests always, reports only
-        for products that are opted in and not capped by policy right now."""
+        """Hand out up to ``max_items`` ready items, oldest first: deletion requests always; reports only
+        for products that are opted in, not capped by the machine policy, not disabled by the vendor
+        (``ceip_core.vendor_policy``), and with no deletion request queued for the same machine and
+        product (a report never overtakes the deletion request that was made before it). With
+        ``due_only=False``, items waiting out a retry delay are handed out too."""
         now = time.time() if now is None else now
         token = uuid.uuid4().hex
-        blocked = self.consent.policy
-        # The policy is applied in SQL, before LIMIT: capped reports at the head of the queue must not
-        # fill the batch and starve the deletion requests (and allowed reports) queued behind them.
-        capped = sorted(blocked.off_products)
-        reports_ok = (
-            "0" if blocked.force_off else f"c.state = 'in' AND s.product NOT IN ({', '.join('?' * len(capped))})"
-        )
+        policy = self.consent.policy
 
         def work(conn: sqlite3.Connection) -> list[SpooledItem]:
+            # Both policies are applied in SQL, before LIMIT: held-back reports at the head of the queue
+            # must not fill the batch and starve the deletion requests (and allowed reports) behind them.
+            held = sorted(policy.off_products | vendor_policy.read(conn).disabled)
+            reports_ok = (
+                "0"
+                if policy.force_off
+                else f"c.state = 'in' AND s.product NOT IN ({', '.join('?' * len(held))}) AND NOT EXISTS "
+                "(SELECT 1 FROM spool d WHERE d.kind = 'deletion' AND d.product = s.product AND d.guid = s.guid)"
+            )
             rows = conn.execute(
                 "SELECT s.seq, s.item_id, s.kind, s.product, s.guid, s.created, s.attempts, s.data FROM spool s "
                 "LEFT JOIN consent c ON c.product = s.product "
                 f"WHERE s.not_before <= ? AND s.lease_until <= ? AND (s.kind = 'deletion' OR ({reports_ok})) "
                 "ORDER BY s.seq LIMIT ?",
-                (now, now, *([] if blocked.force_off else capped), max_items),
+                (now if due_only else float("inf"), now, *([] if policy.force_off else held), max_items),
             ).fetchall()
             items: list[SpooledItem] = []
             total = 0
             for _seq, item_id, kind, product, guid, created, attempts, data in rows:
-                if kind == "report" and not blocked.allows(product):
-                    continue
                 if items and total + len(data) > max_bytes:
                     break
                 items.append(SpooledItem(item_id, kind, product, guid, created, attempts, bytes(data)))
@@ -247,7 +258,10 @@ class Spool:
             query += " WHERE product = ?"
             args = (product,)
         rows = self.db.read(lambda conn: conn.execute(query + " ORDER BY seq", args).fetchall())
-        return [SpooledItem(*row[:6], bytes(row[6])) for row in rows]
+        return [
+            SpooledItem(i, kind, prod, guid, created, attempts, bytes(data))
+            for i, kind, prod, guid, created, attempts, data in rows
+        ]
 
     def stats(self) -> SpoolStats:
         def work(conn: sqlite3.Connection) -> SpoolStats:

@@ -10,7 +10,7 @@ the items are sent again, and the receiver's de-duplication by item id makes tha
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from attrs import field, frozen
@@ -53,11 +53,15 @@ class BatchItem:
     """The item's JSON, byte for byte as spooled and as ``ceip review`` shows it."""
 
 
+def _items(values: Iterable[BatchItem]) -> tuple[BatchItem, ...]:
+    return tuple(values)
+
+
 @frozen
 class Batch:
     """Items to send together. Built by the uploader so that its body fits the wire limits."""
 
-    items: tuple[BatchItem, ...] = field(converter=tuple)
+    items: tuple[BatchItem, ...] = field(converter=_items)
 
     def body(self) -> bytes:
         """The gzip-compressed batch body (see docs/wire-format.md)."""

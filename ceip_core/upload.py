@@ -5,20 +5,26 @@ in flight the uploader keeps checking consent: if a product in the batch is opte
 cancelled at once, so no further byte about that product leaves the machine. Items that
 must be retried are rescheduled with exponential backoff and full jitter (or after the receiver's
 ``Retry-After``), and stay queued however long that takes: only the spool's quotas remove them.
+
+Before sending, the uploader refreshes the vendor's kill switch and sampling policy when the transport
+can fetch it and the cached copy is older than ``vendor_policy.MAX_AGE_S`` (see ``ceip_core.vendor_policy``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ceip_core import wire
+from ceip_core import vendor_policy, wire
 from ceip_core.spool import Lease, Spool
 from ceip_core.transport import Batch, BatchItem, Outcome, SendResult, Transport
+from ceip_core.vendor_policy import PolicySource, VendorPolicy
 
 log = logging.getLogger(__name__)
 
@@ -40,25 +46,54 @@ class UploadSummary:
     """What one drain did."""
 
     accepted: int = 0
-    retried: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+    """Items refused for good, by reason."""
+    retry_reasons: dict[str, int] = field(default_factory=dict)
+    """Items kept for a later try, by reason (what ``ceip upload`` shows: a refused certificate ...)."""
     batches: int = 0
+
+    @property
+    def retried(self) -> int:
+        return sum(self.retry_reasons.values())
 
 
 async def drain(
-    spool: Spool, transport: Transport, *, backoff: Backoff | None = None, max_rounds: int = 1000
+    spool: Spool,
+    transport: Transport,
+    *,
+    backoff: Backoff | None = None,
+    max_rounds: int = 1000,
+    policy_max_age: float = vendor_policy.MAX_AGE_S,
+    waiting_too: bool = False,
 ) -> UploadSummary:
-    """Send everything that is ready now. Stops when nothing is ready or a whole round is retried."""
+    """Send everything that is ready now. Stops when nothing is ready or a whole round is retried.
+
+    ``waiting_too`` also sends items that are waiting out a retry delay (``ceip export`` does: a person
+    carrying the queue away wants all of it)."""
     backoff = backoff or Backoff()
     summary = UploadSummary()
+    if isinstance(transport, PolicySource):
+        await refresh_policy(spool, transport, policy_max_age)
     for _ in range(max_rounds):
-        lease = spool.lease()
+        lease = spool.lease(due_only=not waiting_too)
         if not lease.items:
             break
         progressed = await _send_lease(spool, transport, lease, backoff, summary)
         if not progressed:
             break
     return summary
+
+
+async def refresh_policy(spool: Spool, source: PolicySource, max_age: float) -> VendorPolicy:
+    """The vendor policy, fetched again if the cached copy was checked more than ``max_age`` seconds ago.
+    A failed fetch keeps the cached rules but counts as a check, so an unreachable service is asked at
+    most once per ``max_age``."""
+    cached = spool.db.read(vendor_policy.read)
+    if cached.checked is not None and time.time() - cached.checked < max_age:
+        return cached
+    policy = await source.fetch_policy() or dataclasses.replace(cached, checked=time.time())
+    spool.db.write(lambda conn: vendor_policy.write(conn, policy))
+    return policy
 
 
 async def _send_lease(
@@ -76,22 +111,23 @@ async def _send_lease(
             batch = Batch(BatchItem(i.item_id, i.kind, i.product, i.data) for i in items)
             summary.batches += 1
             for result in await _send_unless_withdrawn(spool, transport, batch):
+                reason = result.reason or result.outcome.value
                 if result.outcome is Outcome.ACCEPTED:
                     accepted.append(result.item_id)
                 elif result.outcome is Outcome.REJECTED:
-                    rejected[result.item_id] = result.reason or "rejected"
-                    summary.rejected[rejected[result.item_id]] = summary.rejected.get(rejected[result.item_id], 0) + 1
+                    rejected[result.item_id] = reason
+                    summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
                 else:
                     retry[result.item_id] = (
                         result.retry_after
                         if result.retry_after is not None
                         else backoff.delay(attempts.get(result.item_id, 0))
                     )
+                    summary.retry_reasons[reason] = summary.retry_reasons.get(reason, 0) + 1
     finally:
         # Whatever happened (even a cancelled send), settle what we know; the rest is released by the lease.
         spool.settle(lease, accepted, retry, rejected)
     summary.accepted += len(accepted)
-    summary.retried += len(retry)
     return bool(accepted or rejected)
 
 

@@ -205,11 +205,11 @@ def split_batches(encoded_items: Sequence[bytes], max_compressed: int = MAX_COMP
     return batches
 
 
-def read_body(body: bytes, *, max_expanded: int = MAX_EXPANDED_BYTES) -> list[Any]:
-    """Expand and parse a batch body into raw items, refusing bodies that expand past the limit.
+def inflate(body: bytes, *, max_expanded: int = MAX_EXPANDED_BYTES) -> bytes:
+    """Expand a gzip body, refusing one that expands past ``max_expanded`` bytes.
 
     Decompression is incremental and stops as soon as the limit is passed, so a gzip bomb costs at
-    most ``max_expanded`` bytes of memory. Raises :class:`WireError` for the whole body.
+    most ``max_expanded`` bytes of memory. Raises :class:`WireError` (``bad-gzip``, ``too-large``).
     """
     inflater = zlib.decompressobj(wbits=31)
     try:
@@ -220,6 +220,12 @@ def read_body(body: bytes, *, max_expanded: int = MAX_EXPANDED_BYTES) -> list[An
         raise WireError("too-large", f"body expands past {max_expanded} bytes")
     if not inflater.eof:
         raise WireError("bad-gzip", "gzip stream is truncated")
+    return data
+
+
+def read_body(body: bytes, *, max_expanded: int = MAX_EXPANDED_BYTES) -> list[Any]:
+    """Expand (see :func:`inflate`) and parse a batch body into raw items. Raises :class:`WireError`."""
+    data = inflate(body, max_expanded=max_expanded)
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -245,11 +251,6 @@ def decode_batch(body: bytes) -> list[Item | WireError]:
     return results
 
 
-def to_jsonable(item: Item) -> dict[str, Any]:
-    """An item as plain JSON-ready data (for ``ceip review --json`` and tests)."""
-    return orjson.loads(encode_item(item))
-
-
 __all__ = [
     "CONTENT_TYPE",
     "MAX_COMPRESSED_BYTES",
@@ -259,10 +260,10 @@ __all__ = [
     "decode_item",
     "encode_batch",
     "encode_item",
+    "inflate",
     "make_converter",
     "read_body",
     "split_batches",
     "structure_item",
-    "to_jsonable",
     "unstructure_item",
 ]

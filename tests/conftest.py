@@ -19,12 +19,19 @@ from ceip_core.plugins import Plugins  # noqa: E402
 
 
 @pytest.fixture
-def sample(ceip_home: Path, ceip_plugins: Callable[..., Plugins], monkeypatch: pytest.MonkeyPatch) -> Plugins:
-    """Built-in plugins plus the fixture products ``sample`` and ``other``, in this process and in any
-    subprocess the test starts (through ``CEIP_PLUGIN_MODULES``)."""
+def sample(
+    ceip_home: Path,
+    ceip_plugins: Callable[..., Plugins],
+    ceip_allow: Callable[..., object],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Plugins:
+    """Built-in plugins plus the fixture products ``sample`` and ``other``, allowlisted, in this process and
+    in any subprocess the test starts (through ``CEIP_PLUGIN_MODULES``)."""
     monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [str(FIXTURE_PLUGINS), os.environ.get("PYTHONPATH")]))
     )
     monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
-    return ceip_plugins(ceip_sample)
+    plugins = ceip_plugins(ceip_sample)
+    ceip_allow("sample", "other")
+    return plugins

@@ -99,22 +99,25 @@ class EveryHook:
         self.calls.append(f"ceip_consent_changed:{product}:{state.value}")
 
 
-def test_a_plugin_implementing_every_hook_is_called_in_lifecycle_order(ceip_home: Path, ceip_plugins) -> None:
+def test_a_plugin_implementing_every_hook_is_called_in_lifecycle_order(
+    ceip_home: Path, ceip_plugins, ceip_allow
+) -> None:
     plugin = EveryHook()
     assert {name for name in dir(plugin) if name.startswith("ceip_")} == set(HOOKS)
     plugins = ceip_plugins(plugin)
     assert plugin.calls == ["ceip_plugins_loaded"]
 
+    ceip_allow("every")
     result = CliRunner().invoke(cli, ["consent", "in", "every"])
     assert result.exit_code == 0, result.output
     with ceip_core.recorder("every", "1.0") as rec:
         rec.feature("used")
     assert plugins.transport_for("null://x").url == "null://x"
-    assert [c.name for c in plugins.collectors] == ["null"]
+    assert [c.name for c in plugins.collectors] == ["null", "process-observer", "system"]
 
     assert plugin.calls == [
         "ceip_plugins_loaded",
-        "ceip_register_products",  # the CLI checks the product name
+        "ceip_register_products",  # the allowlist fixture looks the product up
         "ceip_consent_changed:every:in",
         "ceip_register_scrubbers",  # sealing needs the pipeline
         "ceip_report_spooled",

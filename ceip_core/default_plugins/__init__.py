@@ -5,6 +5,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "ceip_core.default_plugins.identifiers",
     "ceip_core.default_plugins.limits",
     "ceip_core.default_plugins.file_transport",
+    "ceip_core.default_plugins.http_transport",
+    "ceip_core.default_plugins.system_collector",
+    "ceip_core.default_plugins.process_observer",
 )
 """Module names of the built-in plugins, loaded before entry points. Block one with
 ``CEIP_BLOCK_PLUGINS=<last part of its name>``."""

@@ -1,0 +1,368 @@
+"""Benchmark of the receiving service: durable accepted reports/s of ``ceip serve`` on SQLite, beside two
+baselines written here, all driven by the same load generator in the same run.
+
+    python bench/service.py            # about a minute; loopback only
+
+- (a) ``bare``: an aiohttp handler that reads the body and answers 204 (the HTTP floor);
+- (b) ``minimal``: read, gunzip, parse, insert each report into SQLite in batches (group commit, WAL,
+  synchronous=FULL), answer after the commit (the durable floor);
+- ``ceip serve``: everything the service does (limits, rate limit, validation, de-duplication, the raw
+  report and its rollup queue entry committed before the answer).
+
+Bodies are realistic: gzip JSON batches of generated Analyst-like reports (about 1.5 KB each expanded),
+1 or 20 reports per request, a fresh report id in every report. The load generator is an aiohttp client
+in its own process with bounded concurrency and a fixed number of requests. Each server runs in its own
+process on its own empty database. ``ceip serve`` acknowledges a report once it and its rollup-queue entry
+are committed and folds reports into the rollups when the load eases; the "sustained" rows count the
+time until that backlog is empty too. Targets: ceip >= 60% of (b) at both batch sizes, >= 35% of (a)
+for single-report requests; two workers >= 1.6x one; with ``--postgres URL`` (a loopback server),
+PostgreSQL >= 40% of (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import json
+import os
+import pickle
+import random
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+LOOPBACK = "127.0.0.1"  # the only address this benchmark ever talks to
+ALLOWLIST = '[products.analyst]\nexecutables = ["analyst", "analyst.exe"]\n'
+
+
+# -- bodies -------------------------------------------------------------------------------------------
+
+
+def make_report(rng: random.Random, now: datetime) -> dict[str, Any]:
+    """One Analyst-like report: system info, 8 counters, 3 timing histograms, config, a session, sometimes a problem."""
+    end = now - timedelta(minutes=rng.randint(1, 600))
+
+    def histogram(name: str, centre: int) -> dict[str, Any]:
+        buckets = {str(centre + i): rng.randint(1, 20) for i in range(-4, 4)}
+        count = sum(buckets.values())
+        return {"name": name, "count": count, "sum": count * 2.0 ** (centre / 4), "min": 2.0 ** ((centre - 4) / 4),
+                "max": 2.0 ** ((centre + 4) / 4), "buckets": buckets, "label": None}  # fmt: skip
+
+    counters = [("open_session", None), ("filter", "text"), ("filter", "range"), ("export", "pdf"), ("chart", "bar"),
+                ("chart", "line"), ("summarise", None), ("help_opened", None)]  # fmt: skip
+    return {
+        "type": "report",
+        "report_id": str(uuid.uuid4()),
+        "guid": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+        "product": "analyst",
+        "product_version": rng.choice(["5.1", "5.2", "5.3"]),
+        "period": {"start": (end - timedelta(hours=1)).isoformat(), "end": end.isoformat()},
+        "schema": 1,
+        "system": {
+            "cpu_logical": rng.choice([4, 8, 16]),
+            "cpu_physical": rng.choice([2, 4, 8]),
+            "memory_bucket": rng.choice(["8-16 GiB", "16-32 GiB"]),
+            "os": rng.choice(["Windows", "Linux"]),
+            "os_version": rng.choice(["10.0.19045", "6.1.0"]),
+            "arch": "x86_64",
+            "net_interfaces_up": 2,
+            "net_connected": True,
+            "boot_age_bucket": "1-7 d",
+            "features": {"bluetooth": "present", "usb_high_speed": "present"},
+        },
+        "counters": [{"name": n, "value": rng.randint(1, 50), "label": label} for n, label in counters],
+        "histograms": [
+            histogram("click_to_response_ms", 28),
+            histogram("open_file_ms", 36),
+            histogram("render_chart_ms", 24),
+        ],
+        "problems": [
+            {"kind": "error", "signature": f"TimeoutError@analyst/io.py:{rng.choice([41, 88, 120])}", "count": 1}
+        ]
+        if rng.random() < 0.3
+        else [],
+        "config": {"theme": rng.choice(["light", "dark"]), "default_chart": "bar", "auto_save": True},
+        "sessions": [
+            {
+                "executable": "analyst.exe",
+                "started": (end - timedelta(minutes=50)).isoformat(),
+                "duration_s": 1800.5,
+                "cpu_s": 12.5,
+                "peak_rss_bytes": 250_000_000,
+                "ended": "normal",
+            }
+        ],
+        "diagnostics": {"scrub.identifiers.path": rng.randint(0, 3)},
+    }
+
+
+def make_bodies(requests: int, batch: int, seed: int) -> list[tuple[bytes, int]]:
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    bodies = []
+    for _ in range(requests):
+        items = [make_report(rng, now) for _ in range(batch)]
+        bodies.append((gzip.compress(orjson.dumps({"schema": 1, "items": items}), 6, mtime=0), batch))
+    return bodies
+
+
+# -- the baselines --------------------------------------------------------------------------------------
+
+
+def serve_baseline(kind: str, port: int, db_path: str) -> None:
+    from aiohttp import web
+
+    async def bare(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=204)
+
+    db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS reports (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+    writer = ThreadPoolExecutor(1)
+    pending: list[tuple[list[tuple[str, str]], asyncio.Future[None]]] = []
+    wake = asyncio.Event()
+
+    def insert(rows: list[tuple[str, str]]) -> None:
+        db.execute("BEGIN IMMEDIATE")
+        db.executemany("INSERT OR IGNORE INTO reports VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+
+    async def committer() -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            while pending:
+                group = pending[:]
+                del pending[:]
+                await asyncio.get_running_loop().run_in_executor(writer, insert, [r for rows, _ in group for r in rows])
+                for _, future in group:
+                    future.set_result(None)
+
+    async def minimal(request: web.Request) -> web.Response:
+        doc = orjson.loads(zlib.decompress(await request.read(), 31))
+        rows = [(item["report_id"], orjson.dumps(item).decode()) for item in doc["items"]]
+        future = asyncio.get_running_loop().create_future()
+        pending.append((rows, future))
+        wake.set()
+        await future
+        return web.json_response({"accepted": len(rows)})
+
+    async def start(app: web.Application) -> Any:
+        task = asyncio.create_task(committer())
+        yield
+        task.cancel()
+
+    app = web.Application(client_max_size=2 << 20, handler_args={"auto_decompress": False})
+    app.cleanup_ctx.append(start)
+    app.router.add_post("/v1/reports", bare if kind == "bare" else minimal)
+    app.router.add_get("/healthz", lambda _: web.Response(text="ok"))  # type: ignore[arg-type,return-value]
+    web.run_app(app, host=LOOPBACK, port=port, access_log=None, print=None)
+
+
+# -- the load generator ---------------------------------------------------------------------------------
+
+
+async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int) -> dict[str, Any]:
+    import aiohttp
+
+    headers = {"Content-Encoding": "gzip", "Content-Type": "application/vnd.ceip.batch+json"}
+    accepted = sent = 0
+    statuses: dict[int, int] = {}
+    queue = iter(bodies)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def worker() -> None:
+            nonlocal accepted, sent
+            for data, n in queue:
+                async with session.post(url, data=data, headers=headers) as response:
+                    text = await response.read()
+                statuses[response.status] = statuses.get(response.status, 0) + 1
+                sent += n
+                if response.status == 204:
+                    accepted += n
+                elif response.status == 200:
+                    doc = orjson.loads(text)
+                    accepted += (
+                        doc["accepted"] if "accepted" in doc else sum(r["status"] == "accepted" for r in doc["results"])
+                    )
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"accepted": accepted, "sent": sent, "elapsed": elapsed, "statuses": statuses}
+
+
+# -- running it -----------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "server exited"
+        try:
+            with socket.create_connection((LOOPBACK, port), timeout=1) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                if s.recv(64).startswith(b"HTTP/1.1 200"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("server did not become healthy")
+
+
+async def _pending_rollups(database: str) -> int:
+    """Reports acknowledged but not yet folded into the rollups."""
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database[len("sqlite://") :]) as db:
+            return int(db.execute("SELECT COUNT(*) FROM rollup_queue").fetchone()[0])
+    import asyncpg
+
+    conn = await asyncpg.connect(database)
+    try:
+        return int(await conn.fetchval("SELECT COUNT(*) FROM rollup_queue"))
+    finally:
+        await conn.close()
+
+
+async def _fresh_schema(server: str, name: str) -> str:
+    """A URL for an empty schema ``name`` on the PostgreSQL ``server``."""
+    import asyncpg
+
+    conn = await asyncpg.connect(server)
+    try:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}")
+    finally:
+        await conn.close()
+    return f"{server}{'&' if '?' in server else '?'}search_path={name}"
+
+
+def measure(server: str, bodies: Path, warmup: Path, concurrency: int, folder: Path, postgres: str | None) -> Any:
+    """Start ``server`` on an empty database, warm it up, drive it, stop it; the load generator's figures.
+
+    ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers), ``ceip-pg``.
+    """
+    port = free_port()
+    if server in ("bare", "minimal"):
+        command = [sys.executable, __file__, "--serve", server, "--port", str(port), "--db", str(folder / f"{port}.db")]
+        database = None
+    else:
+        if server == "ceip-pg":
+            assert postgres is not None
+            database = asyncio.run(_fresh_schema(postgres, f"bench_{port}"))
+        else:
+            database = f"sqlite://{folder / f'{port}.db'}"
+        (folder / "allowlist.toml").write_text(ALLOWLIST)
+        command = [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--db", database]
+        command += ["--data", str(folder), "--token", "bench", "--allowlist", str(folder / "allowlist.toml")]
+        command += ["--workers", "2" if server == "ceip-2w" else "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_healthy(port, proc)
+        url = f"http://{LOOPBACK}:{port}/v1/reports"
+        for data_file in (warmup, bodies):
+            command = [sys.executable, __file__, "--load", url, "--bodies", str(data_file)]
+            out = subprocess.run([*command, "--concurrency", str(concurrency)], check=True, capture_output=True)
+        result: dict[str, Any] = json.loads(out.stdout)
+        if database is not None:  # how long until every accepted report is folded into the rollups
+            started = time.perf_counter()
+            while asyncio.run(_pending_rollups(database)):
+                time.sleep(0.05)
+            result["drain"] = time.perf_counter() - started
+        return result
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        if proc.returncode not in (0, -15):
+            print(err.decode(), file=sys.stderr)
+
+
+def compare(what: str, value: float, name: str, baseline: float, target: float | None = None) -> tuple[str, ...]:
+    """A table row: the figure, its baseline, the target share of it and whether it is met."""
+    share = value / baseline
+    met = "-" if target is None else ("yes" if share >= target else "NO")
+    goal = "-" if target is None else (f">= {target:g}x" if target > 1 else f">= {target:.0%} of {name.split()[0]}")
+    return what, f"{value:.0f}", f"{name} {baseline:.0f}", goal, f"{share:.0%} {met}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=12000, help="requests per run with 1 report each")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--postgres", help="also measure on this (loopback) PostgreSQL, e.g. postgresql://postgres@127.0.0.1/postgres"
+    )
+    parser.add_argument("--serve", help=argparse.SUPPRESS)
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--bodies", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve_baseline(args.serve, args.port, args.db)
+        return
+    if args.load:
+        bodies = pickle.loads(Path(args.bodies).read_bytes())
+        print(json.dumps(asyncio.run(load(args.load, bodies, args.concurrency))))
+        return
+
+    if args.postgres and urlsplit(args.postgres).hostname not in (LOOPBACK, "::1", "localhost"):
+        parser.error("--postgres must name a server on loopback (127.0.0.1, ::1 or localhost)")
+    rows: list[tuple[str, ...]] = []
+    with tempfile.TemporaryDirectory(prefix="ceip-bench-") as tmp:
+        folder = Path(tmp)
+        for batch, requests in ((1, args.requests), (20, max(args.requests // 10, 100))):
+            bodies, warmup = folder / f"bodies-{batch}", folder / f"warmup-{batch}"
+            bodies.write_bytes(pickle.dumps(make_bodies(requests, batch, seed=batch)))
+            warmup.write_bytes(pickle.dumps(make_bodies(max(requests // 20, 50), batch, seed=1000 + batch)))
+            size = sum(len(b) for b, _ in pickle.loads(bodies.read_bytes())) / (requests * batch)
+            print(f"batch {batch}: {requests} requests, {size:.0f} bytes gzip per report", file=sys.stderr)
+            servers = ["bare", "minimal", "ceip"] + (["ceip-2w"] if batch == 20 else [])
+            servers += ["ceip-pg"] if args.postgres else []
+            rate, sustained = {}, {}
+            for server in servers:
+                result = measure(server, bodies, warmup, args.concurrency, folder, args.postgres)
+                assert result["accepted"] == requests * batch, f"{server}: accepted {result['accepted']}: {result}"
+                rate[server] = result["accepted"] / result["elapsed"]
+                if "drain" in result:
+                    sustained[server] = result["accepted"] / (result["elapsed"] + result["drain"])
+                print(f"  {server}: {rate[server]:.0f} reports/s", file=sys.stderr)
+            b = f"batch {batch}:"
+            rows.append(compare(f"{b} durable accepted/s", rate["ceip"], "(b) minimal", rate["minimal"], 0.6))
+            if batch == 1:
+                rows.append(compare(f"{b} vs bare HTTP", rate["ceip"], "(a) bare", rate["bare"], 0.35))
+            rows.append(compare(f"{b} sustained incl. rollups", sustained["ceip"], "(b) minimal", rate["minimal"]))
+            if "ceip-2w" in rate:
+                rows.append(compare(f"{b} 2 workers vs 1", rate["ceip-2w"], "1 worker", rate["ceip"], 1.6))
+            if "ceip-pg" in rate:
+                rows.append(compare(f"{b} PostgreSQL accepted/s", rate["ceip-pg"], "(b) minimal", rate["minimal"], 0.4))
+                rows.append(compare(f"{b} PostgreSQL sustained", sustained["ceip-pg"], "(b) minimal", rate["minimal"]))
+    header = ("benchmark (reports/s; SQLite, 1 worker unless said)", "ceip serve", "baseline", "target", "met")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
+    for line in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    print(f"\n{os.cpu_count()} CPUs; load generator: aiohttp client, {args.concurrency} connections, own process.")
+
+
+if __name__ == "__main__":
+    main()

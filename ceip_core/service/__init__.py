@@ -1,0 +1,13 @@
+"""The receiving service (``ceip serve``): takes batches from machines, stores each report once, answers queries.
+
+The modules read like the path of a report:
+- ``app``: the aiohttp application factory and its handlers (the HTTP contract, docs/wire-format.md "HTTP");
+- ``limits``: body reading with incremental inflation (gzip bombs) and the per-machine rate limiter;
+- ``validation``: per-item checks beyond the wire schema (allowlist, ranges, timestamps, string limits);
+- ``ingest``: body to per-item results, shared by the HTTP handlers and ``ceip import``;
+- ``groupcommit``: many requests' writes in one transaction, acknowledged only after the commit;
+- ``storage``, ``sqlite_store``, ``postgres_store``: one small storage interface, two real databases;
+- ``rollups``: the per-machine, per-day aggregates that queries read instead of raw reports;
+- ``queries``: problems, feature adoption, configuration, timings and participation, with k-anonymity;
+- ``config``, ``auth``, ``serve``: the allowlist and policy, the query token, processes and sockets.
+"""

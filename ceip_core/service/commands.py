@@ -1,0 +1,322 @@
+"""The vendor's commands: ``ceip serve``, ``ceip report ...`` and ``ceip import``, added to the ``ceip`` group.
+
+They share the service's data folder (``--data``, ``$CEIP_SERVICE_DATA``, default: the platform's data
+folder for ``ceip-service``), which holds the query token and the default SQLite database, and the
+database URL (``--db``, ``$CEIP_SERVICE_DB``). ``ceip report`` reads the database directly with the same
+query code as the HTTP API, so both print the same numbers (give it the service's ``--k``); it needs
+access to the database, not the token. Heavy imports happen inside the commands, so ``ceip`` stays quick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import click
+import platformdirs
+
+_DATA = click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CEIP_SERVICE_DATA",
+    default=lambda: platformdirs.user_data_path("ceip-service"),
+    show_default="the platform's data folder for ceip-service",
+    help="The service's data folder: query token, default SQLite database.",
+)
+_DB = click.option(
+    "--db",
+    "database",
+    envvar="CEIP_SERVICE_DB",
+    help="Database URL: sqlite:///path.db or postgresql://user@host/db (default: reports.db in --data).",
+)
+_K = click.option(
+    "--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hide groups of fewer machines."
+)
+
+
+def _database(database: str | None, data_dir: Path) -> str:
+    return database or f"sqlite://{(data_dir / 'reports.db').absolute()}"
+
+
+def _service_config(allowlist: Path | None, policy: Path | None, k: int, **limits: Any) -> Any:
+    from ceip_core.plugins import PluginError, get_plugins
+    from ceip_core.service.config import (
+        ConfigError,
+        Limits,
+        ServiceConfig,
+        allowlist_from_specs,
+        load_allowlist,
+        load_policy,
+    )
+
+    try:
+        allowed = load_allowlist(allowlist) if allowlist else allowlist_from_specs(get_plugins().products.values())
+        rules = load_policy(policy, allowed) if policy else {}
+    except (ConfigError, PluginError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if not allowed:
+        raise click.ClickException("no product may report: give --allowlist FILE, or install product plugins")
+    return ServiceConfig(allowlist=allowed, policy=rules, k=k, limits=Limits(**limits))
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: all).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True, help="0: any free port.")
+@_DB
+@_DATA
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes on the port.")
+@click.option("--tls-cert", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM certificate chain.")
+@click.option("--tls-key", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="PEM private key.")
+@click.option(
+    "--allowlist",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="TOML: products (and executables) that may report. Default: the installed product plugins.",
+)
+@click.option(
+    "--policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="TOML: kill switch, sampling."
+)
+@_K
+@click.option("--token", envvar="CEIP_SERVICE_TOKEN", help="Query API token (default: generated into --data).")
+@click.option("--request-timeout", type=click.FloatRange(min=1), default=30, show_default=True, help="Seconds.")
+@click.option("--access-log", is_flag=True, help="Log each request (never with the sender's address).")
+def serve(
+    host: str,
+    port: int,
+    database: str | None,
+    data_dir: Path,
+    workers: int,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    allowlist: Path | None,
+    policy: Path | None,
+    k: int,
+    token: str | None,
+    request_timeout: float,
+    access_log: bool,
+) -> None:
+    """Run the receiving service: machines upload here; the query API answers with aggregates."""
+    from ceip_core.service.auth import TOKEN_FILE, load_or_create_token
+    from ceip_core.service.serve import ServeOptions
+    from ceip_core.service.serve import serve as run
+    from ceip_core.service.storage import StorageError
+
+    if tls_key and not tls_cert:
+        raise click.UsageError("--tls-key needs --tls-cert")
+    config = _service_config(allowlist, policy, k, request_timeout_s=request_timeout)
+    if token is None:
+        token = load_or_create_token(data_dir)
+        click.echo(f"Query API token: in {data_dir / TOKEN_FILE}")
+    options = ServeOptions(
+        config=config,
+        database=_database(database, data_dir),
+        token=token,
+        host=host,
+        port=port,
+        workers=workers,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        access_log=access_log,
+    )
+    try:
+        status = run(options, announce=click.echo)
+    except (StorageError, OSError) as exc:
+        raise click.ClickException(str(exc)) from None
+    raise SystemExit(status)
+
+
+def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    if not rows:
+        click.echo("(nothing to show)")
+        return
+    text = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in text)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for r in text:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+_COLUMNS = {
+    "problems": (
+        "problems",
+        ["product", "kind", "signature", "machines", "occurrences", "first_seen", "last_seen", "versions"],
+    ),
+    "features": ("features", ["product", "name", "label", "machines", "adoption", "uses_per_active_machine"]),
+    "config": ("config", ["product", "key", "value", "machines", "share"]),
+    "timings": ("timings", ["product", "name", "version", "machines", "count", "p50", "p90", "p99"]),
+    "participation": ("active", ["product", "day", "active_machines"]),
+}
+
+
+@click.command()
+@click.argument("what", type=click.Choice(list(_COLUMNS)))
+@click.option("--product", help="Only this product.")
+@click.option("--version", help="Only this product version.")
+@click.option("--since", help="First day, e.g. 2026-11-01.")
+@click.option("--until", help="Last day, e.g. 2026-11-30.")
+@_DB
+@_DATA
+@_K
+@click.option("--json", "as_json", is_flag=True, help="The same JSON as GET /v1/query/<what>.")
+def report(
+    what: str,
+    product: str | None,
+    version: str | None,
+    since: str | None,
+    until: str | None,
+    database: str | None,
+    data_dir: Path,
+    k: int,
+    as_json: bool,
+) -> None:
+    """Print what the query API answers: problems, features, config, timings or participation."""
+    from ceip_core.service import queries
+    from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage
+
+    params = {"product": product, "version": version, "since": since, "until": until}
+    try:
+        filters = queries.Filters.parse({name: value for name, value in params.items() if value})
+    except queries.QueryError as exc:
+        raise click.UsageError(str(exc)) from None
+
+    async def run() -> dict[str, Any]:
+        storage = open_storage(_database(database, data_dir))
+        await storage.open()
+        try:
+            return await queries.QUERIES[what](storage, filters, k)
+        finally:
+            await storage.close()
+
+    try:
+        answer = asyncio.run(run())
+    except (StorageError, StorageUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+        return
+    key, columns = _COLUMNS[what]
+    _print_rows(answer[key], columns)
+    if answer["hidden"]:
+        click.echo(f"({answer['hidden']} group(s) of fewer than {k} machines hidden)")
+    if what == "participation":
+        click.echo("\nDeletion requests (opt-outs) per day:")
+        _print_rows(answer["deletions"], ["product", "day", "requests"])
+
+
+def bundle_files(paths: Iterable[Path]) -> list[Path]:
+    """The batch files named, and those in the folders named (drop folders), in name order."""
+    from ceip_core.default_plugins.file_transport import SUFFIX
+
+    found: list[Path] = []
+    for path in paths:
+        found += sorted(path.glob(f"*{SUFFIX}")) if path.is_dir() else [path]
+    return found
+
+
+async def import_files(
+    files: list[Path], database: str, config: Any, progress: Callable[[int], None] = lambda _: None
+) -> tuple[Counter[str], dict[str, str]]:
+    """Ingest batch files exactly as ``POST /v1/reports`` and ``/v1/deletions`` would.
+
+    :param progress: called with the bytes of each file once it is done.
+    :returns: counts by outcome (``accepted``, ``duplicate``, ``rejected:<reason>``) and, per file that
+        could not be read as a batch, why.
+    """
+    from ceip_core import wire
+    from ceip_core.service.groupcommit import GroupCommitter
+    from ceip_core.service.ingest import Ingest
+    from ceip_core.service.storage import open_storage
+    from ceip_core.service.validation import BatchError, Valid, decode_batch
+
+    storage = open_storage(database)
+    await storage.open()
+    committer = GroupCommitter(storage)
+    committer.start()
+    ingest = Ingest(config, committer)
+    outcomes: Counter[str] = Counter()
+    failed: dict[str, str] = {}
+    deletions: list[tuple[Any, Any]] = []
+
+    async def store(pairs: list[tuple[Any, Any]], received: float) -> None:
+        if not pairs:
+            return
+        raws, verdicts = zip(*pairs, strict=True)
+        for result in await ingest.store(raws, verdicts, received):
+            status = result["status"]
+            outcomes[f"rejected:{result['reason']}" if status == "rejected" else status] += 1
+
+    try:
+        for path in files:
+            size = path.stat().st_size
+            try:
+                raws = decode_batch(wire.inflate(path.read_bytes(), max_expanded=config.limits.max_expanded))
+            except (OSError, wire.WireError, BatchError) as exc:
+                failed[str(path)] = str(exc)
+            else:
+                received = time.time()
+                now: list[tuple[Any, Any]] = []
+                for raw, verdict in zip(raws, ingest.check(raws, None, received), strict=True):
+                    # Deletions go last, whatever the file order: a deletion is the person's latest word,
+                    # and a report of the same pair in a later file must not bring deleted data back.
+                    is_deletion = isinstance(verdict, Valid) and not verdict.is_report
+                    (deletions if is_deletion else now).append((raw, verdict))
+                await store(now, received)
+            progress(size)
+        await store(deletions, time.time())
+    finally:
+        await committer.stop()
+        await storage.close()
+    return outcomes, failed
+
+
+@click.command("import")
+@click.argument("bundles", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@_DB
+@_DATA
+@click.option("--allowlist", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="As for ceip serve.")
+@click.option("--json", "as_json", is_flag=True)
+def import_bundles(
+    bundles: tuple[Path, ...], database: str | None, data_dir: Path, allowlist: Path | None, as_json: bool
+) -> None:
+    """Ingest BUNDLES (batch files or drop folders carried from air-gapped machines), validated and de-duplicated."""
+    from ceip_core.service.storage import StorageError, StorageUnavailable
+
+    config = _service_config(allowlist, None, 5)
+    files = bundle_files(bundles)
+    with click.progressbar(length=sum(f.stat().st_size for f in files), label="Importing", file=sys.stderr) as bar:
+        try:
+            outcomes, failed = asyncio.run(import_files(files, _database(database, data_dir), config, bar.update))
+        except (StorageError, StorageUnavailable) as exc:
+            raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps({"files": len(files), "outcomes": dict(outcomes), "failed": failed}, indent=2))
+    else:
+        click.echo(
+            f"{len(files)} file(s): {outcomes['accepted']} accepted, {outcomes['duplicate']} duplicate(s), "
+            f"{sum(n for o, n in outcomes.items() if o.startswith('rejected:'))} rejected."
+        )
+        for outcome, n in sorted(outcomes.items()):
+            if outcome.startswith("rejected:"):
+                click.echo(f"  {outcome}: {n}")
+        for path, why in failed.items():
+            click.echo(f"  not a batch: {path}: {why}", err=True)
+    if failed:
+        raise SystemExit(1)
+
+
+COMMANDS = (serve, report, import_bundles)
+"""The commands ``ceip_core.cli`` adds to the ``ceip`` group."""

@@ -1,0 +1,239 @@
+"""PostgreSQL storage (``postgresql://user:password@host:port/database``), through asyncpg.
+
+For more than one machine's worth of load: any number of ``ceip serve`` workers, on any number of hosts,
+share one database. The database does what must hold across them: the report id's UNIQUE constraint
+de-duplicates, schema creation runs under an advisory lock, and rollups are claimed with
+``FOR UPDATE SKIP LOCKED`` so workers fold disjoint sets of queued reports. Rows go in as arrays through
+``unnest`` (one statement per table, not one per row). Extra URL query parameters are server settings
+(e.g. ``?search_path=ceip``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from decimal import Decimal
+from functools import cache
+from typing import Any, TypeVar
+
+import asyncpg
+import orjson
+
+from ceip_core.service import rollups
+from ceip_core.service.storage import (
+    SCHEMA_VERSION,
+    Deletion,
+    NewReport,
+    StorageError,
+    StorageUnavailable,
+    Write,
+    redact,
+)
+
+_R = TypeVar("_R")
+
+_ARRAY = {"TEXT": "text[]", "BIGINT": "int8[]", "DOUBLE PRECISION": "float8[]"}
+_DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS reports (
+        seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, report_id TEXT NOT NULL UNIQUE,
+        guid TEXT NOT NULL, product TEXT NOT NULL, version TEXT NOT NULL, day BIGINT NOT NULL,
+        received DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS reports_guid_product ON reports (guid, product)",
+    "CREATE TABLE IF NOT EXISTS rollup_queue (seq BIGINT PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS deletions (
+        request_id TEXT PRIMARY KEY, product TEXT NOT NULL, day BIGINT NOT NULL, received DOUBLE PRECISION NOT NULL)""",
+    *(statement for table in rollups.TABLES for statement in table.ddl()),
+    rollups.MACHINE_INDEX,
+]
+_INSERT_REPORTS = (
+    "INSERT INTO reports (report_id, guid, product, version, day, received, body) "
+    "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::float8[], $7::text[]) "
+    "ON CONFLICT (report_id) DO NOTHING RETURNING seq, report_id"
+)
+_UPSERTS = {
+    t.name: t.upsert(
+        "SELECT * FROM unnest(" + ", ".join(f"${i + 1}::{_ARRAY[kind]}" for i, kind in enumerate(t.types)) + ")"
+    )
+    for t in rollups.TABLES
+}
+#: Errors that mean "the database is not there now", as opposed to a bug.
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InsufficientResourcesError,
+    asyncpg.OperatorInterventionError,
+)
+#: Errors that a retry of the same transaction resolves.
+_CONFLICT = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+_PARAM = re.compile(r"(?<!:):([a-z_]+)")
+
+
+@cache
+def _positional(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``:name`` parameters rewritten as ``$1``..., and the names in that order."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return _PARAM.sub(number, sql), tuple(names)
+
+
+def _plain(value: Any) -> Any:
+    """PostgreSQL sums integers as NUMERIC; the queries want ints (and floats), as SQLite gives them."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class PostgresStorage:
+    """The :class:`~ceip_core.service.storage.Storage` on a PostgreSQL database."""
+
+    def __init__(self, url: str, pool_size: int = 4) -> None:
+        self.dsn = url
+        self.url = redact(url)
+        self.pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+
+    async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[_R]]) -> _R:
+        """``fn`` on a pooled connection; a deadlock between workers is retried, an outage is reported."""
+        if self._pool is None:
+            raise StorageUnavailable(f"{self.url}: not connected")
+        for attempt in range(5):
+            try:
+                async with self._pool.acquire(timeout=10) as conn:
+                    return await fn(conn)
+            except _CONFLICT:
+                if attempt == 4:
+                    raise
+                await asyncio.sleep(0.01 * 2**attempt)
+            except _UNAVAILABLE as exc:
+                raise StorageUnavailable(f"{self.url}: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(self.dsn, min_size=1, max_size=self.pool_size)
+        except (*_UNAVAILABLE, asyncpg.PostgresError) as exc:
+            raise StorageError(f"cannot connect to {self.url}: {exc}") from None
+        await self._run(self._migrate)
+
+    @staticmethod
+    async def _migrate(conn: asyncpg.Connection) -> None:
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ceip-service-schema'))")
+            if await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
+                found = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema'")
+                if found is not None and int(found) > SCHEMA_VERSION:
+                    raise StorageError(f"the database has schema {found}, newer than this ceip ({SCHEMA_VERSION})")
+            for statement in _DDL:
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
+                str(SCHEMA_VERSION),
+            )
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def ping(self) -> None:
+        await self.query("SELECT 1", {})
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, reports: list[NewReport]) -> list[bool]:
+        columns = [
+            [r.report_id for r in reports],
+            [r.guid for r in reports],
+            [r.product for r in reports],
+            [r.version for r in reports],
+            [r.day for r in reports],
+            [r.received for r in reports],
+            [r.body for r in reports],
+        ]
+        inserted = {row["report_id"]: row["seq"] for row in await conn.fetch(_INSERT_REPORTS, *columns)}
+        await conn.execute("INSERT INTO rollup_queue (seq) SELECT unnest($1::int8[])", list(inserted.values()))
+        # The same id twice in one statement is inserted once: the first occurrence is the new one.
+        return [inserted.pop(r.report_id, None) is not None for r in reports]
+
+    @staticmethod
+    async def _delete(conn: asyncpg.Connection, d: Deletion) -> bool:
+        # Queued rollups go first: this waits for a worker folding them right now, so its rows are deleted too.
+        await conn.execute(
+            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2)",
+            d.guid,
+            d.product,
+        )
+        await conn.execute("DELETE FROM reports WHERE guid = $1 AND product = $2", d.guid, d.product)
+        for table in rollups.PER_MACHINE:
+            await conn.execute(table.delete("$1", "$2"), d.guid, d.product)
+        status = await conn.execute(
+            "INSERT INTO deletions (request_id, product, day, received) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (request_id) DO NOTHING",
+            d.request_id,
+            d.product,
+            d.day,
+            d.received,
+        )
+        return bool(status == "INSERT 0 1")
+
+    async def write(self, writes: Sequence[Write]) -> list[bool]:
+        async def run(conn: asyncpg.Connection) -> list[bool]:
+            results: list[bool] = []
+            async with conn.transaction():
+                run_of_reports: list[NewReport] = []
+                for w in [*writes, None]:
+                    if isinstance(w, NewReport):
+                        run_of_reports.append(w)
+                        continue
+                    if run_of_reports:
+                        results += await self._insert(conn, run_of_reports)
+                        run_of_reports = []
+                    if isinstance(w, Deletion):
+                        results.append(await self._delete(conn, w))
+            return results
+
+        return await self._run(run)
+
+    async def roll_up(self, limit: int = 5000, *, wait: bool = False) -> int:
+        lock = "FOR UPDATE OF q" if wait else "FOR UPDATE OF q SKIP LOCKED"
+
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                queued = await conn.fetch(
+                    "SELECT q.seq, r.body FROM rollup_queue q JOIN reports r ON r.seq = q.seq "
+                    f"ORDER BY q.seq LIMIT $1 {lock}",
+                    limit,
+                )
+                if not queued:
+                    return 0
+                for table, found in rollups.rows(orjson.loads(row["body"]) for row in queued).items():
+                    if found:
+                        await conn.execute(_UPSERTS[table], *(list(column) for column in zip(*found, strict=True)))
+                await conn.execute("DELETE FROM rollup_queue WHERE seq = ANY($1::int8[])", [r["seq"] for r in queued])
+            return len(queued)
+
+        return await self._run(run)
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        text, names = _positional(sql)
+
+        async def run(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
+            rows = await conn.fetch(text, *(params[n] for n in names))
+            return [tuple(_plain(v) for v in row) for row in rows]
+
+        return await self._run(run)

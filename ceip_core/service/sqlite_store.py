@@ -1,0 +1,227 @@
+"""SQLite storage: the embedded default, zero setup (``sqlite:///absolute/path.db`` or ``sqlite:relative.db``).
+
+WAL mode with ``synchronous=FULL``, so a commit is on disk when ``write`` returns (the service acknowledges
+nothing earlier). Uses SQLite's JSON functions (built in since 3.38). SQLite calls block, so each
+connection lives on its own thread: one writer (writes and rollups, in the order they are asked for) and
+one reader (queries, which WAL lets run while a write is in progress). Several ``ceip serve`` processes
+may share a file; SQLite's lock serialises them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import orjson
+
+from ceip_core.service import rollups
+from ceip_core.service.storage import (
+    SCHEMA_VERSION,
+    Deletion,
+    NewReport,
+    StorageError,
+    StorageUnavailable,
+    Write,
+)
+
+_R = TypeVar("_R")
+#: SQLite result codes that mean "not now" (busy, locked, I/O, full, cannot open, read-only), not a bug.
+_UNAVAILABLE = {5, 6, 8, 10, 13, 14, 15}
+
+_DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS reports (
+        seq INTEGER PRIMARY KEY, report_id TEXT NOT NULL UNIQUE, guid TEXT NOT NULL, product TEXT NOT NULL,
+        version TEXT NOT NULL, day BIGINT NOT NULL, received DOUBLE PRECISION NOT NULL, body TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS reports_guid_product ON reports (guid, product)",
+    "CREATE TABLE IF NOT EXISTS rollup_queue (seq BIGINT PRIMARY KEY)",
+    """CREATE TABLE IF NOT EXISTS deletions (
+        request_id TEXT PRIMARY KEY, product TEXT NOT NULL, day BIGINT NOT NULL, received DOUBLE PRECISION NOT NULL)""",
+    *(statement for table in rollups.TABLES for statement in table.ddl()),
+    rollups.MACHINE_INDEX,
+]
+
+
+_EXISTING = "SELECT report_id FROM reports WHERE report_id IN (SELECT value FROM json_each(?))"
+_INSERT_REPORT = (
+    "INSERT INTO reports (report_id, guid, product, version, day, received, body) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (report_id) DO NOTHING"
+)
+# One row, one step: SQLite releases the GIL around every step, and under load each step then waits for
+# the event loop to hand the GIL back, so a result of many rows is fetched as one JSON array.
+_QUEUED = (
+    "SELECT json_group_array(json_array(seq, body)) FROM "
+    "(SELECT q.seq, r.body FROM rollup_queue q JOIN reports r ON r.seq = q.seq ORDER BY q.seq LIMIT ?)"
+)
+_DELETE_ROLLUP = {t.name: t.delete(":guid", ":product") for t in rollups.PER_MACHINE}
+_UPSERTS = {t.name: t.upsert(f"VALUES ({', '.join('?' * len(t.columns))})") for t in rollups.TABLES}
+
+
+def path_of(url: str) -> Path:
+    """The file a ``sqlite:`` URL names."""
+    parts = urlsplit(url)
+    if parts.scheme != "sqlite" or parts.netloc or not parts.path:
+        raise StorageError(f"not a SQLite URL: {url!r} (use sqlite:///absolute/path.db or sqlite:relative.db)")
+    return Path(unquote(parts.path))
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error: take the write lock up front."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+
+
+class SQLiteStorage:
+    """The :class:`~ceip_core.service.storage.Storage` on one SQLite file."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = path_of(url)
+        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="ceip-sqlite-writer")
+        self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="ceip-sqlite-reader")
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+
+    async def _on(self, thread: ThreadPoolExecutor, fn: Callable[[], _R]) -> _R:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(thread, fn)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _UNAVAILABLE:
+                raise
+            raise StorageUnavailable(f"{self.path}: {exc}") from exc
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def _open_writer(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = db = _connect(self.path)
+        with _Transaction(db):
+            found = db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone()
+            version = found and db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+            if version and int(version[0]) > SCHEMA_VERSION:
+                raise StorageError(f"{self.path} has schema {version[0]}, newer than this ceip ({SCHEMA_VERSION})")
+            for statement in _DDL:
+                db.execute(statement)
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+
+    def _open_reader(self) -> None:
+        self._reader = _connect(self.path)
+        self._reader.execute("PRAGMA query_only=ON")
+
+    async def open(self) -> None:
+        try:
+            await self._on(self._writer_thread, self._open_writer)
+            await self._on(self._reader_thread, self._open_reader)
+        except StorageUnavailable as exc:
+            raise StorageError(f"cannot open {self.path}: {exc}") from None
+
+    async def close(self) -> None:
+        for thread, conn in ((self._writer_thread, self._writer), (self._reader_thread, self._reader)):
+            if conn is not None:
+                await asyncio.get_running_loop().run_in_executor(thread, conn.close)
+            thread.shutdown(wait=True)
+        self._writer = self._reader = None
+
+    async def ping(self) -> None:
+        await self.query("SELECT 1", {})
+
+    # -- writing ------------------------------------------------------------------------------------
+
+    def _write(self, writes: Sequence[Write]) -> list[bool]:
+        assert self._writer is not None, "storage is not open"
+        results: list[bool] = []
+        with _Transaction(self._writer) as db:
+            run: list[NewReport] = []
+            for w in [*writes, None]:
+                if isinstance(w, NewReport):
+                    run.append(w)
+                    continue
+                if run:
+                    results += self._insert(db, run)
+                    run = []
+                if isinstance(w, Deletion):
+                    results.append(self._delete(db, w))
+        return results
+
+    @staticmethod
+    def _insert(db: sqlite3.Connection, reports: list[NewReport]) -> list[bool]:
+        ids = orjson.dumps([r.report_id for r in reports])
+        existing = {row[0] for row in db.execute(_EXISTING, (ids,))}
+        (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM reports").fetchone()
+        db.executemany(
+            _INSERT_REPORT, [(r.report_id, r.guid, r.product, r.version, r.day, r.received, r.body) for r in reports]
+        )
+        # One writer at a time: the rows after the last seq are exactly the ones this statement inserted.
+        db.execute("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq > ?", (last,))
+        results = []
+        for r in reports:
+            results.append(r.report_id not in existing)
+            existing.add(r.report_id)
+        return results
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, d: Deletion) -> bool:
+        pair = (d.guid, d.product)
+        db.execute(
+            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = ? AND product = ?)", pair
+        )
+        db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
+        for table in rollups.PER_MACHINE:
+            db.execute(_DELETE_ROLLUP[table.name], {"guid": d.guid, "product": d.product})
+        cur = db.execute(
+            "INSERT INTO deletions (request_id, product, day, received) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (request_id) DO NOTHING",
+            (d.request_id, d.product, d.day, d.received),
+        )
+        return cur.rowcount == 1
+
+    async def write(self, writes: Sequence[Write]) -> list[bool]:
+        return await self._on(self._writer_thread, lambda: self._write(writes))
+
+    def _roll_up(self, limit: int) -> int:
+        assert self._writer is not None, "storage is not open"
+        with _Transaction(self._writer) as db:
+            (found,) = db.execute(_QUEUED, (limit,)).fetchone()
+            queued = orjson.loads(found)
+            if not queued:
+                return 0
+            for table, rows in rollups.rows(orjson.loads(body) for _, body in queued).items():
+                db.executemany(_UPSERTS[table], rows)
+            db.execute(
+                "DELETE FROM rollup_queue WHERE seq IN (SELECT value FROM json_each(?))",
+                (orjson.dumps([seq for seq, _ in queued]),),
+            )
+        return len(queued)
+
+    async def roll_up(self, limit: int = 5000, *, wait: bool = False) -> int:
+        # One writer at a time: SQLite's lock already makes every caller wait for a fold in progress.
+        return await self._on(self._writer_thread, lambda: self._roll_up(limit))
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        assert self._reader is not None, "storage is not open"
+        return self._reader.execute(sql, dict(params)).fetchall()
+
+    async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        return await self._on(self._reader_thread, lambda: self._query(sql, params))

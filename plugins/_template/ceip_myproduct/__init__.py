@@ -1,0 +1,1 @@
+"""ceip product plugin for My Product."""

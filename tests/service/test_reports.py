@@ -1,0 +1,169 @@
+"""POST /v1/reports and /v1/deletions against a real service on loopback, on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import zlib
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from service.factory import GZIP, auth, body, config, deletion, report
+
+
+async def post(client: Any, items: list[dict[str, Any]], path: str = "/v1/reports") -> list[dict[str, Any]]:
+    response = await client.post(path, data=body(*items), headers=GZIP)
+    assert response.status == 200, await response.text()
+    results: list[dict[str, Any]] = (await response.json())["results"]
+    return results
+
+
+async def stored_reports(client: Any) -> int:
+    """Reports counted by the participation query (active machine-days), plus the raw count via problems."""
+    answer = await (await client.get("/v1/query/participation", headers=auth())).json()
+    return sum(row["active_machines"] for row in answer["active"])
+
+
+async def test_accepts_a_report_then_calls_the_same_report_a_duplicate(client: Any) -> None:
+    item = report()
+    first = await post(client, [item])
+    assert first == [{"id": item["report_id"], "status": "accepted"}]
+    # The response was lost, the client retries: stored once, answered "duplicate".
+    assert await post(client, [item]) == [{"id": item["report_id"], "status": "duplicate"}]
+    # The same id twice in one batch: the second is the duplicate.
+    twice = report()
+    assert [r["status"] for r in await post(client, [twice, twice])] == ["accepted", "duplicate"]
+
+
+async def test_bad_items_are_rejected_one_by_one_and_good_ones_in_the_same_batch_are_stored(client: Any) -> None:
+    now = datetime.now(UTC)
+    good = report()
+    cases: dict[str, dict[str, Any]] = {
+        "invalid": {**report(), "counters": [{"name": "open_file", "value": "5", "label": None}]},
+        "negative-value": {**report(), "counters": [{"name": "open_file", "value": -1, "label": None}]},
+        "too-long": {**report(), "problems": [{"kind": "error", "signature": "x" * 10_000, "count": 1}]},
+        "future-timestamp": report(end=now + timedelta(days=2)),
+        "too-old": report(end=now - timedelta(days=5000)),
+        "not-allowlisted": report(product="unknown"),
+        "wrong-endpoint": deletion(good["guid"]),
+        "unknown-item-type": {"type": "telemetry-v9", "report_id": "x"},
+        "bad-id": {**report(), "guid": "john@example.com"},
+        "bad-period": {**report(), "period": {"start": now.isoformat(), "end": (now - timedelta(hours=1)).isoformat()}},
+        "out-of-range": {**report(), "counters": [{"name": "open_file", "value": 1 << 60, "label": None}]},
+        "malformed": [1, 2, 3],  # type: ignore[dict-item]
+    }
+    extra = report()
+    extra["surprise"] = True
+    cases["invalid "] = extra  # extra fields are refused (the key's space keeps the dict unique)
+    wrong_executable = report()
+    wrong_executable["sessions"][0]["executable"] = "bash"
+    cases["not-allowlisted "] = wrong_executable
+    items = [good, *cases.values()]
+    results = await post(client, items)
+    assert results[0] == {"id": good["report_id"], "status": "accepted"}
+    for (expected, _), result in zip(cases.items(), results[1:], strict=True):
+        assert result["status"] == "rejected", result
+        assert result["reason"] == expected.strip(), result
+        assert result["detail"]
+    assert await stored_reports(client) == 0  # k = 5: one machine is not published ...
+    answer = await (await client.get("/v1/query/participation", headers=auth())).json()
+    assert answer["hidden"] == 1  # ... but it is there
+
+
+async def test_whole_body_problems_get_a_clear_4xx_and_the_service_stays_up(client: Any) -> None:
+    good = body(report())
+    bomb = zlib.compressobj(9, zlib.DEFLATED, 31)
+    bomb_body = bomb.compress(b"[" + b" " * (64 << 20)) + bomb.flush()  # 64 MiB of spaces in ~64 KiB
+    cases = [
+        (good, {"Content-Encoding": "br"}, 415, "unsupported-encoding"),
+        (good, {}, 415, "unsupported-encoding"),
+        (b"\x00" * (2 << 20), GZIP, 413, "too-large"),
+        (bomb_body, GZIP, 413, "too-large"),
+        (good[: len(good) // 2], GZIP, 400, "bad-gzip"),
+        (b"not gzip at all", GZIP, 400, "bad-gzip"),
+        (gzip.compress(b"{not json"), GZIP, 400, "malformed-json"),
+        (gzip.compress(b'{"items": 5, "schema": 1}'), GZIP, 400, "malformed"),
+        (gzip.compress(orjson.dumps({"schema": 1, "items": [], "extra": 1})), GZIP, 400, "malformed"),
+        (body(report(), schema=99), GZIP, 400, "unsupported-schema"),
+    ]
+    for data, headers, status, reason in cases:
+        response = await client.post("/v1/reports", data=data, headers=headers)
+        assert response.status == status, (reason, await response.text())
+        answer = await response.json()
+        assert answer["error"] == reason and answer["detail"]
+    assert (await client.get("/healthz")).status == 200
+    assert (await post(client, [report()]))[0]["status"] == "accepted"
+
+
+async def test_deletion_removes_the_pairs_data_and_nothing_else(client: Any) -> None:
+    gone, kept = "0f3e7a52-0c1e-4c59-9d61-000000000001", "0f3e7a52-0c1e-4c59-9d61-000000000002"
+    others = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(10, 14)]
+    await post(client, [report(g, problems={"E@x.py:1": 1}) for g in [gone, kept, *others]])
+    await post(client, [report(gone, product="other", counters={"used": 1})])
+    assert await problem_machines(client) == 6
+
+    request = deletion(gone)
+    assert await post(client, [request], "/v1/deletions") == [{"id": request["request_id"], "status": "accepted"}]
+    assert await problem_machines(client) == 5
+    # Idempotent: the same request again changes nothing and says so.
+    assert (await post(client, [request], "/v1/deletions"))[0]["status"] == "duplicate"
+    assert await problem_machines(client) == 5
+    # The machine's other product, and the other machines, are untouched.
+    participation = await (await client.get("/v1/query/participation?product=sample", headers=auth())).json()
+    assert participation["active"][0]["active_machines"] == 5
+    assert participation["deletions"][0]["product"] == "sample"
+    assert participation["deletions"][0]["requests"] == 1
+    report_items = await (await client.get("/v1/query/features?product=other", headers=auth())).json()
+    assert report_items["hidden"] == 1  # 'other' still holds the machine's report (one machine: hidden)
+
+
+async def problem_machines(client: Any) -> int:
+    answer = await (await client.get("/v1/query/problems", headers=auth())).json()
+    return sum(row["machines"] for row in answer["problems"])
+
+
+async def test_policy_tells_clients_which_products_report(make_client: Any) -> None:
+    from ceip_core.service.config import ProductPolicy
+
+    client = await make_client(
+        config().__class__(
+            allowlist=config().allowlist, policy={"other": ProductPolicy(enabled=False, sample_rate=0.5)}
+        )
+    )
+    answer = await (await client.get("/v1/policy")).json()
+    assert answer == {
+        "products": {
+            "other": {"enabled": False, "sample_rate": 0.5},
+            "sample": {"enabled": True, "sample_rate": 1.0},
+        }
+    }
+
+
+async def test_a_machine_over_its_rate_gets_429_with_retry_after(make_client: Any) -> None:
+    client = await make_client(config(rate_burst=3, rate_per_s=0.5))
+    guid = "0f3e7a52-0c1e-4c59-9d61-000000000001"
+    assert [r["status"] for r in await post(client, [report(guid), report(guid)])] == ["accepted"] * 2
+    response = await client.post("/v1/reports", data=body(report(guid), report(guid)), headers=GZIP)
+    assert response.status == 429
+    assert int(response.headers["Retry-After"]) >= 1
+    assert (await response.json())["error"] == "rate-limited"
+    # Another machine is not held back by this one.
+    assert (await post(client, [report()]))[0]["status"] == "accepted"
+
+
+async def test_health_and_readiness(client: Any) -> None:
+    assert (await client.get("/healthz")).status == 200
+    assert await (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_a_request_that_stalls_gets_408(make_client: Any) -> None:
+    client = await make_client(config(request_timeout_s=0.5))
+    reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+    head = "POST /v1/reports HTTP/1.1\r\nHost: x\r\nContent-Encoding: gzip\r\nContent-Length: 1000\r\n\r\n"
+    writer.write(head.encode() + b"\x1f\x8b")  # ... and the rest never comes
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), timeout=10)
+    assert status_line.startswith(b"HTTP/1.1 408")
+    writer.close()
+    assert (await client.get("/healthz")).status == 200

@@ -1,0 +1,106 @@
+"""The service's validation agrees with the wire decoder, and the rules the schema cannot state hold."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import msgspec
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from service.factory import ALLOWLIST, deletion, report
+
+from ceip_core import wire
+from ceip_core.records import Report
+from ceip_core.service.config import Limits
+from ceip_core.service.validation import Bounds, Rejection, Valid, check_items
+
+BOUNDS = Bounds.at(time.time(), Limits())
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=5) | st.sampled_from(["2026-11-22T10:00:00+00:00", "2026-11-22T10:00:00", "pdf", "crashed"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)  # fmt: skip
+
+
+def check(item: Any, kind: str | None = "report") -> Valid | Rejection:
+    (verdict,) = check_items([msgspec.Raw(orjson.dumps(item))], kind, BOUNDS, ALLOWLIST)
+    return verdict
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += _paths(inner, (*path, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found += _paths(inner, (*path, i))
+    return found
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_the_service_accepts_only_what_the_wire_decoder_accepts(data: st.DataObject) -> None:
+    raw = report(problems={"E@x.py:1": 2}, timings={"render_ms": [1, 2]})
+    raw["system"]["cpu_physical"] = 4
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(_paths(raw)[1:]))
+        parent = raw
+        for step in path[:-1]:
+            parent = parent[step]
+        action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+        if action == "replace":
+            parent[path[-1]] = data.draw(json_values)
+        elif action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif isinstance(parent, dict):
+            parent[data.draw(st.text(max_size=8))] = data.draw(json_values)
+    # What the service stores, the wire decoder takes. (The converse does not quite hold: cattrs takes any
+    # iterable for an array, e.g. {} for []; the service refuses that, as docs/wire-format.md says.)
+    verdict = check(copy.deepcopy(raw))
+    if isinstance(verdict, Valid):
+        assert isinstance(wire.structure_item(raw), Report)
+
+
+def test_every_rule_has_its_reason() -> None:
+    item = report()
+    assert isinstance(check(item), Valid)
+    cases = {
+        "negative-value": {"counters": [{"name": "open_file", "value": -1, "label": None}]},
+        "out-of-range": {"counters": [{"name": "open_file", "value": 1 << 60, "label": None}]},
+        "too-long": {"problems": [{"kind": "error", "signature": "x" * 256, "count": 1}]},
+        "too-many": {"counters": [{"name": f"c{i}", "value": 1, "label": None} for i in range(1001)]},
+        "invalid": {"counters": [{"name": "open_file", "value": "5", "label": None}]},
+        "bad-id": {"guid": "john@example.com"},
+        "unsupported-schema": {"schema": 2},
+        "unsupported-schema ": {"schema": None},
+        "unknown-item-type": {"type": "telemetry-v9"},
+    }
+    for reason, change in cases.items():
+        changed = {k: v for k, v in {**item, **change}.items() if v is not None}
+        verdict = check(changed)
+        assert isinstance(verdict, Rejection) and verdict.reason == reason.strip(), (reason, verdict)
+    bucket = report(timings={"render_ms": [1]})
+    bucket["histograms"][0]["buckets"] = {"5000": 1}
+    assert check(bucket) == Rejection("out-of-range", "Expected `int` <= 4095 - at `key` in `$.histograms[0].buckets`")
+
+
+def test_deletions_are_honoured_for_any_product_and_any_age() -> None:
+    old = deletion("0f3e7a52-0c1e-4c59-9d61-000000000001", product="retired-product")
+    old["requested"] = "2001-01-01T00:00:00+00:00"
+    assert isinstance(check(old, "deletion"), Valid)
+    assert check(old, "report") == Rejection("wrong-endpoint", "deletion items go to /v1/deletions")
+
+
+def test_configuration_values_may_be_negative_but_counts_may_not() -> None:
+    item = report(config={"offset": -5, "ratio": -0.5})
+    assert isinstance(check(item), Valid)
+    item["diagnostics"] = {"recorder.errors": -1}
+    rejection = check(item)
+    assert isinstance(rejection, Rejection) and rejection.reason == "negative-value"
+    assert rejection.detail.endswith("at `$.diagnostics[...]`") or "$.diagnostics" in rejection.detail

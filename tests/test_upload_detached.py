@@ -1,0 +1,162 @@
+"""Uploading in the background: a product exits at once while a detached ``ceip upload`` delivers its queue;
+one uploader at a time; the upload URL setting; ``ceip upload`` and ``ceip export`` from the command line."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from fake_service import Fail, FakeService
+from helpers import epoch, wait_for
+
+import ceip_core
+from ceip_core.cli import cli
+from ceip_core.consent import Consent
+from ceip_core.default_plugins.file_transport import SUFFIX
+from ceip_core.detached import uploader_lock
+from ceip_core.recording import SessionData
+from ceip_core.sealing import seal_session
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB
+
+#: A product: records a session, closes the recorder, hands the upload to the background, exits.
+PRODUCT = """
+import sys, ceip_core
+with ceip_core.recorder("sample", "1.0") as rec:
+    rec.feature("open_file")
+sys.exit(0 if ceip_core.spawn_uploader({url!r}) else 3)
+"""
+
+
+@pytest.fixture
+def service() -> Iterator[FakeService]:
+    svc = FakeService().start()
+    try:
+        yield svc
+    finally:
+        svc.close()
+
+
+@pytest.fixture
+def spool(sample: Any, ceip_home: Path) -> Spool:
+    Consent(StateDB(ceip_home)).opt_in("sample")
+    return Spool(StateDB(ceip_home))
+
+
+def seal(spool: Spool, n: int = 1) -> None:
+    for _ in range(n):
+        data = SessionData("sample", "1.0", time.time() - 60, time.time(), counters={("open_file", None): 1})
+        data.consent_epoch = epoch(spool, "sample")
+        assert seal_session(data, spool.db.folder)
+
+
+def uploader_done(home: Path) -> bool:
+    """True once no uploader holds the state folder's upload lock."""
+    with uploader_lock(home) as free:
+        return free
+
+
+def test_a_product_exits_at_once_and_its_report_is_uploaded_in_the_background(
+    spool: Spool, service: FakeService, ceip_home: Path
+) -> None:
+    service.script.append(Fail(delay=2.0))  # a slow service: it takes two seconds to answer
+    started = time.monotonic()
+    product = subprocess.run([sys.executable, "-c", PRODUCT.format(url=service.url)], timeout=60)
+    exited = time.time()
+    assert product.returncode == 0, "spawn_uploader did not start an upload"
+    wait_for(lambda: service.answered, timeout=30)
+    # The product was gone well before the service answered the upload it started.
+    assert service.answered[0] - exited >= 1.0, f"the product took {time.monotonic() - started:.2f} s"
+    wait_for(lambda: spool.stats().reports == 0 and uploader_done(ceip_home), timeout=30)
+    assert [r["product"] for r in service.stored.values()] == ["sample"]
+
+
+def test_ceip_upload_detach_returns_at_once_and_uses_the_configured_url(
+    spool: Spool, service: FakeService, ceip_home: Path
+) -> None:
+    seal(spool, 2)
+    runner = CliRunner()
+    assert runner.invoke(cli, ["config", "set", "upload-url", service.url]).exit_code == 0
+    service.script.append(Fail(delay=1.0))
+    result = runner.invoke(cli, ["upload", "--detach"])
+    assert result.exit_code == 0 and "Uploading in the background." in result.output
+    assert service.answered == []  # returned before the service answered
+    wait_for(lambda: spool.stats().reports == 0 and uploader_done(ceip_home), timeout=30)
+    assert len(service.stored) == 2
+
+
+def test_only_one_uploader_runs_at_a_time(spool: Spool, service: FakeService, ceip_home: Path) -> None:
+    seal(spool)
+    with uploader_lock(ceip_home) as mine:
+        assert mine
+        assert ceip_core.spawn_uploader(service.url) is False
+        result = CliRunner().invoke(cli, ["upload", "--to", service.url])
+        assert result.exit_code == 0 and "Another upload is running" in result.output
+    assert service.posts == 0 and spool.stats().reports == 1
+    assert "Sent 1 item(s)" in CliRunner().invoke(cli, ["upload", "--to", service.url]).output
+
+
+def test_spawn_uploader_starts_nothing_when_there_is_nothing_to_do(
+    spool: Spool, service: FakeService, ceip_home: Path, tmp_path: Path
+) -> None:
+    assert ceip_core.spawn_uploader(service.url) is False  # nothing queued
+    seal(spool)
+    assert ceip_core.spawn_uploader() is False  # no URL given or configured
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    assert ceip_core.spawn_uploader(service.url, home=not_a_folder) is False  # never raises
+    assert service.posts == 0
+
+
+def test_ceip_upload_shows_why_items_were_kept(spool: Spool, service: FakeService) -> None:
+    seal(spool)
+    service.script.append(Fail(status=503, headers={"Retry-After": "60"}))
+    result = CliRunner().invoke(cli, ["upload", "--to", service.url])
+    assert result.exit_code == 0 and "1 kept to retry later: http-503" in result.output
+    as_json = json.loads(CliRunner().invoke(cli, ["upload", "--to", service.url, "--json"]).output)
+    assert as_json["accepted"] == 0 and as_json["retried"] == 0  # not due again for a minute
+
+
+def test_config_set_show_unset(sample: Any) -> None:
+    runner = CliRunner()
+    assert "(not set)" in runner.invoke(cli, ["config", "show"]).output
+    assert runner.invoke(cli, ["config", "set", "upload-url", "https://ceip.example.com"]).exit_code == 0
+    assert json.loads(runner.invoke(cli, ["config", "show", "--json"]).output) == {
+        "upload-url": "https://ceip.example.com"
+    }
+    for bad in ("ceip.example.com", "ftp://ceip.example.com", "https://ceip.example.com/?verify=0"):
+        result = runner.invoke(cli, ["config", "set", "upload-url", bad])
+        assert result.exit_code == 2, bad
+    assert runner.invoke(cli, ["config", "set", "colour", "blue"]).exit_code == 2
+    assert runner.invoke(cli, ["config", "unset", "upload-url"]).exit_code == 0
+    result = runner.invoke(cli, ["upload"])
+    assert result.exit_code == 2 and "no upload URL" in result.output
+
+
+def test_export_moves_the_whole_queue_into_a_bundle_folder(spool: Spool, service: FakeService, tmp_path: Path) -> None:
+    seal(spool, 3)
+    service.script.append(Fail(status=503, headers={"Retry-After": "600"}))
+    CliRunner().invoke(cli, ["upload", "--to", service.url])  # now waiting out a retry delay
+    bundle = tmp_path / "usb" / "ceip-bundle"
+    result = CliRunner().invoke(cli, ["export", "--to", str(bundle)])
+    assert result.exit_code == 0 and f"Exported 3 item(s) into {bundle}." in result.output
+    assert spool.stats().reports == 0
+    [batch] = bundle.iterdir()
+    assert batch.name.endswith(SUFFIX)
+    assert len(json.loads(gzip.decompress(batch.read_bytes()))["items"]) == 3
+
+
+def test_export_refuses_a_file(spool: Spool, tmp_path: Path) -> None:
+    seal(spool)
+    target = tmp_path / "bundle.gz"
+    target.write_text("")
+    result = CliRunner().invoke(cli, ["export", "--to", str(target)])
+    assert result.exit_code == 2 and spool.stats().reports == 1
