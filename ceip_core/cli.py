@@ -624,7 +624,11 @@ def allowlist_check(as_json: bool) -> None:
     show_default=True,
     help="Seconds between two periodic reports per product (machine configuration, running sessions).",
 )
-@click.option("--upload-to", "url", help="Send what is queued to this URL after each report (default: keep it).")
+@click.option(
+    "--upload-to",
+    "url",
+    help="Send what is queued to this URL after each report (default: the upload-url setting; none: keep it).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def agent(once: bool, interval: float, seal_every: float, url: str | None, verbose: bool) -> None:
     """Observe the allowlisted, opted-in products and this machine, and queue reports (one agent per machine).
@@ -638,6 +642,7 @@ def agent(once: bool, interval: float, seal_every: float, url: str | None, verbo
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     plugins = _plugins()
+    url = url or _setting("upload-url")
     if url is not None:
         asyncio.run(_transport(url).close())  # a bad URL is refused now, not after the first report
     config = AgentConfig(state_dir(), {ProcessObserver.name: interval}, seal_every, url, once)

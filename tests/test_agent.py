@@ -30,7 +30,8 @@ from ceip_core.statedb import StateDB
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the agent observes Linux processes")
 
 FIXTURE_APP = Path(__file__).parent / "scripts" / "fixture_app.py"
-AGENT = [sys.executable, "-m", "ceip_core", "agent", "--interval", "0.1"]
+CLI = [sys.executable, "-m", "ceip_core"]
+AGENT = [*CLI, "agent", "--interval", "0.1"]
 
 Item = dict[str, Any]
 
@@ -181,6 +182,15 @@ def test_once_collects_seals_and_uploads_once_for_active_products_only(
     assert report["system"]["cpu_logical"] >= 1 and report["system"]["os"]
     assert [(s["executable"], s["ended"]) for s in report["sessions"]] == [(apps["sample"], "running")]
     assert queued(home) == [] and status(home)["state"] == "stopped"
+
+
+def test_without_upload_to_the_agent_uses_the_upload_url_setting(home: Path, tmp_path: Path) -> None:
+    drop = tmp_path / "configured-drop"
+    subprocess.run([*CLI, "config", "set", "upload-url", f"file://{drop}"], check=True, timeout=60)
+    proc = subprocess.run([*AGENT, "--once"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(r["product"] for r in delivered(drop)) == ["other", "sample"]  # both opted in and allowlisted
+    assert queued(home) == []
 
 
 def test_stand_ins_that_stop_and_crash_become_session_reports(
