@@ -6,17 +6,28 @@ Fixtures:
 - ``ceip_plugins``: ``ceip_plugins(*plugins)`` loads a plugin set with the built-ins plus ``plugins`` and
   makes it the process-wide one; it is always unloaded after the test.
 - ``ceip_allow``: ``ceip_allow(*products)`` allowlists every executable the given products declare.
+- ``ceip_participating``: ``ceip_participating(plugin, product)`` does all three for one product plugin and
+  opts the product in; it returns the spool, where ``queued_reports(spool)`` shows what would be sent.
+
+And a helper for stand-in executables: ``wait_for_process_name(pid, name)``.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
 
 from ceip_core.allowlist import Allowlist, default_path, make_entry
+from ceip_core.consent import Consent
 from ceip_core.plugins import Plugins, get_plugins, set_plugins
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB
 
 
 @pytest.fixture
@@ -61,3 +72,38 @@ def ceip_allow(ceip_home: Path) -> Callable[..., Allowlist]:
         return allowlist
 
     return allow
+
+
+@pytest.fixture
+def ceip_participating(
+    ceip_home: Path, ceip_plugins: Callable[..., Plugins], ceip_allow: Callable[..., Allowlist]
+) -> Callable[[object, str], Spool]:
+    """``ceip_participating(plugin, product)``: the built-ins plus ``plugin``, ``product`` allowlisted and
+    opted in, in the test's fresh state folder. Returns that folder's spool."""
+
+    def participate(plugin: object, product: str) -> Spool:
+        ceip_plugins(plugin)
+        ceip_allow(product)
+        Consent(StateDB(ceip_home)).opt_in(product)
+        return Spool(StateDB(ceip_home))
+
+    return participate
+
+
+def queued_reports(spool: Spool) -> list[dict[str, Any]]:
+    """The queued reports, as the JSON the receiving service would get."""
+    return [orjson.loads(item.data) for item in spool.items() if item.kind == "report"]
+
+
+def wait_for_process_name(pid: int, name: str, timeout: float = 10.0) -> bool:
+    """Wait until the kernel knows process ``pid`` as ``name`` (what the process observer matches on
+    Linux); True at once elsewhere, where there is no /proc to ask."""
+    if not sys.platform.startswith("linux"):
+        return True
+    comm = Path(f"/proc/{pid}/comm")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if comm.read_text().strip() == name[:15]:
+            return True
+        time.sleep(0.01)
+    return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +14,7 @@ FIXTURE_PLUGINS = Path(__file__).parent / "fixture_plugins"
 sys.path.insert(0, str(FIXTURE_PLUGINS))
 
 import ceip_sample  # noqa: E402
+from fake_service import FakeService  # noqa: E402
 
 from ceip_core.plugins import Plugins  # noqa: E402
 
@@ -35,3 +36,13 @@ def sample(
     plugins = ceip_plugins(ceip_sample)
     ceip_allow("sample", "other")
     return plugins
+
+
+@pytest.fixture
+def fake_service() -> Iterator[FakeService]:
+    """A stand-in receiving service on 127.0.0.1 that can be told to fail (see tests/fake_service.py)."""
+    svc = FakeService().start()
+    try:
+        yield svc
+    finally:
+        svc.close()

@@ -1,4 +1,4 @@
-"""The HTTP transport against a real local service: delivery exactly once through every kind of failure,
+"""The HTTP transport against a real local fake service: delivery exactly once through every kind of failure,
 TLS verification, the plain-http rule, permanent rejections, Retry-After, and consent withdrawal."""
 
 from __future__ import annotations
@@ -27,15 +27,6 @@ from ceip_core.sealing import seal_session
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB, state_dir
 from ceip_core.upload import Backoff, UploadSummary, drain
-
-
-@pytest.fixture
-def service() -> Iterator[FakeService]:
-    svc = FakeService().start()
-    try:
-        yield svc
-    finally:
-        svc.close()
 
 
 @pytest.fixture
@@ -85,30 +76,30 @@ def not_before(spool: Spool) -> list[float]:
 
 
 def test_reports_and_deletions_go_to_their_endpoints_as_gzip_batches(
-    spool: Spool, service: FakeService, ceip_home: Path
+    spool: Spool, fake_service: FakeService, ceip_home: Path
 ) -> None:
     opt_in(ceip_home, "other")
     record("other", 1)
     Consent(StateDB(ceip_home)).opt_out("other")  # deletes other's report, queues one deletion request
     ids = queued_ids(spool)
-    summary = upload(spool, service.url)
+    summary = upload(spool, fake_service.url)
     assert summary.accepted == 4 and spool.stats().reports == spool.stats().deletions == 0
-    assert set(service.stored) == ids
-    assert sorted(path for _, path in service.requests if path != "/v1/policy") == ["/v1/deletions", "/v1/reports"]
-    for headers in service.headers:
+    assert set(fake_service.stored) == ids
+    assert sorted(path for _, path in fake_service.requests if path != "/v1/policy") == ["/v1/deletions", "/v1/reports"]
+    for headers in fake_service.headers:
         assert headers["Content-Encoding"] == "gzip"
         assert headers["Content-Type"] == "application/vnd.ceip.batch+json"
 
 
-def failing(kind: str, service: FakeService) -> float:
+def failing(kind: str, fake_service: FakeService) -> float:
     """Make the next upload fail the ``kind`` way; returns the client timeout to use."""
     if kind == "refused":
-        service.stop()
+        fake_service.stop()
     elif kind == "timeout":
-        service.script.append(Fail(delay=3.0))  # stores, then answers too late
+        fake_service.script.append(Fail(delay=3.0))  # stores, then answers too late
         return 0.5
     else:
-        service.script.append(
+        fake_service.script.append(
             {
                 "500": Fail(status=500),
                 "502-html": Fail(status=502, body=b"<html>Bad gateway</html>"),
@@ -125,34 +116,34 @@ def failing(kind: str, service: FakeService) -> float:
     "kind", ["500", "502-html", "503-retry-after", "429-retry-after", "408", "timeout", "refused", "lost-answer"]
 )
 def test_everything_arrives_exactly_once_after_the_service_recovers(
-    kind: str, spool: Spool, service: FakeService
+    kind: str, spool: Spool, fake_service: FakeService
 ) -> None:
     ids = queued_ids(spool)
-    timeout = failing(kind, service)
-    failed = upload(spool, service.url, timeout=timeout)
+    timeout = failing(kind, fake_service)
+    failed = upload(spool, fake_service.url, timeout=timeout)
     assert failed.accepted == 0 and failed.retried == 3 and failed.rejected == {}
     assert queued_ids(spool) == ids and spool.stats().drops == {}  # nothing lost
     if kind == "refused":
-        service.start()  # on the same port
-    recovered = upload(spool, service.url)
+        fake_service.start()  # on the same port
+    recovered = upload(spool, fake_service.url)
     assert recovered.accepted == 3 and queued_ids(spool) == set()
-    assert set(service.stored) == ids  # every report, stored once
-    delivered_twice = {i for i, n in service.deliveries.items() if n > 1}
+    assert set(fake_service.stored) == ids  # every report, stored once
+    delivered_twice = {i for i, n in fake_service.deliveries.items() if n > 1}
     # Only when the service had stored them before the answer was lost does it see them again.
     assert delivered_twice == (ids if kind in ("timeout", "lost-answer") else set())
 
 
-def test_a_long_outage_of_every_kind_loses_and_duplicates_nothing(spool: Spool, service: FakeService) -> None:
+def test_a_long_outage_of_every_kind_loses_and_duplicates_nothing(spool: Spool, fake_service: FakeService) -> None:
     ids = queued_ids(spool)
     for kind in ("500", "lost-answer", "429-retry-after", "timeout", "refused", "503-retry-after"):
-        timeout = failing(kind, service)
-        assert upload(spool, service.url, timeout=timeout).accepted == 0
+        timeout = failing(kind, fake_service)
+        assert upload(spool, fake_service.url, timeout=timeout).accepted == 0
         if kind == "refused":
-            service.start()
+            fake_service.start()
         record("sample", 1)
         ids |= queued_ids(spool)
-    assert upload(spool, service.url).accepted == len(ids) == 9
-    assert set(service.stored) == ids and spool.stats().drops == {}
+    assert upload(spool, fake_service.url).accepted == len(ids) == 9
+    assert set(fake_service.stored) == ids and spool.stats().drops == {}
     assert spool.stats().reports == 0
 
 
@@ -164,17 +155,17 @@ def test_a_long_outage_of_every_kind_loses_and_duplicates_nothing(spool: Spool, 
     [("120", 120.0), ("an HTTP date 300 s ahead", 300.0), ("999999", 3600.0)],
 )
 def test_retry_after_sets_when_the_items_are_tried_again(
-    header: str, expected: float, spool: Spool, service: FakeService
+    header: str, expected: float, spool: Spool, fake_service: FakeService
 ) -> None:
     if header.startswith("an HTTP date"):
         header = formatdate(time.time() + expected, usegmt=True)
-    service.script.append(Fail(status=429, headers={"Retry-After": header}))
+    fake_service.script.append(Fail(status=429, headers={"Retry-After": header}))
     started = time.time()
-    assert upload(spool, service.url).retried == 3
+    assert upload(spool, fake_service.url).retried == 3
     for when in not_before(spool):
         assert started + expected - 5 <= when <= time.time() + expected + 1
-    posts = service.posts
-    assert upload(spool, service.url).accepted == 0 and service.posts == posts  # not due: nothing sent
+    posts = fake_service.posts
+    assert upload(spool, fake_service.url).accepted == 0 and fake_service.posts == posts  # not due: nothing sent
 
 
 @pytest.mark.parametrize(
@@ -188,56 +179,58 @@ def test_retry_after_sets_when_the_items_are_tried_again(
     ],
 )
 def test_a_permanent_rejection_is_counted_and_never_retried(
-    status: int, body: bytes, reason: str, spool: Spool, service: FakeService
+    status: int, body: bytes, reason: str, spool: Spool, fake_service: FakeService
 ) -> None:
-    service.script.append(Fail(status=status, body=body))
-    summary = upload(spool, service.url)
+    fake_service.script.append(Fail(status=status, body=body))
+    summary = upload(spool, fake_service.url)
     assert summary.rejected == {reason: 3} and summary.retried == 0
     assert spool.stats().reports == 0 and spool.stats().drops[f"rejected:{reason}:sample"] == 3
-    posts = service.posts
+    posts = fake_service.posts
     record("sample", 1)
-    assert upload(spool, service.url).accepted == 1 and service.posts == posts + 1  # only the new report
-    assert len(service.stored) == 1
+    assert upload(spool, fake_service.url).accepted == 1 and fake_service.posts == posts + 1  # only the new report
+    assert len(fake_service.stored) == 1
 
 
-def test_per_item_answers_accept_some_and_reject_others(spool: Spool, service: FakeService, ceip_home: Path) -> None:
+def test_per_item_answers_accept_some_and_reject_others(
+    spool: Spool, fake_service: FakeService, ceip_home: Path
+) -> None:
     opt_in(ceip_home, "other")
     record("other", 2)
-    service.reject_products["other"] = "not-allowlisted"
-    summary = upload(spool, service.url)
+    fake_service.reject_products["other"] = "not-allowlisted"
+    summary = upload(spool, fake_service.url)
     assert summary.accepted == 3 and summary.rejected == {"not-allowlisted": 2}
     assert spool.stats().reports == 0 and spool.stats().drops["rejected:not-allowlisted:other"] == 2
-    assert {r["product"] for r in service.stored.values()} == {"sample"}
+    assert {r["product"] for r in fake_service.stored.values()} == {"sample"}
 
 
-def test_items_the_answer_leaves_out_are_retried(spool: Spool, service: FakeService) -> None:
+def test_items_the_answer_leaves_out_are_retried(spool: Spool, fake_service: FakeService) -> None:
     left_out = next(iter(queued_ids(spool)))
-    service.omit.add(left_out)
-    summary = upload(spool, service.url)
+    fake_service.omit.add(left_out)
+    summary = upload(spool, fake_service.url)
     assert summary.accepted == 2 and summary.retry_reasons.keys() == {"missing-from-answer"}
     assert [i.item_id for i in spool.items()] == [left_out] and spool.items()[0].attempts >= 1
-    service.omit.clear()
-    assert upload(spool, service.url).accepted == 1 and queued_ids(spool) == set()
+    fake_service.omit.clear()
+    assert upload(spool, fake_service.url).accepted == 1 and queued_ids(spool) == set()
 
 
 @pytest.mark.parametrize(
     "answer", [b"not json", b"[]", b'{"results": 5}', b'{"results": [1, null, {"id": 7}, {"status": "accepted"}]}']
 )
-def test_an_unreadable_answer_keeps_everything(answer: bytes, spool: Spool, service: FakeService) -> None:
+def test_an_unreadable_answer_keeps_everything(answer: bytes, spool: Spool, fake_service: FakeService) -> None:
     ids = queued_ids(spool)
-    service.answer_body = answer
-    summary = upload(spool, service.url)
+    fake_service.answer_body = answer
+    summary = upload(spool, fake_service.url)
     assert summary.accepted == 0 and summary.retried == 3 and queued_ids(spool) == ids
 
 
 @pytest.mark.parametrize(
     "fail", [Fail(status=404), Fail(status=405), Fail(status=302, headers={"Location": "/elsewhere"})]
 )
-def test_a_url_that_leads_nowhere_keeps_the_queue(fail: Fail, spool: Spool, service: FakeService) -> None:
+def test_a_url_that_leads_nowhere_keeps_the_queue(fail: Fail, spool: Spool, fake_service: FakeService) -> None:
     """A misconfigured URL must not destroy what is queued; redirects are not followed."""
-    service.script.append(fail)
-    assert upload(spool, service.url).retried == 3 and spool.stats().reports == 3
-    assert ("POST", "/elsewhere") not in service.requests
+    fake_service.script.append(fail)
+    assert upload(spool, fake_service.url).retried == 3 and spool.stats().reports == 3
+    assert ("POST", "/elsewhere") not in fake_service.requests
 
 
 # -- TLS and plain http -----------------------------------------------------------------------------------
@@ -256,14 +249,14 @@ def tls_service(tmp_path: Path) -> Iterator[tuple[FakeService, Path]]:
 def test_https_delivers_with_the_ca_and_is_refused_without_it(
     spool: Spool, tls_service: tuple[FakeService, Path]
 ) -> None:
-    service, cert = tls_service
+    fake_service, cert = tls_service
     ids = queued_ids(spool)
-    refused = upload(spool, service.url)  # the system's CAs do not know the test's certificate
+    refused = upload(spool, fake_service.url)  # the system's CAs do not know the test's certificate
     assert refused.retried == 3 and refused.rejected == {} and queued_ids(spool) == ids
     [reason] = refused.retry_reasons
-    assert reason.startswith("certificate verification failed") and service.stored == {}
-    assert upload(spool, f"{service.url}/?ca={cert}").accepted == 3
-    assert set(service.stored) == ids
+    assert reason.startswith("certificate verification failed") and fake_service.stored == {}
+    assert upload(spool, f"{fake_service.url}/?ca={cert}").accepted == 3
+    assert set(fake_service.stored) == ids
 
 
 @pytest.mark.parametrize(
@@ -308,51 +301,51 @@ def test_the_cli_refuses_plain_http_to_another_host(sample: Any) -> None:
 
 
 def test_opting_out_aborts_the_request_in_flight_within_a_second(
-    spool: Spool, service: FakeService, ceip_home: Path
+    spool: Spool, fake_service: FakeService, ceip_home: Path
 ) -> None:
     opt_in(ceip_home, "other")
     record("other", 2)
     others = {i.item_id for i in spool.items("other")}
-    service.hang = True  # the service takes the batch and never answers
+    fake_service.hang = True  # the service takes the batch and never answers
     result: dict[str, UploadSummary] = {}
-    worker = threading.Thread(target=lambda: result.update(summary=upload(spool, service.url, timeout=60)))
+    worker = threading.Thread(target=lambda: result.update(summary=upload(spool, fake_service.url, timeout=60)))
     worker.start()
     try:
-        wait_for(lambda: service.hanging)
+        wait_for(lambda: fake_service.hanging)
         Consent(StateDB(ceip_home)).opt_out("sample")
         opted_out = time.monotonic()
-        wait_for(lambda: service.disconnected, timeout=5)
-        assert service.disconnected[0] - opted_out <= 1.0  # the service saw the connection closed
+        wait_for(lambda: fake_service.disconnected, timeout=5)
+        assert fake_service.disconnected[0] - opted_out <= 1.0  # the service saw the connection closed
         worker.join(5)
         assert not worker.is_alive()
     finally:
         worker.join()
-    assert result["summary"].accepted == 0 and service.stored == {}
+    assert result["summary"].accepted == 0 and fake_service.stored == {}
     left = spool.items()
     assert {i.item_id for i in left if i.kind == "report"} == others  # other's reports still queued
     assert [(i.kind, i.product) for i in left if i.kind == "deletion"] == [("deletion", "sample")]
-    service.hang = False
-    assert upload(spool, service.url).accepted == 3  # the deletion request and other's two reports
-    assert {r.get("product") for r in service.stored.values()} == {"sample", "other"}
-    assert sum(1 for r in service.stored.values() if r["type"] == "report") == 2
+    fake_service.hang = False
+    assert upload(spool, fake_service.url).accepted == 3  # the deletion request and other's two reports
+    assert {r.get("product") for r in fake_service.stored.values()} == {"sample", "other"}
+    assert sum(1 for r in fake_service.stored.values() if r["type"] == "report") == 2
 
 
 def test_a_report_never_overtakes_a_deletion_request_of_its_product(
-    spool: Spool, service: FakeService, ceip_home: Path
+    spool: Spool, fake_service: FakeService, ceip_home: Path
 ) -> None:
     opt_in(ceip_home, "other")  # keeps the machine GUID alive across sample's opt-out and opt-in
     Consent(StateDB(ceip_home)).opt_out("sample")
     opt_in(ceip_home, "sample")
     record("sample", 1)
-    service.script.append(Fail(status=503, headers={"Retry-After": "0"}))  # the deletion request fails first
-    assert upload(spool, service.url).accepted == 0
-    assert service.requests[-1] == ("POST", "/v1/deletions")  # the new report was held back, not sent
-    assert upload(spool, service.url).accepted == 2
-    paths = [p for m, p in service.requests if m == "POST"]
+    fake_service.script.append(Fail(status=503, headers={"Retry-After": "0"}))  # the deletion request fails first
+    assert upload(spool, fake_service.url).accepted == 0
+    assert fake_service.requests[-1] == ("POST", "/v1/deletions")  # the new report was held back, not sent
+    assert upload(spool, fake_service.url).accepted == 2
+    paths = [p for m, p in fake_service.requests if m == "POST"]
     assert paths == ["/v1/deletions", "/v1/deletions", "/v1/reports"]
 
 
-def test_the_body_is_the_spooled_items_byte_for_byte(spool: Spool, service: FakeService) -> None:
+def test_the_body_is_the_spooled_items_byte_for_byte(spool: Spool, fake_service: FakeService) -> None:
     spooled = {i.item_id: json.loads(i.data) for i in spool.items()}
-    upload(spool, service.url)
-    assert service.stored == spooled  # the service read them with the wire module's strict reader
+    upload(spool, fake_service.url)
+    assert fake_service.stored == spooled  # the service read them with the wire module's strict reader

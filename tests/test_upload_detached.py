@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +36,6 @@ sys.exit(0 if ceip_core.spawn_uploader({url!r}) else 3)
 
 
 @pytest.fixture
-def service() -> Iterator[FakeService]:
-    svc = FakeService().start()
-    try:
-        yield svc
-    finally:
-        svc.close()
-
-
-@pytest.fixture
 def spool(sample: Any, ceip_home: Path) -> Spool:
     Consent(StateDB(ceip_home)).opt_in("sample")
     return Spool(StateDB(ceip_home))
@@ -65,63 +55,63 @@ def uploader_done(home: Path) -> bool:
 
 
 def test_a_product_exits_at_once_and_its_report_is_uploaded_in_the_background(
-    spool: Spool, service: FakeService, ceip_home: Path
+    spool: Spool, fake_service: FakeService, ceip_home: Path
 ) -> None:
-    service.script.append(Fail(delay=2.0))  # a slow service: it takes two seconds to answer
+    fake_service.script.append(Fail(delay=2.0))  # a slow service: it takes two seconds to answer
     started = time.monotonic()
-    product = subprocess.run([sys.executable, "-c", PRODUCT.format(url=service.url)], timeout=60)
+    product = subprocess.run([sys.executable, "-c", PRODUCT.format(url=fake_service.url)], timeout=60)
     exited = time.time()
     assert product.returncode == 0, "spawn_uploader did not start an upload"
-    wait_for(lambda: service.answered, timeout=30)
+    wait_for(lambda: fake_service.answered, timeout=30)
     # The product was gone well before the service answered the upload it started.
-    assert service.answered[0] - exited >= 1.0, f"the product took {time.monotonic() - started:.2f} s"
+    assert fake_service.answered[0] - exited >= 1.0, f"the product took {time.monotonic() - started:.2f} s"
     wait_for(lambda: spool.stats().reports == 0 and uploader_done(ceip_home), timeout=30)
-    assert [r["product"] for r in service.stored.values()] == ["sample"]
+    assert [r["product"] for r in fake_service.stored.values()] == ["sample"]
 
 
 def test_ceip_upload_detach_returns_at_once_and_uses_the_configured_url(
-    spool: Spool, service: FakeService, ceip_home: Path
+    spool: Spool, fake_service: FakeService, ceip_home: Path
 ) -> None:
     seal(spool, 2)
     runner = CliRunner()
-    assert runner.invoke(cli, ["config", "set", "upload-url", service.url]).exit_code == 0
-    service.script.append(Fail(delay=1.0))
+    assert runner.invoke(cli, ["config", "set", "upload-url", fake_service.url]).exit_code == 0
+    fake_service.script.append(Fail(delay=1.0))
     result = runner.invoke(cli, ["upload", "--detach"])
     assert result.exit_code == 0 and "Uploading in the background." in result.output
-    assert service.answered == []  # returned before the service answered
+    assert fake_service.answered == []  # returned before the service answered
     wait_for(lambda: spool.stats().reports == 0 and uploader_done(ceip_home), timeout=30)
-    assert len(service.stored) == 2
+    assert len(fake_service.stored) == 2
 
 
-def test_only_one_uploader_runs_at_a_time(spool: Spool, service: FakeService, ceip_home: Path) -> None:
+def test_only_one_uploader_runs_at_a_time(spool: Spool, fake_service: FakeService, ceip_home: Path) -> None:
     seal(spool)
     with uploader_lock(ceip_home) as mine:
         assert mine
-        assert ceip_core.spawn_uploader(service.url) is False
-        result = CliRunner().invoke(cli, ["upload", "--to", service.url])
+        assert ceip_core.spawn_uploader(fake_service.url) is False
+        result = CliRunner().invoke(cli, ["upload", "--to", fake_service.url])
         assert result.exit_code == 0 and "Another upload is running" in result.output
-    assert service.posts == 0 and spool.stats().reports == 1
-    assert "Sent 1 item(s)" in CliRunner().invoke(cli, ["upload", "--to", service.url]).output
+    assert fake_service.posts == 0 and spool.stats().reports == 1
+    assert "Sent 1 item(s)" in CliRunner().invoke(cli, ["upload", "--to", fake_service.url]).output
 
 
 def test_spawn_uploader_starts_nothing_when_there_is_nothing_to_do(
-    spool: Spool, service: FakeService, ceip_home: Path, tmp_path: Path
+    spool: Spool, fake_service: FakeService, ceip_home: Path, tmp_path: Path
 ) -> None:
-    assert ceip_core.spawn_uploader(service.url) is False  # nothing queued
+    assert ceip_core.spawn_uploader(fake_service.url) is False  # nothing queued
     seal(spool)
     assert ceip_core.spawn_uploader() is False  # no URL given or configured
     not_a_folder = tmp_path / "file"
     not_a_folder.write_text("")
-    assert ceip_core.spawn_uploader(service.url, home=not_a_folder) is False  # never raises
-    assert service.posts == 0
+    assert ceip_core.spawn_uploader(fake_service.url, home=not_a_folder) is False  # never raises
+    assert fake_service.posts == 0
 
 
-def test_ceip_upload_shows_why_items_were_kept(spool: Spool, service: FakeService) -> None:
+def test_ceip_upload_shows_why_items_were_kept(spool: Spool, fake_service: FakeService) -> None:
     seal(spool)
-    service.script.append(Fail(status=503, headers={"Retry-After": "60"}))
-    result = CliRunner().invoke(cli, ["upload", "--to", service.url])
+    fake_service.script.append(Fail(status=503, headers={"Retry-After": "60"}))
+    result = CliRunner().invoke(cli, ["upload", "--to", fake_service.url])
     assert result.exit_code == 0 and "1 kept to retry later: http-503" in result.output
-    as_json = json.loads(CliRunner().invoke(cli, ["upload", "--to", service.url, "--json"]).output)
+    as_json = json.loads(CliRunner().invoke(cli, ["upload", "--to", fake_service.url, "--json"]).output)
     assert as_json["accepted"] == 0 and as_json["retried"] == 0  # not due again for a minute
 
 
@@ -141,10 +131,12 @@ def test_config_set_show_unset(sample: Any) -> None:
     assert result.exit_code == 2 and "no upload URL" in result.output
 
 
-def test_export_moves_the_whole_queue_into_a_bundle_folder(spool: Spool, service: FakeService, tmp_path: Path) -> None:
+def test_export_moves_the_whole_queue_into_a_bundle_folder(
+    spool: Spool, fake_service: FakeService, tmp_path: Path
+) -> None:
     seal(spool, 3)
-    service.script.append(Fail(status=503, headers={"Retry-After": "600"}))
-    CliRunner().invoke(cli, ["upload", "--to", service.url])  # now waiting out a retry delay
+    fake_service.script.append(Fail(status=503, headers={"Retry-After": "600"}))
+    CliRunner().invoke(cli, ["upload", "--to", fake_service.url])  # now waiting out a retry delay
     bundle = tmp_path / "usb" / "ceip-bundle"
     result = CliRunner().invoke(cli, ["export", "--to", str(bundle)])
     assert result.exit_code == 0 and f"Exported 3 item(s) into {bundle}." in result.output

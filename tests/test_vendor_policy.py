@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +21,6 @@ from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 from ceip_core.upload import UploadSummary, drain
 from ceip_core.vendor_policy import ProductRule, VendorPolicy
-
-
-@pytest.fixture
-def service() -> Iterator[FakeService]:
-    svc = FakeService().start()
-    try:
-        yield svc
-    finally:
-        svc.close()
 
 
 @pytest.fixture
@@ -67,34 +57,36 @@ def cached(spool: Spool) -> VendorPolicy:
     return spool.db.read(vendor_policy.read)
 
 
-def test_a_product_disabled_by_the_vendor_is_neither_sent_nor_recorded(spool: Spool, service: FakeService) -> None:
+def test_a_product_disabled_by_the_vendor_is_neither_sent_nor_recorded(spool: Spool, fake_service: FakeService) -> None:
     seal(spool, "sample", 2)
     seal(spool, "other", 1)
-    service.policy = {"products": {"sample": {"enabled": False}}}
-    summary = upload(spool, service.url)
-    assert summary.accepted == 1 and {r["product"] for r in service.stored.values()} == {"other"}
+    fake_service.policy = {"products": {"sample": {"enabled": False}}}
+    summary = upload(spool, fake_service.url)
+    assert summary.accepted == 1 and {r["product"] for r in fake_service.stored.values()} == {"other"}
     assert spool.stats().by_product == {"sample": 2}  # kept, not sent: they go if the vendor enables it again
     assert cached(spool).disabled == {"sample"}
     assert seal(spool, "sample") == 0 and seal(spool, "other") == 1  # no new data for it either
     assert spool.stats().drops["disabled-by-vendor:sample"] == 1
 
-    service.policy = {"products": {}}  # enabled again
-    assert upload(spool, service.url).accepted == 1  # the cached policy is still fresh: sample waits
-    assert upload(spool, service.url, policy_max_age=0).accepted == 2
-    assert sorted(r["product"] for r in service.stored.values()) == ["other", "other", "sample", "sample"]
+    fake_service.policy = {"products": {}}  # enabled again
+    assert upload(spool, fake_service.url).accepted == 1  # the cached policy is still fresh: sample waits
+    assert upload(spool, fake_service.url, policy_max_age=0).accepted == 2
+    assert sorted(r["product"] for r in fake_service.stored.values()) == ["other", "other", "sample", "sample"]
 
 
-def test_deletion_requests_go_even_for_a_disabled_product(spool: Spool, service: FakeService, ceip_home: Path) -> None:
+def test_deletion_requests_go_even_for_a_disabled_product(
+    spool: Spool, fake_service: FakeService, ceip_home: Path
+) -> None:
     seal(spool, "sample", 1)
     Consent(StateDB(ceip_home)).opt_out("sample")
-    service.policy = {"products": {"sample": {"enabled": False}}}
-    assert upload(spool, service.url).accepted == 1
-    assert [r["type"] for r in service.stored.values()] == ["deletion"]
+    fake_service.policy = {"products": {"sample": {"enabled": False}}}
+    assert upload(spool, fake_service.url).accepted == 1
+    assert [r["type"] for r in fake_service.stored.values()] == ["deletion"]
 
 
-def test_sampling_drops_the_share_the_vendor_asks_for(spool: Spool, service: FakeService) -> None:
-    service.policy = {"products": {"sample": {"enabled": True, "sample_rate": 0.5}, "other": {"sample_rate": 0}}}
-    upload(spool, service.url)
+def test_sampling_drops_the_share_the_vendor_asks_for(spool: Spool, fake_service: FakeService) -> None:
+    fake_service.policy = {"products": {"sample": {"enabled": True, "sample_rate": 0.5}, "other": {"sample_rate": 0}}}
+    upload(spool, fake_service.url)
     kept = seal(spool, "sample", 100)
     assert 25 <= kept <= 75  # binomial(100, 0.5): outside this range about once in 10^6 runs
     assert seal(spool, "other", 5) == 0
@@ -102,32 +94,32 @@ def test_sampling_drops_the_share_the_vendor_asks_for(spool: Spool, service: Fak
     assert drops["sampled-out:sample"] == 100 - kept and drops["sampled-out:other"] == 5
 
 
-def test_the_policy_is_fetched_at_most_once_per_max_age(spool: Spool, service: FakeService) -> None:
+def test_the_policy_is_fetched_at_most_once_per_max_age(spool: Spool, fake_service: FakeService) -> None:
     for _ in range(3):
-        upload(spool, service.url)
-    assert service.requests.count(("GET", "/v1/policy")) == 1
-    upload(spool, service.url, policy_max_age=0)
-    assert service.requests.count(("GET", "/v1/policy")) == 2
+        upload(spool, fake_service.url)
+    assert fake_service.requests.count(("GET", "/v1/policy")) == 1
+    upload(spool, fake_service.url, policy_max_age=0)
+    assert fake_service.requests.count(("GET", "/v1/policy")) == 2
 
 
 def test_an_unreachable_policy_keeps_the_cached_one_and_is_not_asked_again_at_once(
-    spool: Spool, service: FakeService
+    spool: Spool, fake_service: FakeService
 ) -> None:
-    service.policy = {"products": {"sample": {"enabled": False}}}
-    upload(spool, service.url)
+    fake_service.policy = {"products": {"sample": {"enabled": False}}}
+    upload(spool, fake_service.url)
     first_check = cached(spool).checked
-    service.policy_status = 503
-    upload(spool, service.url, policy_max_age=0)
+    fake_service.policy_status = 503
+    upload(spool, fake_service.url, policy_max_age=0)
     assert cached(spool).disabled == {"sample"} and cached(spool).checked > first_check
-    service.stop()
-    upload(spool, service.url, policy_max_age=0)  # refused: still the cached rules
+    fake_service.stop()
+    upload(spool, fake_service.url, policy_max_age=0)  # refused: still the cached rules
     assert cached(spool).disabled == {"sample"}
 
 
-def test_a_service_without_a_policy_disables_nothing(spool: Spool, service: FakeService) -> None:
-    service.policy_status = 404
+def test_a_service_without_a_policy_disables_nothing(spool: Spool, fake_service: FakeService) -> None:
+    fake_service.policy_status = 404
     seal(spool, "sample", 1)
-    assert upload(spool, service.url).accepted == 1
+    assert upload(spool, fake_service.url).accepted == 1
     assert cached(spool).products == {} and cached(spool).checked is not None
 
 
@@ -141,10 +133,10 @@ def test_a_service_without_a_policy_disables_nothing(spool: Spool, service: Fake
         b'{"products": {"sample": 5, "other": {"enabled": null}}}',
     ],
 )
-def test_a_malformed_policy_changes_nothing(answer: bytes, spool: Spool, service: FakeService) -> None:
-    service.policy = answer
+def test_a_malformed_policy_changes_nothing(answer: bytes, spool: Spool, fake_service: FakeService) -> None:
+    fake_service.policy = answer
     seal(spool, "sample", 2)
-    assert upload(spool, service.url).accepted == 2
+    assert upload(spool, fake_service.url).accepted == 2
     assert cached(spool).products == {}
     assert seal(spool, "sample", 3) == 3
 

@@ -3,28 +3,22 @@ with nothing undeclared in it. Keep it passing as you change the plugin."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import orjson
 from ceip_myproduct import plugin
 
 import ceip_core
-from ceip_core.consent import Consent
-from ceip_core.spool import Spool
-from ceip_core.statedb import StateDB
+from ceip_core.testing import queued_reports
 
 
-def test_a_recorded_session_becomes_a_report(ceip_home: Path, ceip_plugins, ceip_allow) -> None:
-    ceip_plugins(plugin)  # the built-ins plus this plugin, without installing it
-    ceip_allow("myproduct")  # the maintainers' allowlist: without it the product is inert
-    Consent(StateDB(ceip_home)).opt_in("myproduct")  # nothing is recorded before an opt-in
+def test_a_recorded_session_becomes_a_report(ceip_participating) -> None:
+    # The built-ins plus this plugin (not installed), the product allowlisted (without that it is inert)
+    # and opted in (nothing is recorded before), in a fresh state folder.
+    spool = ceip_participating(plugin, "myproduct")
     with ceip_core.recorder("myproduct", "1.0") as rec:
         rec.feature("export", "pdf")
         rec.observe("open_file_ms", 41.5)
         rec.config("theme", "dark")
         rec.feature("not_declared")  # dropped and counted, never stored
-    [item] = Spool(StateDB(ceip_home)).items()
-    report = orjson.loads(item.data)
+    [report] = queued_reports(spool)  # exactly what the receiving service would get
     assert [(c["name"], c["label"], c["value"]) for c in report["counters"]] == [("export", "pdf", 1)]
     assert report["config"] == {"theme": "dark"}
     assert report["diagnostics"] == {"scrub.declared.undeclared_counter": 1}

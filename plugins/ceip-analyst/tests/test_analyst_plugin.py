@@ -5,32 +5,21 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import orjson
 import pytest
 from ceip_analyst import plugin
 
-from ceip_core.consent import Consent
 from ceip_core.plugins import Plugins
 from ceip_core.spool import Spool
-from ceip_core.statedb import StateDB
+from ceip_core.testing import queued_reports, wait_for_process_name
 
 STANDIN = [sys.executable, "-m", "ceip_analyst.standin"]
 
 
 @pytest.fixture
-def opted_in(ceip_home: Path, ceip_plugins, ceip_allow) -> Spool:
-    """Analyst allowlisted and opted in, in a fresh state folder; its spool."""
-    ceip_plugins(plugin)
-    ceip_allow("analyst")
-    Consent(StateDB(ceip_home)).opt_in("analyst")
-    return Spool(StateDB(ceip_home))
-
-
-def reports(spool: Spool) -> list[dict]:
-    return [orjson.loads(item.data) for item in spool.items()]
+def opted_in(ceip_participating) -> Spool:
+    return ceip_participating(plugin, "analyst")
 
 
 def test_the_plugin_is_found_through_its_entry_point(ceip_home: Path) -> None:
@@ -40,14 +29,9 @@ def test_the_plugin_is_found_through_its_entry_point(ceip_home: Path) -> None:
 
 def test_the_stand_in_runs_under_the_product_name_and_records_only_declared_use(opted_in: Spool) -> None:
     proc = subprocess.Popen([*STANDIN, "--seconds", "0.6", "--seed", "7"])
-    if sys.platform.startswith("linux"):  # the process observer matches the kernel's name for it
-        comm = Path(f"/proc/{proc.pid}/comm")
-        deadline = time.monotonic() + 10
-        while comm.read_text().strip() != "analyst" and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert comm.read_text().strip() == "analyst"
+    assert wait_for_process_name(proc.pid, "analyst")  # what the process observer matches
     assert proc.wait(timeout=60) == 0
-    [report] = reports(opted_in)
+    [report] = queued_reports(opted_in)
     assert "open_session" in {c["name"] for c in report["counters"]}
     assert not [k for k in report["diagnostics"] if k.startswith(("scrub.declared.", "recorder."))], report
 
@@ -56,5 +40,5 @@ def test_the_stand_in_runs_under_the_product_name_and_records_only_declared_use(
 def test_the_stand_in_crashes_on_request(opted_in: Spool, crash: str, status: int, sealed: bool) -> None:
     proc = subprocess.run([*STANDIN, "--seconds", "0.2", "--crash", crash], capture_output=True, timeout=60)
     assert proc.returncode == status
-    crashes = [p for r in reports(opted_in) for p in r["problems"] if p["kind"] == "crash"]
+    crashes = [p for r in queued_reports(opted_in) for p in r["problems"] if p["kind"] == "crash"]
     assert len(crashes) == (1 if sealed else 0)
