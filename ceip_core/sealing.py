@@ -11,7 +11,6 @@ or sampling rate turns away (``ceip_core.vendor_policy``), before any work is sp
 from __future__ import annotations
 
 import logging
-import random
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,7 +79,8 @@ def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: P
     if not Allowlist.current(spool.db.folder).allows(spec):
         spool.count_drop("not-allowlisted", report.product)
         return False
-    dropped = spool.db.read(vendor_policy.read).drop_reason(report.product, random.random())
+    draw = vendor_policy.machine_draw(report.guid, report.product)
+    dropped = spool.db.read(vendor_policy.read).drop_reason(report.product, draw)
     if dropped is not None:
         spool.count_drop(dropped, report.product)
         return False

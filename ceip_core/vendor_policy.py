@@ -5,8 +5,10 @@ of them (``sample_rate``), so that the vendor can stop or thin out a product's r
 an update. The uploader fetches it (``GET /v1/policy``) at most every :data:`MAX_AGE_S` seconds and caches
 it in the state database's ``meta`` table, where the two places that honour it read it:
 
-- sealing drops a report of a disabled product (counted ``disabled-by-vendor``) and drops a report of a
-  sampled product with probability ``1 - sample_rate`` (counted ``sampled-out``);
+- sealing drops a report of a disabled product (counted ``disabled-by-vendor``), and the reports of a
+  sampled product from machines outside the sample (counted ``sampled-out``). The sample is of machines,
+  not reports (see :func:`machine_draw`): a machine in it sends everything, so counts of distinct
+  machines, the measure problems are ranked by, stay unbiased;
 - the spool's lease holds back reports already queued for a disabled product: they are sent if the
   vendor enables it again, or age out under the spool's quotas.
 
@@ -18,6 +20,7 @@ Standard library only: sealing reads it in the product's process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -41,7 +44,7 @@ class ProductRule:
 
     enabled: bool = True
     sample_rate: float = 1.0
-    """Share of reports to keep, from 0 (none) to 1 (all)."""
+    """Share of machines that report, from 0 (none) to 1 (all)."""
 
 
 @dataclass(frozen=True)
@@ -58,8 +61,9 @@ class VendorPolicy:
         return frozenset(p for p, rule in self.products.items() if not rule.enabled)
 
     def drop_reason(self, product: str, draw: float) -> str | None:
-        """Why a new report of ``product`` must not be spooled, or None to keep it. ``draw`` is a uniform
-        random number in [0, 1): the report is kept when it falls below the sample rate."""
+        """Why a new report of ``product`` must not be spooled, or None to keep it. ``draw`` is the
+        machine's :func:`machine_draw` for the product: the report is kept when it is below the sample
+        rate."""
         rule = self.products.get(product, ProductRule())
         if not rule.enabled:
             return "disabled-by-vendor"
@@ -126,3 +130,11 @@ class PolicySource(Protocol):
     async def fetch_policy(self) -> VendorPolicy | None:
         """The vendor's current policy, or None if it could not be fetched now."""
         ...
+
+
+def machine_draw(guid: str, product: str) -> float:
+    """A number in [0, 1) that is the same for every report of one machine and product, and uniformly
+    spread over machines: whether a machine is in a product's sample. A new GUID (``ceip reset-id``, or
+    an opt-out and a new opt-in) draws again."""
+    digest = hashlib.sha256(f"{guid}\0{product}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from ceip_core.sealing import seal_session
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 from ceip_core.upload import UploadSummary, drain
-from ceip_core.vendor_policy import ProductRule, VendorPolicy
+from ceip_core.vendor_policy import ProductRule, VendorPolicy, machine_draw
 
 
 @pytest.fixture
@@ -84,14 +86,24 @@ def test_deletion_requests_go_even_for_a_disabled_product(
     assert [r["type"] for r in fake_service.stored.values()] == ["deletion"]
 
 
-def test_sampling_drops_the_share_the_vendor_asks_for(spool: Spool, fake_service: FakeService) -> None:
+def test_sampling_keeps_or_drops_whole_machines(spool: Spool, fake_service: FakeService) -> None:
     fake_service.policy = {"products": {"sample": {"enabled": True, "sample_rate": 0.5}, "other": {"sample_rate": 0}}}
     upload(spool, fake_service.url)
-    kept = seal(spool, "sample", 100)
-    assert 25 <= kept <= 75  # binomial(100, 0.5): outside this range about once in 10^6 runs
+    guid = spool.consent.guid()
+    assert guid is not None
+    in_sample = machine_draw(guid, "sample") < 0.5
+    assert seal(spool, "sample", 20) == (20 if in_sample else 0)  # all of this machine's reports, or none
     assert seal(spool, "other", 5) == 0
     drops = spool.stats().drops
-    assert drops["sampled-out:sample"] == 100 - kept and drops["sampled-out:other"] == 5
+    assert drops.get("sampled-out:sample", 0) == (0 if in_sample else 20) and drops["sampled-out:other"] == 5
+
+
+def test_the_machine_sample_is_the_share_asked_for_and_stable() -> None:
+    guids = [str(uuid.UUID(int=random.Random(3).getrandbits(128) ^ n)) for n in range(4000)]
+    share = sum(machine_draw(g, "sample") < 0.25 for g in guids) / len(guids)
+    assert 0.22 <= share <= 0.28  # binomial(4000, 0.25): outside this range far less than once in 10^6
+    assert [machine_draw(g, "sample") for g in guids[:5]] == [machine_draw(g, "sample") for g in guids[:5]]
+    assert machine_draw(guids[0], "sample") != machine_draw(guids[0], "other")
 
 
 def test_the_policy_is_fetched_at_most_once_per_max_age(spool: Spool, fake_service: FakeService) -> None:
