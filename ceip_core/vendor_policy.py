@@ -1,7 +1,7 @@
 """The vendor's kill switch and sampling rates, as last fetched from the receiving service.
 
 The receiving service publishes, per product, whether it wants reports at all (``enabled``) and what share
-of them (``sample_rate``), so that the vendor can stop or thin out a product's reporting without shipping
+of machines (``sample_rate``), so that the vendor can stop or thin out a product's reporting without shipping
 an update. The uploader fetches it (``GET /v1/policy``) at most every :data:`MAX_AGE_S` seconds and caches
 it in the state database's ``meta`` table, where the two places that honour it read it:
 

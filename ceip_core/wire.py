@@ -39,6 +39,7 @@ CONTENT_TYPE = "application/vnd.ceip.batch+json"
 
 _ITEM_TYPES: dict[str, type] = {"report": Report, "deletion": DeletionRequest}
 _TYPE_OF: dict[type, str] = {cls: name for name, cls in _ITEM_TYPES.items()}
+_ARRAY_FIELDS = ("counters", "histograms", "problems", "sessions")
 _RECORDS = (Report, DeletionRequest, Period, SystemInfo, CounterValue, Histogram, Problem, ProcessSession)
 
 
@@ -138,6 +139,10 @@ def structure_item(raw: Any) -> Item:
     if cls is None:
         return UnknownItem(type=str(tag), item_id=item_id)
     fields = {k: v for k, v in raw.items() if k != "type"}
+    # cattrs builds a tuple from any iterable, so an object would pass as its keys: arrays must be arrays.
+    not_arrays = [k for k in _ARRAY_FIELDS if k in fields and not isinstance(fields[k], list)]
+    if not_arrays:
+        raise WireError("invalid", "; ".join(f"expected an array @ $.{k}" for k in not_arrays), item_id)
     if fields.get("schema") != SCHEMA_VERSION:
         raise WireError(
             "unsupported-schema", f"schema {fields.get('schema')!r} (this side speaks {SCHEMA_VERSION})", item_id

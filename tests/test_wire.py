@@ -64,6 +64,7 @@ def test_items_round_trip() -> None:
         (("period", "start"), "2026-11-22T12:00:00", "UTC offset"),
         (("sessions", 0, "ended"), "exploded", "sessions"),
         (("counters", 0, "colour"), "red", "extra fields"),
+        (("problems",), {}, "expected an array"),
     ],
 )
 def test_input_is_strict(path: tuple[object, ...], value: object, message: str) -> None:
