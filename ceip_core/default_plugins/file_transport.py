@@ -7,7 +7,6 @@ then renamed.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 import uuid
@@ -53,6 +52,8 @@ class FileTransport:
 
     async def send(self, batch: Batch) -> Sequence[SendResult]:
         try:
+            import asyncio  # here, not at the top: sealing in a product's process loads this module
+
             await asyncio.to_thread(write_atomically, self.folder, batch.body())
         except OSError as exc:
             return batch.results(Outcome.RETRY, f"cannot write to {self.folder}: {exc.strerror or exc}")

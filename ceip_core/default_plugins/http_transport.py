@@ -27,10 +27,8 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import ssl
 import time
 from collections.abc import Callable, Sequence
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +40,8 @@ from ceip_core.transport import Batch, BatchItem, Outcome, SendResult, Transport
 from ceip_core.vendor_policy import VendorPolicy
 
 if TYPE_CHECKING:
+    import ssl
+
     import aiohttp
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ class HttpTransport:
         self.timeout = timeout
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
+            import ssl  # ssl and email load when a transport is made: sealing loads this module, sends nothing
+
             if "allow_http" in options:
                 raise ValueError(f"allow_http applies to http:// URLs only: {url!r}")
             try:
@@ -254,6 +256,8 @@ def parse_retry_after(value: str | None) -> float | None:
     if value.isdigit():
         seconds = float(value)
     else:
+        from email.utils import parsedate_to_datetime
+
         try:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError, OverflowError):

@@ -26,7 +26,6 @@ Linux only for now: elsewhere the observer logs once that it cannot observe, and
 
 from __future__ import annotations
 
-import asyncio
 import fnmatch
 import hashlib
 import logging
@@ -126,6 +125,8 @@ class ProcessObserver:
         self._psutil_boot = psutil.boot_time() if SUPPORTED else 0.0
 
     async def collect(self, ctx: CollectContext) -> Sequence[Observation]:
+        import asyncio  # here, not at the top: sealing in a product's process loads this module
+
         return await asyncio.to_thread(self.observe, ctx.executables)
 
     def observe(self, entries: Iterable[Entry], now: float | None = None) -> list[SessionObserved]:
