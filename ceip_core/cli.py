@@ -7,6 +7,7 @@ non-zero exit, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import logging
@@ -475,12 +476,16 @@ def plugins(as_json: bool) -> None:
     show_default=True,
     help="How long each product runs.",
 )
-def demo(seconds: float) -> None:
-    """The real thing on this machine: the agent observes the stand-in products, then review and status.
+@click.option("--no-wait", is_flag=True, help="Stop the service and exit once the dashboard is ready (for scripts).")
+def demo(seconds: float, no_wait: bool) -> None:
+    """The real thing on this machine: the agent observes the stand-in products, then review, status and
+    the vendor's dashboard.
 
     Opts the installed products in and allowlists them, starts `ceip agent`, launches each product's
     stand-in executable (and one that crashes), waits until the agent has seen them end, stops it, and
-    shows what was queued. Use it with a throw-away state folder: ceip --home ./demo-home demo
+    shows what was queued. Then starts `ceip serve` on 127.0.0.1, sends it a simulated fleet of 200
+    machines and this machine's reports over HTTP, and prints the dashboard's address and login token;
+    it serves until Ctrl-C. Use it with a throw-away state folder: ceip --home ./demo-home demo
     """
     from ceip_core import demo as demo_run
 
@@ -498,6 +503,22 @@ def demo(seconds: float) -> None:
     ctx.invoke(review, product=None, as_json=False)
     click.echo("")
     ctx.invoke(status, as_json=False)
+    click.echo("")
+    service_dir = state_dir() / demo_run.SERVICE_FOLDER
+    try:
+        with demo_run.running_service(service_dir, click.echo) as service:
+            demo_run.populate(plugins, state_dir(), service.url, service.token, click.echo)
+            click.echo(f"\nDashboard: {service.url}/dashboard")
+            click.echo(f"Log in with the query token: {service.token}")
+            click.echo(f"To serve it again later: ceip serve --data {service_dir}")
+            if no_wait:
+                return
+            click.echo("Serving until Ctrl-C.")
+            with contextlib.suppress(KeyboardInterrupt):
+                service.process.wait()
+            click.echo("Stopped the service.")
+    except demo_run.DemoError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 # -- maintainers: the allowlist; the agent ----------------------------------------------------------------

@@ -6,31 +6,50 @@ executable name; it records through the public recording API, see ``ceip_core.st
 crashes, waits until the agent has seen every one of them end, and stops the agent, which seals what it
 holds. What is left in the spool is what ``ceip review`` then shows.
 
+Then the vendor's side (:func:`serve_dashboard`): it starts ``ceip serve`` on loopback with its data in
+the state folder, sends it a simulated fleet (``ceip_core.fleet``) and this machine's own queued reports
+through the HTTP transport and ``POST /v1/reports``, the way machines do, and prints the dashboard's
+address and the token to log in with.
+
 The demo does not collect the exit status of the stand-ins it started until the agent has seen them end:
 that is what lets the agent tell a normal end from a crash (see ``process_observer``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+from attrs import frozen
+
+from ceip_core import fleet, wire
 from ceip_core.agent import read_status
 from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
 from ceip_core.plugins import Plugins
 from ceip_core.records import ProductSpec
+from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
+from ceip_core.transport import Batch, BatchItem, Outcome
+from ceip_core.upload import drain
 
 #: How often the demo's agent looks at the processes, in seconds.
 POLL_S = 0.2
+#: The simulated fleet the dashboard shows: machines, and days back from today.
+FLEET_MACHINES = 200
+FLEET_DAYS = 30
+#: The service's folder (query token, database, log) inside the demo's state folder.
+SERVICE_FOLDER = "service"
 
 
 class DemoError(Exception):
@@ -104,6 +123,115 @@ def run(plugins: Plugins, folder: Path, seconds: float, echo: Callable[[str], No
                 agent.wait()
     ended = read_status(folder)
     echo(f"Stopped the agent: it sealed {ended.get('reports_sealed', 0)} report(s).")
+
+
+@frozen
+class Service:
+    """The demo's running ``ceip serve``."""
+
+    url: str
+    token: str
+    process: subprocess.Popen[str]
+
+
+@contextlib.contextmanager
+def running_service(folder: Path, echo: Callable[[str], None]) -> Iterator[Service]:
+    """``ceip serve`` on a free loopback port, its data in ``folder``.
+
+    Stopped (SIGTERM, as an operator would) when the block ends, unless it has stopped already (Ctrl-C
+    in a terminal reaches it too).
+    """
+    from ceip_core.service.auth import TOKEN_FILE, load_or_create_token
+
+    token = load_or_create_token(folder)
+    command = [sys.executable, "-m", "ceip_core", "serve", "--host", "127.0.0.1", "--port", "0", "--data", str(folder)]
+    log_path = folder / "service.log"
+    with open(log_path, "ab") as log_file:
+        service = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log_file, text=True
+        )
+    try:
+        url = _announced_url(service, 30)
+        if url is None:
+            raise DemoError(f"ceip serve did not start; see {log_path}:\n{_tail(log_path)}")
+        echo(f"Started the receiving service: {' '.join(['ceip', *command[3:]])} (pid {service.pid}, token in "
+             f"{folder / TOKEN_FILE}, log {log_path}).")  # fmt: skip
+        yield Service(url, token, service)
+    finally:
+        if service.poll() is None:
+            service.send_signal(signal.SIGTERM)
+            try:
+                service.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                service.kill()
+                service.wait()
+        if service.stdout is not None:
+            service.stdout.close()
+
+
+def _announced_url(service: subprocess.Popen[str], timeout: float) -> str | None:
+    """The base URL ``ceip serve`` announces on its first line (``... worker(s) on http://...``)."""
+    assert service.stdout is not None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and service.poll() is None:
+        ready, _, _ = select.select([service.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        line = service.stdout.readline() if ready else ""
+        if " on http" in line:
+            return line.split(" on ", 1)[1].split(",", 1)[0].strip()
+    return None
+
+
+async def _send_fleet(plugins: Plugins, url: str) -> tuple[int, int]:
+    """Send the simulated fleet through the HTTP transport; (reports accepted, reports sent)."""
+    specs = list(plugins.products.values())
+    items = [BatchItem(r.report_id, "report", r.product, wire.encode_item(r))
+             for r in fleet.simulate(specs, machines_count=FLEET_MACHINES, days=FLEET_DAYS)]  # fmt: skip
+    transport = plugins.transport_for(url)
+    accepted = start = 0
+    try:
+        for group in wire.split_batches([item.data for item in items]):
+            batch = Batch(items[start : start + len(group)])
+            start += len(group)
+            accepted += sum(r.outcome is Outcome.ACCEPTED for r in await transport.send(batch))
+    finally:
+        await transport.close()
+    return accepted, len(items)
+
+
+async def _ask(url: str, token: str, query: str) -> dict[str, Any]:
+    import aiohttp
+
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"{url}/v1/query/{query}", headers={"Authorization": f"Bearer {token}"}) as response,
+    ):
+        response.raise_for_status()
+        answer: dict[str, Any] = await response.json()
+        return answer
+
+
+def populate(plugins: Plugins, folder: Path, url: str, token: str, echo: Callable[[str], None]) -> None:
+    """Fill the service: the simulated fleet, then this machine's own queued reports, all over HTTP."""
+    began = time.monotonic()
+    accepted, sent = asyncio.run(_send_fleet(plugins, url))
+    echo(f"Sent {sent:,} reports of {FLEET_MACHINES} simulated machines over the last {FLEET_DAYS} days "
+         f"to {url}/v1/reports: {accepted:,} accepted ({time.monotonic() - began:.1f} s).")  # fmt: skip
+    if accepted != sent:
+        log = folder / SERVICE_FOLDER / "service.log"
+        raise DemoError(f"the service accepted {accepted} of {sent} simulated reports; see {log}")
+
+    async def upload_own() -> int:
+        transport = plugins.transport_for(url)
+        try:
+            return (await drain(Spool(StateDB(folder)), transport)).accepted
+        finally:
+            await transport.close()
+
+    echo(f"Uploaded this machine's own queued reports: {asyncio.run(upload_own())} accepted.")
+    # The first query folds what the service has not folded yet, so the first page view is quick.
+    versions = asyncio.run(_ask(url, token, "versions"))["versions"]
+    machines = ", ".join(f"{r['product']} {r['machines']}" for r in versions if r["version"] is None)
+    echo(f"Active machines per product: {machines}.")
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:

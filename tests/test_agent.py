@@ -6,8 +6,6 @@ from __future__ import annotations
 import gzip
 import importlib
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -210,7 +208,10 @@ def test_stand_ins_that_stop_and_crash_become_session_reports(
     reports = queued(home)
     sessions = ended(reports, "sample")
     assert sorted(s["ended"] for s in sessions) == ["crashed", "crashed", "normal"]
-    assert all(0.5 <= s["duration_s"] <= lifetime and s["executable"] == apps["sample"] for s in sessions), (
+    # A start time is as exact as the kernel's clock ticks (10 ms), so a duration may exceed the lifetime
+    # measured here by up to one tick.
+    tick = 0.011
+    assert all(0.5 <= s["duration_s"] <= lifetime + tick and s["executable"] == apps["sample"] for s in sessions), (
         [s["duration_s"] for s in sessions],
         lifetime,
     )
@@ -284,23 +285,3 @@ def test_sigkill_and_restart_lose_nothing_spooled_and_report_no_session_twice(
     reports = list(by_id.values())
     assert [s["ended"] for s in ended(reports, "sample")] == ["normal"] * 3
     assert [s["ended"] for s in ended(reports, "other")] == ["normal"]
-
-
-def test_the_demo_runs_the_agent_on_the_installed_stand_ins(tmp_path: Path, ceip_home: Path) -> None:
-    bindir = str(Path(sys.executable).parent)
-    if not all(shutil.which(name, path=bindir) for name in ("analyst", "packager", "hub-server")):
-        pytest.skip("the product plugins and their stand-ins are not installed")
-    env = {k: v for k, v in os.environ.items() if k not in ("CEIP_HOME", "CEIP_ALLOWLIST")}
-    demo_home = tmp_path / "demo-home"
-    command = [sys.executable, "-m", "ceip_core", "--home", str(demo_home), "demo", "--seconds", "1"]
-    began = time.monotonic()
-    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert time.monotonic() - began < 60
-    out = proc.stdout
-    assert "Opted in and allowlisted analyst, hub-server, packager" in out
-    for product in ("analyst", "packager", "hub-server"):
-        assert f"session   {product} " in out and f"== {product} ==" in out
-    # At least: another test run on this machine may be playing the same products, and the agent sees them.
-    assert out.count("ended crashed") >= 1 and out.count("ended normal") >= 3
-    assert "Agent:          stopped at" in out and "Traceback" not in proc.stderr

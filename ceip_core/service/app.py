@@ -21,6 +21,7 @@ from aiohttp import web
 from ceip_core.service import queries
 from ceip_core.service.auth import authorized
 from ceip_core.service.config import ServiceConfig
+from ceip_core.service.dashboard import Dashboard, add_routes, signed_in
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.ingest import Ingest, guids_of
 from ceip_core.service.limits import BodyError, RateLimiter, read_batch
@@ -134,8 +135,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def query(request: web.Request) -> web.Response:
-    """``GET /v1/query/<name>``: aggregates only, behind the bearer token."""
-    if not authorized(request.headers.get("Authorization"), request.app[TOKEN]):
+    """``GET /v1/query/<name>``: aggregates only, behind the bearer token (or a dashboard session)."""
+    token = request.app[TOKEN]
+    if not authorized(request.headers.get("Authorization"), token) and not signed_in(request, token):
         return _error(401, "unauthorized", "send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"})
     run = queries.QUERIES.get(request.match_info["name"])
     if run is None:
@@ -158,7 +160,7 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
 
     :param database: a database URL (``sqlite:///...``, ``postgresql://...``) or an opened-or-not storage;
         the application opens it at startup and closes it at cleanup.
-    :param token: the bearer token of the query API.
+    :param token: the query token: the query API's bearer token, and what the dashboard's login page asks for.
     """
     # Raw bodies: the service inflates them itself, within its limits.
     app = web.Application(middlewares=[_guard], handler_args={"auto_decompress": False})
@@ -173,6 +175,7 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
     app.router.add_get("/v1/query/{name}", query)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    add_routes(app, Dashboard(app[STORAGE], token, config.k, sorted(config.allowlist)))
     return app
 
 

@@ -1,4 +1,4 @@
-"""The bearer token that guards the query API (and, later, the dashboard).
+"""The token that guards the query API (as a bearer token) and the dashboard (typed on its login page).
 
 Reports come from anonymous machines and need no credential; what the service tells about them does.
 The token is configured (``--token`` / ``CEIP_SERVICE_TOKEN``) or generated at first start into the
@@ -32,8 +32,13 @@ def load_or_create_token(data_dir: Path) -> str:
     return token
 
 
+def matches(given: str, token: str) -> bool:
+    """True if ``given`` is the token (surrounding spaces aside), compared in constant time."""
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
 def authorized(header: str | None, token: str) -> bool:
     """True if an ``Authorization`` header carries ``Bearer <token>``."""
     if not header or not header.startswith("Bearer "):
         return False
-    return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token.encode())
+    return matches(header[len("Bearer ") :], token)

@@ -155,10 +155,12 @@ _COLUMNS = {
         "problems",
         ["product", "kind", "signature", "machines", "occurrences", "first_seen", "last_seen", "versions"],
     ),
+    "trends": ("trends", ["product", "kind", "signature", "day", "machines"]),
     "features": ("features", ["product", "name", "label", "machines", "adoption", "uses_per_active_machine"]),
     "config": ("config", ["product", "key", "value", "machines", "share"]),
     "timings": ("timings", ["product", "name", "version", "machines", "count", "p50", "p90", "p99"]),
     "participation": ("active", ["product", "day", "active_machines"]),
+    "versions": ("versions", ["product", "version", "machines"]),
 }
 
 
@@ -183,7 +185,7 @@ def report(
     k: int,
     as_json: bool,
 ) -> None:
-    """Print what the query API answers: problems, features, config, timings or participation."""
+    """Print what the query API answers: problems, trends, features, config, timings, participation or versions."""
     from ceip_core.service import queries
     from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage
 

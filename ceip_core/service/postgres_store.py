@@ -58,6 +58,14 @@ _UPSERTS = {
     )
     for t in rollups.TABLES
 }
+_NEW_STATES = (
+    "INSERT INTO reach_state (product, guid, runs) SELECT p, g, '' FROM unnest($1::text[], $2::text[]) AS n (p, g) "
+    "ON CONFLICT (product, guid) DO NOTHING"
+)
+_LOCK_STATES = (
+    "SELECT product, guid, runs FROM reach_state "
+    "WHERE (product, guid) IN (SELECT * FROM unnest($1::text[], $2::text[])) ORDER BY product, guid FOR UPDATE"
+)
 #: Errors that mean "the database is not there now", as opposed to a bug.
 _UNAVAILABLE = (
     OSError,
@@ -91,6 +99,35 @@ def _plain(value: Any) -> Any:
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
+
+
+async def _execute(conn: asyncpg.Connection, sql: str, params: Mapping[str, Any]) -> None:
+    text, names = _positional(sql)
+    await conn.execute(text, *(params[n] for n in names))
+
+
+async def _fetch(conn: asyncpg.Connection, sql: str, params: Mapping[str, Any]) -> list[asyncpg.Record]:
+    text, names = _positional(sql)
+    return list(await conn.fetch(text, *(params[n] for n in names)))
+
+
+async def _upsert(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        await conn.execute(_UPSERTS[table], *(list(column) for column in zip(*rows, strict=True)))
+
+
+async def fold_reports(conn: asyncpg.Connection, reports: list[dict[str, Any]]) -> None:
+    """Fold decoded reports into the rollups, inside the caller's transaction.
+
+    The machines' reach states are locked first, in key order (created empty if new): two workers folding
+    reports of one machine take turns, so each sees the days the other filed.
+    """
+    plan = rollups.fold(reports)
+    products, guids = [p for p, _ in plan.machines], [g for _, g in plan.machines]
+    await conn.execute(_NEW_STATES, products, guids)
+    states = {(r["product"], r["guid"]): r["runs"] for r in await conn.fetch(_LOCK_STATES, products, guids)}
+    for table, rows in plan.rows(states).items():
+        await _upsert(conn, table, rows)
 
 
 class PostgresStorage:
@@ -131,12 +168,16 @@ class PostgresStorage:
     async def _migrate(conn: asyncpg.Connection) -> None:
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext('ceip-service-schema'))")
+            found = None
             if await conn.fetchval("SELECT to_regclass('meta') IS NOT NULL"):
                 found = await conn.fetchval("SELECT value FROM meta WHERE key = 'schema'")
                 if found is not None and int(found) > SCHEMA_VERSION:
                     raise StorageError(f"the database has schema {found}, newer than this ceip ({SCHEMA_VERSION})")
             for statement in _DDL:
                 await conn.execute(statement)
+            if found is not None and int(found) < SCHEMA_VERSION:
+                for statement in rollups.rebuild():
+                    await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
                 str(SCHEMA_VERSION),
@@ -177,8 +218,18 @@ class PostgresStorage:
             d.product,
         )
         await conn.execute("DELETE FROM reports WHERE guid = $1 AND product = $2", d.guid, d.product)
+        mine = {"guid": d.guid, "product": d.product}
+        # Locked: a worker folding this machine's reports right now finishes first, so its days are taken out too.
+        state = await _fetch(conn, rollups.MY_STATE + " FOR UPDATE", mine)
+        await _upsert(conn, "reach", rollups.removal(d.product, state[0]["runs"] if state else None))
+        await _execute(conn, rollups.SUBTRACT_COUNTERS, mine)
+        problems = await _fetch(conn, rollups.MY_PROBLEMS, mine)
         for table in rollups.PER_MACHINE:
             await conn.execute(table.delete("$1", "$2"), d.guid, d.product)
+        for day, kind, signature, version in problems:
+            key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}
+            for statement in rollups.RECOMPUTE_PROBLEM:
+                await _execute(conn, statement, key)
         status = await conn.execute(
             "INSERT INTO deletions (request_id, product, day, received) VALUES ($1, $2, $3, $4) "
             "ON CONFLICT (request_id) DO NOTHING",
@@ -219,9 +270,7 @@ class PostgresStorage:
                 )
                 if not queued:
                     return 0
-                for table, found in rollups.rows(orjson.loads(row["body"]) for row in queued).items():
-                    if found:
-                        await conn.execute(_UPSERTS[table], *(list(column) for column in zip(*found, strict=True)))
+                await fold_reports(conn, [orjson.loads(row["body"]) for row in queued])
                 await conn.execute("DELETE FROM rollup_queue WHERE seq = ANY($1::int8[])", [r["seq"] for r in queued])
             return len(queued)
 
@@ -230,10 +279,7 @@ class PostgresStorage:
     # -- reading ------------------------------------------------------------------------------------
 
     async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-        text, names = _positional(sql)
-
         async def run(conn: asyncpg.Connection) -> list[tuple[Any, ...]]:
-            rows = await conn.fetch(text, *(params[n] for n in names))
-            return [tuple(_plain(v) for v in row) for row in rows]
+            return [tuple(_plain(v) for v in row) for row in await _fetch(conn, sql, params)]
 
         return await self._run(run)

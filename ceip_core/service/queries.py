@@ -1,12 +1,14 @@
-"""What the vendor asks: problems ranked by distinct machines, feature adoption, configuration
-distributions, timing percentiles and participation. One implementation for the query API, ``ceip report``
-and (later) the dashboard, so they always show the same numbers.
+"""What the vendor asks: problems ranked by distinct machines, their trend per day, feature adoption,
+configuration distributions, timing percentiles, participation and versions. One implementation for the
+query API, ``ceip report`` and the dashboard, so they always show the same numbers.
 
-Every query reads the rollups (``ceip_core.service.rollups``), never raw reports, and returns only
-aggregates: no answer contains a GUID or a report. k-anonymity: a group of fewer than ``k`` machines is
-never published; configuration values fold into ``"other"``, everything else is hidden and counted in
-``hidden``. Deletion requests per day are published as they are: a count of opt-outs holds nothing about
-any machine (what the machine had sent is gone).
+Every query reads the rollups (``ceip_core.service.rollups``), never raw reports or per-machine rows:
+distinct machines come from ``reach`` (see ``ceip_core.service.reach``), sums from the totals, so a query
+costs the same for a hundred machines as for a million. Answers hold aggregates only: no answer contains
+a GUID or a report. k-anonymity: a group of fewer than ``k`` machines is never published; configuration
+values fold into ``"other"``, everything else is hidden and counted in ``hidden``. Deletion requests per
+day are published as they are: a count of opt-outs holds nothing about any machine (what the machine had
+sent is gone).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
+import attrs
 from attrs import frozen
 
 from ceip_core.recording import BUCKETS_PER_OCTAVE, ZERO_BUCKET
@@ -53,6 +56,15 @@ def _time_text(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
+def _text(params: Mapping[str, str], name: str) -> str | None:
+    """A text parameter, or None if it is empty. One that no stored value can equal is refused rather than
+    sent to the database, which may fail on it (PostgreSQL refuses NUL characters)."""
+    value = params.get(name) or None
+    if value is not None and ("\x00" in value or len(value) > 255):
+        raise QueryError(f"{name}: expected text of at most 255 characters, without NUL")
+    return value
+
+
 @frozen
 class Filters:
     """Which reports a query looks at: all of them unless narrowed."""
@@ -69,8 +81,8 @@ class Filters:
         """From query parameters ``product``, ``version``, ``since`` and ``until``."""
         since, until = params.get("since"), params.get("until")
         return cls(
-            product=params.get("product") or None,
-            version=params.get("version") or None,
+            product=_text(params, "product"),
+            version=_text(params, "version"),
             since=parse_day(since, "since") if since else None,
             until=parse_day(until, "until") if until else None,
         )
@@ -87,6 +99,31 @@ class Filters:
         if self.until is not None:
             terms.append("day <= :until")
         return " AND ".join(terms)
+
+    def reach(self, family: str, *, per_day: bool = False, per_version: bool = False) -> tuple[str, dict[str, Any]]:
+        """The SQL condition and parameters on ``reach`` rows of ``family``.
+
+        Counts are across versions unless the filters name one or ``per_version`` asks for them by
+        version. By default the rows sum to distinct machines over the range; ``per_day``: per day.
+        """
+        terms = ["family = :family", "scope = :scope"]
+        params: dict[str, Any] = {"family": family, "scope": "version" if per_version or self.version else "all"}
+        if self.product is not None:
+            terms.append("product = :product")
+            params["product"] = self.product
+        if self.version is not None:
+            terms.append("version = :version")
+            params["version"] = self.version
+        if self.since is not None:
+            terms.append("day >= :since")
+            params["since"] = self.since
+        if self.until is not None:
+            terms.append("day <= :until")
+            params["until"] = self.until
+        if not per_day:  # each machine's first active day in the range, only
+            terms.append("prev < :first")
+            params["first"] = self.since or 0
+        return " AND ".join(terms), params
 
     def params(self) -> dict[str, Any]:
         found = {"product": self.product, "version": self.version, "since": self.since, "until": self.until}
@@ -116,44 +153,84 @@ def _answer(name: str, rows: list[dict[str, Any]], hidden: int, k: int, filters:
     return {name: rows, "hidden": hidden, "k": k, "filters": filters.describe()}
 
 
+async def _reach(
+    storage: Storage,
+    filters: Filters,
+    family: str,
+    columns: tuple[str, ...] = (),
+    *,
+    per_day: bool = False,
+    per_version: bool = False,
+) -> dict[tuple[Any, ...], int]:
+    """Distinct machines of ``family`` by product and ``columns`` (over the range, or ``per_day``)."""
+    where, params = filters.reach(family, per_day=per_day, per_version=per_version)
+    group = ", ".join(("product", *columns))
+    found = await storage.query(
+        f"SELECT {group}, SUM(machines) FROM reach WHERE {where} GROUP BY {group} HAVING SUM(machines) > 0", params
+    )
+    return {tuple(row[:-1]): row[-1] for row in found}
+
+
+async def _problems(storage: Storage, filters: Filters, k: int) -> tuple[list[dict[str, Any]], int]:
+    """The problem rows of at least ``k`` machines, ranked, and how many were hidden."""
+    machines = await _reach(storage, filters, "problem", ("name", "value"))
+    where, params = filters.where(), filters.params()
+    totals = {
+        (product, kind, signature): rest
+        for product, kind, signature, *rest in await storage.query(
+            "SELECT product, kind, signature, SUM(occurrences), MIN(first_seen), MAX(last_seen) FROM problem_totals "
+            f"WHERE {where} GROUP BY product, kind, signature",
+            params,
+        )
+    }
+    versions: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for product, kind, signature, version in await storage.query(
+        f"SELECT DISTINCT product, kind, signature, version FROM problem_totals WHERE {where} ORDER BY version", params
+    ):
+        versions[product, kind, signature].append(version)
+    rows = []
+    for (product, kind, signature), n in machines.items():
+        if n < k:
+            continue
+        occurrences, first, last = totals[product, kind, signature]
+        rows.append(
+            {
+                "product": product,
+                "kind": kind,
+                "signature": signature,
+                "machines": n,
+                "occurrences": occurrences,
+                "first_seen": _time_text(first),
+                "last_seen": _time_text(last),
+                "versions": versions[product, kind, signature],
+            }
+        )
+    rows.sort(key=lambda r: (-r["machines"], -r["occurrences"], r["product"], r["kind"], r["signature"]))
+    return rows, len(machines) - len(rows)
+
+
 async def problems(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
     """Problems ranked by distinct machines, then occurrences, with first/last seen and versions affected."""
     await catch_up(storage)
-    where, params = filters.where(), filters.params()
-    found = await storage.query(
-        "SELECT product, kind, signature, COUNT(DISTINCT guid) AS machines, SUM(occurrences) AS occurrences, "
-        f"MIN(first_seen), MAX(last_seen) FROM problem_days WHERE {where} GROUP BY product, kind, signature "
-        "ORDER BY machines DESC, occurrences DESC, product, kind, signature",
-        params,
-    )
-    versions: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for product, kind, signature, version in await storage.query(
-        f"SELECT DISTINCT product, kind, signature, version FROM problem_days WHERE {where} ORDER BY version", params
-    ):
-        versions[product, kind, signature].append(version)
+    rows, hidden = await _problems(storage, filters, k)
+    return _answer("problems", rows, hidden, k, filters)
+
+
+async def trends(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
+    """Machines per day for each problem that ``problems`` shows; days without machines are left out.
+
+    A day of fewer than ``k`` machines has ``machines`` null (counted in ``hidden``): that there were
+    some is shown, how many is not.
+    """
+    await catch_up(storage)
+    shown = {(r["product"], r["kind"], r["signature"]) for r in (await _problems(storage, filters, k))[0]}
+    per_day = await _reach(storage, filters, "problem", ("name", "value", "day"), per_day=True)
     rows = [
-        {
-            "product": product,
-            "kind": kind,
-            "signature": signature,
-            "machines": machines,
-            "occurrences": occurrences,
-            "first_seen": _time_text(first),
-            "last_seen": _time_text(last),
-            "versions": versions[product, kind, signature],
-        }
-        for product, kind, signature, machines, occurrences, first, last in found
-        if machines >= k
+        {"product": p, "kind": kind, "signature": sig, "day": day_text(day), "machines": n if n >= k else None}
+        for (p, kind, sig, day), n in sorted(per_day.items())
+        if (p, kind, sig) in shown
     ]
-    return _answer("problems", rows, len(found) - len(rows), k, filters)
-
-
-async def _active(storage: Storage, filters: Filters) -> dict[str, int]:
-    found = await storage.query(
-        f"SELECT product, COUNT(DISTINCT guid) FROM machine_days WHERE {filters.where()} GROUP BY product",
-        filters.params(),
-    )
-    return dict(found)
+    return _answer("trends", rows, sum(r["machines"] is None for r in rows), k, filters)
 
 
 async def features(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
@@ -162,23 +239,26 @@ async def features(storage: Storage, filters: Filters, k: int) -> dict[str, Any]
     One row per feature (``label`` null) and, for labelled features, one per label.
     """
     await catch_up(storage)
-    active = await _active(storage, filters)
+    active = {product: n for (product,), n in (await _reach(storage, filters, "active")).items()}
     where, params = filters.where(), filters.params()
-    found = await storage.query(
-        "SELECT product, name, NULL, COUNT(DISTINCT guid), SUM(uses) FROM counter_days "
-        f"WHERE {where} GROUP BY product, name",
-        params,
-    )
-    found += await storage.query(
-        "SELECT product, name, label, COUNT(DISTINCT guid), SUM(uses) FROM counter_days "
-        f"WHERE {where} AND label <> '' GROUP BY product, name, label",
-        params,
-    )
+    uses = {
+        (product, name, label or None): n
+        for product, name, label, n in await storage.query(
+            f"SELECT product, name, '', SUM(uses) FROM counter_totals WHERE {where} GROUP BY product, name "
+            "UNION ALL "
+            f"SELECT product, name, label, SUM(uses) FROM counter_totals WHERE {where} AND label <> '' "
+            "GROUP BY product, name, label",
+            params,
+        )
+    }
+    found = [((p, name, None), n) for (p, name), n in (await _reach(storage, filters, "feature", ("name",))).items()]
+    found += list((await _reach(storage, filters, "feature_label", ("name", "value"))).items())
     rows = []
-    for product, name, label, machines, uses in found:
+    for (product, name, label), machines in found:
         total = active.get(product, 0)
         if machines < k or total < k:
             continue
+        used = uses.get((product, name, label), 0)
         rows.append(
             {
                 "product": product,
@@ -187,8 +267,8 @@ async def features(storage: Storage, filters: Filters, k: int) -> dict[str, Any]
                 "machines": machines,
                 "active_machines": total,
                 "adoption": machines / total,
-                "uses": uses,
-                "uses_per_active_machine": uses / total,
+                "uses": used,
+                "uses_per_active_machine": used / total,
             }
         )
     rows.sort(key=lambda r: (r["product"], -r["adoption"], r["name"], r["label"] or ""))
@@ -202,21 +282,11 @@ async def config(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
     ``k`` machines is hidden.
     """
     await catch_up(storage)
-    where, params = filters.where(), filters.params()
-    totals = dict(
-        ((p, key), n)
-        for p, key, n in await storage.query(
-            f"SELECT product, key, COUNT(DISTINCT guid) FROM config_days WHERE {where} GROUP BY product, key",
-            params,
-        )
-    )
-    values = await storage.query(
-        "SELECT product, key, value, COUNT(DISTINCT guid) AS machines FROM config_days "
-        f"WHERE {where} GROUP BY product, key, value ORDER BY product, key, machines DESC, value",
-        params,
-    )
+    totals = await _reach(storage, filters, "config_key", ("name",))
     by_key: dict[tuple[str, str], list[tuple[str, int]]] = defaultdict(list)
-    for product, key, value, machines in values:
+    for (product, key, value), machines in sorted(
+        (await _reach(storage, filters, "config", ("name", "value"))).items(), key=lambda kv: (kv[0][:2], -kv[1], kv[0])
+    ):
         by_key[product, key].append((value, machines))
     rows, hidden = [], 0
     for (product, key), found in by_key.items():
@@ -245,19 +315,17 @@ def percentile(buckets: Mapping[int, int], q: float) -> float:
 
 
 async def timings(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
-    """p50, p90 and p99 per timing (histogram) metric and product version."""
+    """p50, p90 and p99 per timing (histogram) metric and product version.
+
+    ``count`` is the number of observations the percentiles are estimated from.
+    """
     await catch_up(storage)
-    where, params = filters.where(), filters.params()
-    groups = await storage.query(
-        "SELECT product, name, version, COUNT(DISTINCT guid), SUM(count) FROM histogram_days "
-        f"WHERE {where} GROUP BY product, name, version ORDER BY product, name, version",
-        params,
-    )
+    machines = await _reach(storage, filters, "timing", ("name", "version"), per_version=True)
     buckets: dict[tuple[str, str, str], dict[int, int]] = defaultdict(dict)
     for product, name, version, bucket, count in await storage.query(
         "SELECT product, name, version, bucket, SUM(count) FROM histogram_buckets "
-        f"WHERE {where} GROUP BY product, name, version, bucket",
-        params,
+        f"WHERE {filters.where()} GROUP BY product, name, version, bucket",
+        filters.params(),
     ):
         buckets[product, name, version][bucket] = count
     rows = [
@@ -265,25 +333,21 @@ async def timings(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
             "product": product,
             "name": name,
             "version": version,
-            "machines": machines,
-            "count": count,
+            "machines": n,
+            "count": sum(buckets[product, name, version].values()),
             **{q: percentile(buckets[product, name, version], f) for q, f in QUANTILES.items()},
         }
-        for product, name, version, machines, count in groups
-        if machines >= k
+        for (product, name, version), n in sorted(machines.items())
+        if n >= k
     ]
-    return _answer("timings", rows, len(groups) - len(rows), k, filters)
+    return _answer("timings", rows, len(machines) - len(rows), k, filters)
 
 
 async def participation(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
     """Active machines per day per product, and deletion requests (opt-outs) per day per product."""
     await catch_up(storage)
-    found = await storage.query(
-        f"SELECT product, day, COUNT(DISTINCT guid) FROM machine_days WHERE {filters.where()} "
-        "GROUP BY product, day ORDER BY product, day",
-        filters.params(),
-    )
-    rows = [{"product": p, "day": day_text(d), "active_machines": n} for p, d, n in found if n >= k]
+    found = await _reach(storage, filters, "active", ("day",), per_day=True)
+    rows = [{"product": p, "day": day_text(d), "active_machines": n} for (p, d), n in sorted(found.items()) if n >= k]
     deletions = await storage.query(
         f"SELECT product, day, COUNT(*) FROM deletions WHERE {filters.where(version=False)} "
         "GROUP BY product, day ORDER BY product, day",
@@ -294,11 +358,24 @@ async def participation(storage: Storage, filters: Filters, k: int) -> dict[str,
     return answer
 
 
+async def versions(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
+    """Active machines per product (``version`` null) and per product version, over the range."""
+    await catch_up(storage)
+    every = attrs.evolve(filters, version=None)
+    found = [((p, None), n) for (p,), n in (await _reach(storage, every, "active")).items()]
+    found += list((await _reach(storage, filters, "active", ("version",), per_version=True)).items())
+    rows = [{"product": p, "version": v, "machines": n} for (p, v), n in found if n >= k]
+    rows.sort(key=lambda r: (r["product"], r["version"] is not None, r["version"] or ""))
+    return _answer("versions", rows, len(found) - len(rows), k, filters)
+
+
 QUERIES = {
     "problems": problems,
+    "trends": trends,
     "features": features,
     "config": config,
     "timings": timings,
     "participation": participation,
+    "versions": versions,
 }
 """Every query by name: the API path ``/v1/query/<name>`` and ``ceip report <name>``."""

@@ -1,27 +1,31 @@
-"""The rollups: small per-machine, per-day tables that every query reads instead of raw reports.
+"""The rollups: what every query reads instead of raw reports, filled when queued reports are folded.
 
-Counting *distinct machines* is the point of the GUID, and it needs the GUID in the rollup: adoption is
-machines using a feature over machines active, ranking is machines hit by a problem. So the rollups keep
-one row per (machine, day, thing) and the queries ``COUNT(DISTINCT guid)`` over a day range:
+Three kinds of table:
 
-- ``machine_days``: a machine was active for a product version on a day (participation, denominators);
-- ``counter_days``: uses of a feature (counter and label) by a machine on a day;
-- ``problem_days``: occurrences of a problem signature on a machine on a day, with first and last seen;
-- ``histogram_days``: a machine reported a timing metric on a day (who is behind a percentile);
-- ``config_days``: a machine reported a configuration or system value on a day;
-- ``histogram_buckets``: bucket counts per metric, version and day, summed over machines (percentiles).
+- **per machine** (keys start ``product, day, guid``): ``machine_days`` (a machine used a product version
+  on a day), ``counter_days`` (its feature uses) and ``problem_days`` (its problem occurrences, first and
+  last seen). No query reads them: they say what to take back out when the machine's deletion request
+  comes, and they are what a rebuild would start from.
+- **totals** per product, day and version, summed over machines: ``counter_totals`` (feature uses),
+  ``problem_totals`` (occurrences, first and last seen), ``histogram_buckets`` (timing bucket counts).
+- **reach** (``ceip_core.service.reach``): distinct machines over any range of days, with ``reach_state``
+  (per machine, its active days per group) to keep it exact.
 
-Rows are aggregated in Python per key first and written sorted by key, so one statement never touches a
-row twice and concurrent writers (PostgreSQL workers) take row locks in the same order.
+So a query's cost grows with products, groups and days, not with the number of machines or reports. Rows
+are aggregated in Python per key first and written sorted by key, so one statement never touches a row
+twice and concurrent writers (PostgreSQL workers) take row locks in the same order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
+from itertools import groupby
 from typing import Any
 
 from attrs import frozen
+
+from ceip_core.service import reach
 
 _T, _I, _F = "TEXT", "BIGINT", "DOUBLE PRECISION"
 DAY_S = 86400
@@ -34,7 +38,7 @@ class Table:
     name: str
     keys: tuple[tuple[str, str], ...]
     values: tuple[tuple[str, str, str], ...] = ()
-    """``(column, sql type, merge)`` with merge ``sum``, ``min`` or ``max``."""
+    """``(column, sql type, merge)`` with merge ``sum``, ``min``, ``max`` or ``replace``."""
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -56,8 +60,8 @@ class Table:
         The days come from machine_days, so the delete is a key lookup; machine_days itself goes last.
         """
         mine = f"guid = {guid} AND product = {product}"
-        if self.name == "machine_days":
-            return f"DELETE FROM machine_days WHERE {mine}"
+        if self.name == "machine_days" or "day" not in self.columns:
+            return f"DELETE FROM {self.name} WHERE {mine}"
         return f"DELETE FROM {self.name} WHERE {mine} AND day IN (SELECT day FROM machine_days WHERE {mine})"
 
     def upsert(self, source: str) -> str:
@@ -71,6 +75,8 @@ class Table:
             old, new = f"{self.name}.{col}", f"excluded.{col}"
             if merge == "sum":
                 sets.append(f"{col} = {old} + {new}")
+            elif merge == "replace":
+                sets.append(f"{col} = {new}")
             else:  # LEAST/GREATEST and SQLite's MIN/MAX differ; CASE is the same in both
                 op = "<" if merge == "min" else ">"
                 sets.append(f"{col} = CASE WHEN {new} {op} {old} THEN {new} ELSE {old} END")
@@ -81,98 +87,150 @@ class Table:
 # written per report, not one per row), a day range is a key range, and a deletion finds a machine's
 # rows from its days in machine_days (the one table with an index on guid).
 _MACHINE_DAY = (("product", _T), ("day", _I), ("guid", _T))
+# (product, family, scope, version, day ...): one family's counts of a product are one key range, and a
+# day range within it is one too.
+_REACH_KEY = tuple((c, _I if c in ("day", "prev") else _T) for c in reach.COLUMNS)
+_PROBLEM_VALUES = (("occurrences", _I, "sum"), ("first_seen", _F, "min"), ("last_seen", _F, "max"))
 TABLES = (
     Table("machine_days", (*_MACHINE_DAY, ("version", _T))),
     Table("counter_days", (*_MACHINE_DAY, ("name", _T), ("label", _T), ("version", _T)), (("uses", _I, "sum"),)),
+    Table("problem_days", (*_MACHINE_DAY, ("kind", _T), ("signature", _T), ("version", _T)), _PROBLEM_VALUES),
     Table(
-        "problem_days",
-        (*_MACHINE_DAY, ("kind", _T), ("signature", _T), ("version", _T)),
-        (("occurrences", _I, "sum"), ("first_seen", _F, "min"), ("last_seen", _F, "max")),
+        "counter_totals",
+        (("product", _T), ("day", _I), ("name", _T), ("label", _T), ("version", _T)),
+        (("uses", _I, "sum"),),
     ),
-    Table("histogram_days", (*_MACHINE_DAY, ("name", _T), ("version", _T)), (("count", _I, "sum"),)),
-    Table("config_days", (*_MACHINE_DAY, ("key", _T), ("value", _T), ("version", _T))),
+    Table(
+        "problem_totals",
+        (("product", _T), ("day", _I), ("kind", _T), ("signature", _T), ("version", _T)),
+        _PROBLEM_VALUES,
+    ),
     Table(
         "histogram_buckets",
         (("product", _T), ("day", _I), ("name", _T), ("version", _T), ("bucket", _I)),
         (("count", _I, "sum"),),
     ),
+    Table("reach", _REACH_KEY, (("machines", _I, "sum"),)),
+    Table("reach_state", (("product", _T), ("guid", _T)), (("runs", _T, "replace"),)),
 )
 #: The tables that hold a GUID, machine_days last: what a deletion request deletes from, in order.
 PER_MACHINE = tuple(sorted((t for t in TABLES if "guid" in t.columns), key=lambda t: t.name == "machine_days"))
 #: machine_days is indexed on (guid, product), so a deletion finds a machine's days without a scan.
 MACHINE_INDEX = "CREATE INDEX IF NOT EXISTS machine_days_guid ON machine_days (guid, product)"
+#: Schema 1 had per-machine rows for configuration and timings, and no totals or reach; the upgrade to 2
+#: drops them and folds every stored report again (``rebuild``).
+RETIRED = ("config_days", "histogram_days")
 
-#: System fields reported as configuration distributions, under ``system.<field>``.
-SYSTEM_FIELDS = (
-    "os",
-    "os_version",
-    "arch",
-    "cpu_logical",
-    "cpu_physical",
-    "memory_bucket",
-    "net_interfaces_up",
-    "net_connected",
-    "boot_age_bucket",
+_MINE = "guid = :guid AND product = :product"
+_MY_DAYS = f"day IN (SELECT day FROM machine_days WHERE {_MINE})"
+#: A deleted machine's feature uses, taken out of the totals (before its per-machine rows go).
+SUBTRACT_COUNTERS = (
+    "UPDATE counter_totals SET uses = counter_totals.uses - mine.uses FROM "
+    f"(SELECT day, name, label, version, uses FROM counter_days WHERE {_MINE} AND {_MY_DAYS}) AS mine "
+    "WHERE counter_totals.product = :product AND counter_totals.day = mine.day AND counter_totals.name = mine.name "
+    "AND counter_totals.label = mine.label AND counter_totals.version = mine.version"
 )
+#: The problem totals a deleted machine contributed to: recomputed from the other machines' rows after.
+MY_PROBLEMS = f"SELECT day, kind, signature, version FROM problem_days WHERE {_MINE} AND {_MY_DAYS}"
+_PROBLEM_KEY = "product = :product AND day = :day AND kind = :kind AND signature = :signature AND version = :version"
+RECOMPUTE_PROBLEM = (
+    f"DELETE FROM problem_totals WHERE {_PROBLEM_KEY}",
+    "INSERT INTO problem_totals (product, day, kind, signature, version, occurrences, first_seen, last_seen) "
+    "SELECT product, day, kind, signature, version, SUM(occurrences), MIN(first_seen), MAX(last_seen) "
+    f"FROM problem_days WHERE {_PROBLEM_KEY} GROUP BY product, day, kind, signature, version",
+)
+#: A machine's reach state, read before its deletion is applied.
+MY_STATE = "SELECT runs FROM reach_state WHERE product = :product AND guid = :guid"
 
 
-def display(value: Any) -> str:
-    """A configuration value as the distributions show it: strings as they are, others as JSON."""
-    if value is None:
-        return "unknown"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return value if isinstance(value, str) else repr(value)
+def rebuild() -> list[str]:
+    """Statements that empty the rollups and queue every stored report to be folded again."""
+    return [
+        *(f"DROP TABLE IF EXISTS {name}" for name in RETIRED),
+        *(f"DELETE FROM {table.name}" for table in TABLES),
+        "INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq NOT IN (SELECT seq FROM rollup_queue)",
+    ]
 
 
-def day_of(timestamp: str) -> int:
-    """Days since 1970-01-01 (UTC) of an ISO 8601 timestamp with offset."""
-    return int(datetime.fromisoformat(timestamp).timestamp() // DAY_S)
+def _add_problem(table: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], count: int, end: float) -> None:
+    found = table.get(key)
+    if found is None:
+        table[key] = [count, end, end]
+    else:
+        found[0] += count
+        found[1], found[2] = min(found[1], end), max(found[2], end)
 
 
-def rows(reports: Iterable[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
-    """Rollup rows for validated report items (decoded JSON), aggregated per key and sorted, by table."""
+def _rows(reports: Iterable[tuple[dict[str, Any], float]]) -> dict[str, list[tuple[Any, ...]]]:
     machines: set[tuple[Any, ...]] = set()
-    config: set[tuple[Any, ...]] = set()
     counters: dict[tuple[Any, ...], int] = {}
-    histograms: dict[tuple[Any, ...], int] = {}
+    counter_totals: dict[tuple[Any, ...], int] = {}
     buckets: dict[tuple[Any, ...], int] = {}
     problems: dict[tuple[Any, ...], list[Any]] = {}
-    for r in reports:
+    problem_totals: dict[tuple[Any, ...], list[Any]] = {}
+    for r, end in reports:
         product, version, guid = r["product"], r["product_version"], r["guid"]
-        end = datetime.fromisoformat(r["period"]["end"]).timestamp()
         day = int(end // DAY_S)
         machines.add((product, day, guid, version))
         for c in r.get("counters", ()):
-            key = (product, day, guid, c["name"], c.get("label") or "", version)
+            label = c.get("label") or ""
+            key = (product, day, guid, c["name"], label, version)
             counters[key] = counters.get(key, 0) + c["value"]
+            total = (product, day, c["name"], label, version)
+            counter_totals[total] = counter_totals.get(total, 0) + c["value"]
         for p in r.get("problems", ()):
-            key = (product, day, guid, p["kind"], p["signature"], version)
-            found = problems.get(key)
-            if found is None:
-                problems[key] = [p["count"], end, end]
-            else:
-                found[0] += p["count"]
-                found[1], found[2] = min(found[1], end), max(found[2], end)
+            _add_problem(problems, (product, day, guid, p["kind"], p["signature"], version), p["count"], end)
+            _add_problem(problem_totals, (product, day, p["kind"], p["signature"], version), p["count"], end)
         for h in r.get("histograms", ()):
-            hkey = (product, day, guid, h["name"], version)
-            histograms[hkey] = histograms.get(hkey, 0) + h["count"]
             for bucket, count in h["buckets"].items():
                 bkey = (product, day, h["name"], version, int(bucket))
                 buckets[bkey] = buckets.get(bkey, 0) + count
-        for k, v in r.get("config", {}).items():
-            config.add((product, day, guid, f"config.{k}", display(v), version))
-        system = r.get("system")
-        if system is not None:
-            for name in SYSTEM_FIELDS:
-                config.add((product, day, guid, f"system.{name}", display(system.get(name)), version))
-            for k, v in system.get("features", {}).items():
-                config.add((product, day, guid, f"system.features.{k}", display(v), version))
     return {
         "machine_days": sorted(machines),
         "counter_days": sorted((*k, v) for k, v in counters.items()),
         "problem_days": sorted((*k, *v) for k, v in problems.items()),
-        "histogram_days": sorted((*k, v) for k, v in histograms.items()),
-        "config_days": sorted(config),
+        "counter_totals": sorted((*k, v) for k, v in counter_totals.items()),
+        "problem_totals": sorted((*k, *v) for k, v in problem_totals.items()),
         "histogram_buckets": sorted((*k, v) for k, v in buckets.items()),
     }
+
+
+@frozen
+class Fold:
+    """Folding a set of reports: the rollup rows, once the reach state of their machines is known."""
+
+    tables: dict[str, list[tuple[Any, ...]]]
+    dated: list[tuple[dict[str, Any], int]]
+    """(report, day) by machine and day."""
+
+    @property
+    def machines(self) -> list[reach.Machine]:
+        """The (product, guid) pairs whose stored ``reach_state`` :meth:`rows` needs, in lock order."""
+        return sorted({(r["product"], r["guid"]) for r, _ in self.dated})
+
+    def rows(self, states: Mapping[reach.Machine, str]) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows, given the stored states (``runs``) of :attr:`machines` that have one."""
+        deltas: reach.Deltas = reach.Deltas()
+        new_states = []
+        for (product, guid), reports in groupby(self.dated, key=lambda rd: (rd[0]["product"], rd[0]["guid"])):
+            state = reach.decode(states.get((product, guid)), product)
+            for report, day in reports:
+                reach.add(state, report, day, deltas)
+            new_states.append((product, guid, reach.encode(state)))
+        return {**self.tables, "reach": reach.rows(deltas), "reach_state": new_states}
+
+
+def fold(reports: Iterable[dict[str, Any]]) -> Fold:
+    """Start folding validated report items (decoded JSON)."""
+    dated = [(r, datetime.fromisoformat(r["period"]["end"]).timestamp()) for r in reports]
+    by_machine = sorted(
+        ((r, int(end // DAY_S)) for r, end in dated), key=lambda rd: (rd[0]["product"], rd[0]["guid"], rd[1])
+    )
+    return Fold(_rows(dated), by_machine)
+
+
+def removal(product: str, runs: str | None) -> list[tuple[Any, ...]]:
+    """The ``reach`` rows (negative counts) that take a deleted machine's entries out, from its state."""
+    deltas: reach.Deltas = reach.Deltas()
+    reach.remove(reach.decode(runs, product), deltas)
+    return reach.rows(deltas)

@@ -58,6 +58,7 @@ _QUEUED = (
     "SELECT json_group_array(json_array(seq, body)) FROM "
     "(SELECT q.seq, r.body FROM rollup_queue q JOIN reports r ON r.seq = q.seq ORDER BY q.seq LIMIT ?)"
 )
+_STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
 _DELETE_ROLLUP = {t.name: t.delete(":guid", ":product") for t in rollups.PER_MACHINE}
 _UPSERTS = {t.name: t.upsert(f"VALUES ({', '.join('?' * len(t.columns))})") for t in rollups.TABLES}
 
@@ -75,6 +76,19 @@ def _connect(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
+
+
+def fold_reports(db: sqlite3.Connection, reports: list[dict[str, Any]]) -> None:
+    """Fold decoded reports into the rollups, inside the caller's write transaction."""
+    plan = rollups.fold(reports)
+    states: dict[tuple[str, str], str] = {}
+    products = sorted({product for product, _ in plan.machines})
+    for product in products:
+        guids = orjson.dumps([guid for p, guid in plan.machines if p == product])
+        for guid, runs in db.execute(_STATES, (product, guids)):
+            states[product, guid] = runs
+    for table, rows in plan.rows(states).items():
+        db.executemany(_UPSERTS[table], rows)
 
 
 class _Transaction:
@@ -122,6 +136,9 @@ class SQLiteStorage:
                 raise StorageError(f"{self.path} has schema {version[0]}, newer than this ceip ({SCHEMA_VERSION})")
             for statement in _DDL:
                 db.execute(statement)
+            if version and int(version[0]) < SCHEMA_VERSION:
+                for statement in rollups.rebuild():
+                    db.execute(statement)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def _open_reader(self) -> None:
@@ -181,13 +198,21 @@ class SQLiteStorage:
 
     @staticmethod
     def _delete(db: sqlite3.Connection, d: Deletion) -> bool:
-        pair = (d.guid, d.product)
+        pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
         db.execute(
             "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = ? AND product = ?)", pair
         )
         db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
+        state = db.execute(rollups.MY_STATE, mine).fetchone()
+        db.executemany(_UPSERTS["reach"], rollups.removal(d.product, state and state[0]))
+        db.execute(rollups.SUBTRACT_COUNTERS, mine)
+        problems = db.execute(rollups.MY_PROBLEMS, mine).fetchall()
         for table in rollups.PER_MACHINE:
-            db.execute(_DELETE_ROLLUP[table.name], {"guid": d.guid, "product": d.product})
+            db.execute(_DELETE_ROLLUP[table.name], mine)
+        for day, kind, signature, version in problems:
+            key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}
+            for statement in rollups.RECOMPUTE_PROBLEM:
+                db.execute(statement, key)
         cur = db.execute(
             "INSERT INTO deletions (request_id, product, day, received) VALUES (?, ?, ?, ?) "
             "ON CONFLICT (request_id) DO NOTHING",
@@ -205,8 +230,7 @@ class SQLiteStorage:
             queued = orjson.loads(found)
             if not queued:
                 return 0
-            for table, rows in rollups.rows(orjson.loads(body) for _, body in queued).items():
-                db.executemany(_UPSERTS[table], rows)
+            fold_reports(db, [orjson.loads(body) for _, body in queued])
             db.execute(
                 "DELETE FROM rollup_queue WHERE seq IN (SELECT value FROM json_each(?))",
                 (orjson.dumps([seq for seq, _ in queued]),),

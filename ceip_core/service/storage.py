@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from attrs import frozen
 
 #: The version of the database schema this code creates and reads; stored in the ``meta`` table.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class StorageUnavailable(Exception):

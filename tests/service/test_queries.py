@@ -74,8 +74,9 @@ async def test_filters_by_product_version_and_days(client: Any) -> None:
     assert [p["signature"] for p in (await ask(client, "problems", f"?until={until}"))["problems"]] == ["Old@x.py:1"]
     assert [p["signature"] for p in (await ask(client, "problems", "?version=2.0"))["problems"]] == ["New@x.py:1"]
     assert (await ask(client, "problems", "?product=other"))["problems"] == []
-    bad = await client.get("/v1/query/problems?since=yesterday", headers=auth())
-    assert bad.status == 400 and (await bad.json())["error"] == "bad-query"
+    for query in ("since=yesterday", "version=%00", "product=" + "x" * 256):
+        bad = await client.get(f"/v1/query/problems?{query}", headers=auth())
+        assert bad.status == 400 and (await bad.json())["error"] == "bad-query"
 
 
 async def test_feature_adoption_is_the_share_of_active_machines(client: Any) -> None:
@@ -158,3 +159,9 @@ async def test_no_answer_carries_a_guid_or_a_report(client: Any) -> None:
         text = await (await client.get(f"/v1/query/{what}", headers=auth())).text()
         assert not any(g in text for g in fleet), what
         assert "report_id" not in text
+
+
+def test_ceip_report_offers_every_query() -> None:
+    from ceip_core.service import commands, queries
+
+    assert set(commands._COLUMNS) == set(queries.QUERIES)

@@ -1,0 +1,332 @@
+"""Benchmark of the dashboard: how long ``ceip serve`` takes to answer a product page on 1M reports, beside
+baselines measured in the same run.
+
+    python bench/dashboard.py                     # SQLite; the first run seeds for ~10 min, later runs reuse it
+    python bench/dashboard.py --postgres postgresql://postgres@127.0.0.1:5432/postgres   # and PostgreSQL
+
+How the 1M reports get in, honestly: sending them through HTTP would take hours here, so the benchmark
+generates them with the simulated fleet of ``ceip demo`` (``ceip_core.fleet``: 20,000 machines with
+distinct GUIDs, the three product plugins' metrics, about 45 days up to today) and folds them into the
+rollups with ``fold_reports``, **the very function the service's rollup step runs** on every queued report
+(the same rows in ``machine_days``, ``counter_days``, ``problem_days``, the totals, ``histogram_buckets``,
+``reach`` and ``reach_state``), in chunks of 5,000 like a busy fold. Only the raw ``reports`` table is left
+empty: no query reads it. The seeded database is kept under ``bench/results/`` (git-ignored) and reused.
+
+Measured: the time from sending ``GET /dashboard?product=analyst&since=...&until=...`` (logged in) to
+having read the whole page, on loopback, with an aiohttp client in the same process as the service (so
+it is server time plus under a millisecond of client). The first request after opening the database is
+reported apart ("cold": the database's own cache is empty). Baselines: (a) the same page on an empty SQLite store
+(rendering and HTTP, no data); (b) the seven JSON queries the page makes, through the query API; (c) the
+page's problem and feature numbers computed the way they were before ``reach`` existed, by
+``COUNT(DISTINCT guid)`` over the per-machine, per-day rows. Target: the page in at most 300 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+LOOPBACK = "127.0.0.1"  # the only address this benchmark ever talks to
+RESULTS = Path(__file__).parent / "results"
+TOKEN = "bench-token"
+CHUNK = 5000
+TARGET_MS = 300.0
+META = "CREATE TABLE bench_meta (reports BIGINT, seconds DOUBLE PRECISION, day BIGINT)"
+QUERIES = ("versions", "problems", "trends", "features", "config", "timings", "participation")
+
+
+# -- seeding ----------------------------------------------------------------------------------------------
+
+
+def _reports(count: int, machines: int, days: int) -> Any:
+    from ceip_core import fleet, wire
+    from ceip_core.plugins import get_plugins
+
+    specs = [get_plugins().product(p) for p in ("analyst", "packager", "hub-server")]
+    for i, report in enumerate(fleet.simulate(specs, machines_count=machines, days=days, seed=7)):
+        if i == count:
+            return
+        yield wire.unstructure_item(report)
+
+
+def _chunks(count: int, machines: int, days: int) -> Any:
+    chunk: list[dict[str, Any]] = []
+    for report in _reports(count, machines, days):
+        chunk.append(report)
+        if len(chunk) == CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _progress(done: int, count: int, began: float) -> None:
+    print(f"\r  seeded {done:,} of {count:,} reports ({time.monotonic() - began:.0f} s)", end="", file=sys.stderr)
+
+
+async def seed_sqlite(path: Path, count: int, machines: int, days: int) -> float:
+    """Fold ``count`` simulated reports into a new SQLite database; the seconds it took."""
+    from ceip_core.service.sqlite_store import SQLiteStorage, fold_reports
+
+    storage = SQLiteStorage(f"sqlite://{path}")
+    await storage.open()  # the schema, exactly as the service makes it
+    await storage.close()
+    db = sqlite3.connect(path, isolation_level=None)
+    began, done = time.monotonic(), 0
+    for chunk in _chunks(count, machines, days):
+        db.execute("BEGIN IMMEDIATE")
+        fold_reports(db, chunk)
+        db.execute("COMMIT")
+        done += len(chunk)
+        _progress(done, count, began)
+    db.execute(META)
+    db.execute("INSERT INTO bench_meta VALUES (?, ?, ?)", (done, time.monotonic() - began, _today()))
+    db.close()
+    print(file=sys.stderr)
+    return time.monotonic() - began
+
+
+async def seed_postgres(url: str, count: int, machines: int, days: int) -> None:
+    import asyncpg
+
+    from ceip_core.service.postgres_store import PostgresStorage, fold_reports
+
+    storage = PostgresStorage(url)
+    await storage.open()
+    await storage.close()
+    conn = await asyncpg.connect(url)
+    began, done = time.monotonic(), 0
+    try:
+        for chunk in _chunks(count, machines, days):
+            async with conn.transaction():
+                await fold_reports(conn, chunk)
+            done += len(chunk)
+            _progress(done, count, began)
+        await conn.execute(META)
+        await conn.execute("INSERT INTO bench_meta VALUES ($1, $2, $3)", done, time.monotonic() - began, _today())
+    finally:
+        await conn.close()
+    print(file=sys.stderr)
+
+
+async def seeded(database: str) -> tuple[int, float] | None:
+    """(reports, seconds) of a database this benchmark seeded today, or None (then it seeds again: the
+    simulated fleet's days end on the day it was seeded, and the pages show the last 30 days)."""
+    from ceip_core.service.storage import open_storage
+
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        found = await storage.query("SELECT reports, seconds, day FROM bench_meta", {})
+    except Exception:  # sqlite3 or asyncpg: no bench_meta table, so not seeded yet
+        return None
+    finally:
+        await storage.close()
+    return (int(found[0][0]), float(found[0][1])) if found and found[0][2] == _today() else None
+
+
+def _today() -> int:
+    return int(time.time() // 86400)
+
+
+# -- measuring --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+async def timed(fetch: Callable[[], Awaitable[Any]], runs: int) -> dict[str, float]:
+    """Milliseconds of the first call (cold) and the median and 95th percentile of ``runs`` more."""
+    began = time.perf_counter()
+    await fetch()
+    cold = (time.perf_counter() - began) * 1000
+    times = []
+    for _ in range(runs):
+        began = time.perf_counter()
+        await fetch()
+        times.append((time.perf_counter() - began) * 1000)
+    times.sort()
+    return {"cold": cold, "median": statistics.median(times), "p95": times[int(0.95 * (len(times) - 1))]}
+
+
+async def measure(database: str, views: dict[str, str], runs: int, api: bool) -> dict[str, dict[str, float]]:
+    """Time each page view (and, if ``api``, the page's JSON queries) against a service on ``database``."""
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
+    from ceip_core.service import sessions
+    from ceip_core.service.app import make_app
+    from ceip_core.service.config import ServiceConfig
+
+    allowlist = {p: frozenset([p]) for p in ("analyst", "packager", "hub-server")}
+    runner = web.AppRunner(make_app(ServiceConfig(allowlist=allowlist), database, TOKEN), access_log=None)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, LOOPBACK, port).start()
+    base = f"http://{LOOPBACK}:{port}"
+    results: dict[str, dict[str, float]] = {}
+    try:
+        jar = aiohttp.CookieJar(unsafe=True)  # unsafe: cookies for an IP address host
+        jar.update_cookies({sessions.COOKIE: sessions.issue(TOKEN)}, response_url=URL(base))
+        async with aiohttp.ClientSession(cookie_jar=jar) as session:
+
+            async def get(path: str) -> str:
+                async with session.get(base + path) as response:
+                    assert response.status == 200, (path, response.status, await response.text())
+                    return await response.text()
+
+            for name, path in views.items():
+                results[name] = await timed(lambda path=path: get(path), runs)  # type: ignore[misc]
+            if api:
+                query = views["analyst, 30 days"].split("?", 1)[1]
+
+                async def all_queries() -> None:
+                    for q in QUERIES:
+                        await get(f"/v1/query/{q}?{query}")
+
+                results["api"] = await timed(all_queries, runs)
+    finally:
+        await runner.cleanup()
+    return results
+
+
+async def distinct_scan(database: str, since: int, until: int) -> float:
+    """Milliseconds to count the page's problem and feature machines by scanning per-machine rows."""
+    from ceip_core.service.storage import open_storage
+
+    storage = open_storage(database)
+    await storage.open()
+    params = {"product": "analyst", "since": since, "until": until}
+    where = "product = :product AND day >= :since AND day <= :until"
+    began = time.perf_counter()
+    try:
+        await storage.query(
+            f"SELECT kind, signature, COUNT(DISTINCT guid) FROM problem_days WHERE {where} GROUP BY kind, signature",
+            params,
+        )
+        await storage.query(f"SELECT name, COUNT(DISTINCT guid) FROM counter_days WHERE {where} GROUP BY name", params)
+        await storage.query(f"SELECT COUNT(DISTINCT guid) FROM machine_days WHERE {where}", params)
+    finally:
+        await storage.close()
+    return (time.perf_counter() - began) * 1000
+
+
+def views_for(today: datetime) -> dict[str, str]:
+    day = today.date()
+    month, quarter = (day - timedelta(days=29)).isoformat(), (day - timedelta(days=89)).isoformat()
+    return {
+        "analyst, 30 days": f"/dashboard?product=analyst&since={month}&until={day}",
+        "analyst 3.0, 30 days": f"/dashboard?product=analyst&version=3.0&since={month}&until={day}",
+        "analyst, 90 days": f"/dashboard?product=analyst&since={quarter}&until={day}",
+        "packager, 30 days": f"/dashboard?product=packager&since={month}&until={day}",
+        "product list": f"/dashboard?since={month}&until={day}",
+    }
+
+
+def row(what: str, found: dict[str, float], baseline: str = "-", target: str = "-") -> tuple[str, ...]:
+    met = "-"
+    if target != "-":
+        met = "yes" if found["median"] <= TARGET_MS and found["p95"] <= TARGET_MS else "NO"
+    return what, f"{found['median']:.0f}", f"{found['p95']:.0f}", f"{found['cold']:.0f}", baseline, target, met
+
+
+async def run(database: str, label: str, runs: int, rows: list[tuple[str, ...]]) -> None:
+    today = datetime.now(UTC)
+    views = views_for(today)
+    found = await measure(database, views, runs, api=True)
+    with tempfile.TemporaryDirectory(prefix="ceip-bench-") as tmp:
+        empty = await measure(
+            f"sqlite://{Path(tmp) / 'empty.db'}", {"analyst, 30 days": views["analyst, 30 days"]}, runs, False
+        )
+    main = found.pop("analyst, 30 days")
+    rows.append(
+        row(
+            f"{label}: analyst page, 30 days",
+            main,
+            f"(a) empty store {empty['analyst, 30 days']['median']:.0f}",
+            f"<= {TARGET_MS:.0f}",
+        )
+    )
+    api = found.pop("api")
+    rows.append(row(f"{label}: (b) its 7 JSON queries", api))
+    for name, figures in found.items():
+        rows.append(row(f"{label}: {name}", figures, target=f"<= {TARGET_MS:.0f}"))
+    first = int(today.timestamp() // 86400) - 29
+    scan = await distinct_scan(database, first, first + 29)
+    rows.append((f"{label}: (c) COUNT(DISTINCT) scan, problems+features", f"{scan:.0f}", "-", "-", "-", "-", "-"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--reports", type=int, default=1_000_000)
+    parser.add_argument("--machines", type=int, default=20_000)
+    parser.add_argument("--days", type=int, default=45)
+    parser.add_argument("--runs", type=int, default=15, help="timed requests per page, after the cold one")
+    parser.add_argument("--postgres", help="also measure on this loopback PostgreSQL (seeds schema ceip_bench)")
+    parser.add_argument("--fresh", action="store_true", help="seed again even if a seeded database exists")
+    args = parser.parse_args()
+    if args.postgres and urlsplit(args.postgres).hostname not in (LOOPBACK, "::1", "localhost"):
+        parser.error("--postgres must name a server on loopback (127.0.0.1, ::1 or localhost)")
+
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"dashboard-{args.reports}-{args.machines}-{args.days}.db"
+    targets = [("SQLite", f"sqlite://{path}")]
+    if args.postgres:
+        targets.append(("PostgreSQL", f"{args.postgres}{'&' if '?' in args.postgres else '?'}search_path=ceip_bench"))
+    rows: list[tuple[str, ...]] = []
+    for label, database in targets:
+        if label == "PostgreSQL":
+            asyncio.run(_schema(args.postgres, "CREATE SCHEMA IF NOT EXISTS ceip_bench"))
+        found = None if args.fresh else asyncio.run(seeded(database))
+        if found is None:
+            print(f"seeding {label} with {args.reports:,} reports (once) ...", file=sys.stderr)
+            if label == "SQLite":
+                path.unlink(missing_ok=True)
+                asyncio.run(seed_sqlite(path, args.reports, args.machines, args.days))
+            else:
+                asyncio.run(_schema(args.postgres, "DROP SCHEMA ceip_bench CASCADE", "CREATE SCHEMA ceip_bench"))
+                asyncio.run(seed_postgres(database, args.reports, args.machines, args.days))
+            found = asyncio.run(seeded(database))
+        assert found is not None
+        print(
+            f"{label}: {found[0]:,} reports, seeded in {found[1]:.0f} s ({found[0] / found[1]:.0f} reports/s folded)",
+            file=sys.stderr,
+        )
+        asyncio.run(run(database, label, args.runs, rows))
+    header = ("dashboard page (ms, loopback)", "median", "p95", "cold", "baseline (median)", "target", "met")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for line in (header, tuple("-" * w for w in widths), *rows):
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    fleet = f"{args.reports:,} reports of {args.machines:,} simulated machines over {args.days} days"
+    print(f"\n{os.cpu_count()} CPUs; {fleet}.")
+
+
+async def _schema(url: str, *statements: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,224 @@
+"""The dashboard over HTTP, on SQLite and PostgreSQL: login and sessions, the same numbers as the query API,
+k-anonymity, escaping of client-supplied text, and bad input answered with a page, never a 500."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import aiohttp
+import pytest
+from service.dashboard_data import SCRIPT_SIGNATURE, seed
+from service.factory import GZIP, TOKEN, auth, body, report
+from service.page import elements
+from yarl import URL
+
+from ceip_core.service import panels, sessions
+
+TODAY = datetime.now(UTC).date()
+RANGE = f"product=sample&since={(TODAY - timedelta(days=6)).isoformat()}&until={TODAY.isoformat()}"
+
+
+async def login(client: Any, token: str = TOKEN, next_url: str = "/dashboard") -> aiohttp.ClientResponse:
+    response: aiohttp.ClientResponse = await client.post(
+        "/dashboard/login", data={"token": token, "next": next_url}, allow_redirects=False
+    )
+    return response
+
+
+async def signed_in(client: Any) -> None:
+    response = await login(client)
+    assert response.status == 303
+    client.session.cookie_jar.update_cookies({sessions.COOKIE: response.cookies[sessions.COOKIE].value})
+
+
+async def page(client: Any, query: str = RANGE) -> str:
+    response = await client.get(f"/dashboard?{query}", allow_redirects=False)
+    assert response.status == 200, await response.text()
+    text: str = await response.text()
+    return text
+
+
+async def api(client: Any, what: str, query: str = RANGE) -> dict[str, Any]:
+    response = await client.get(f"/v1/query/{what}?{query}", headers=auth())
+    assert response.status == 200
+    answer: dict[str, Any] = await response.json()
+    return answer
+
+
+# -- login ------------------------------------------------------------------------------------------------
+
+
+async def test_pages_need_a_login_and_the_login_page_trades_the_token_for_a_cookie(client: Any) -> None:
+    for path in ("/dashboard", f"/dashboard?{RANGE}"):
+        response = await client.get(path, allow_redirects=False)
+        assert response.status == 303
+        location = URL(response.headers["Location"])
+        assert location.path == "/dashboard/login" and location.query["next"] == path
+    assert (await client.get("/", allow_redirects=False)).headers["Location"] == "/dashboard"
+    login_page = await client.get("/dashboard/login")
+    assert login_page.status == 200 and 'name="token"' in await login_page.text()
+    assert "script-src" not in login_page.headers["Content-Security-Policy"]  # default-src 'none': no script runs
+
+    wrong = await login(client, token="not-the-token")
+    assert wrong.status == 401 and sessions.COOKIE not in wrong.cookies
+    assert "not the query token" in await wrong.text()
+
+    right = await login(client, next_url=f"/dashboard?{RANGE}")
+    assert right.status == 303 and right.headers["Location"] == f"/dashboard?{RANGE}"
+    cookie = right.cookies[sessions.COOKIE]
+    assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
+    assert int(cookie["max-age"]) == sessions.SESSION_TTL_S
+    assert TOKEN not in cookie.value  # the cookie never carries the token
+    client.session.cookie_jar.update_cookies({sessions.COOKIE: cookie.value})
+    assert (await client.get(f"/dashboard?{RANGE}", allow_redirects=False)).status == 200
+    assert (await client.get("/v1/query/problems")).status == 200  # the session opens the JSON too
+
+    out = await client.post("/dashboard/logout", allow_redirects=False)
+    assert out.status == 303 and out.headers["Location"] == "/dashboard/login"
+    assert out.cookies[sessions.COOKIE].value == ""
+
+
+async def test_a_login_never_redirects_to_another_site(client: Any) -> None:
+    for target in (
+        "https://evil.example/",
+        "//evil.example/dashboard",
+        "/v1/query/problems",
+        "javascript:x",
+        "/dashboard\r\nSet-Cookie: x=1",
+    ):
+        assert (await login(client, next_url=target)).headers["Location"] == "/dashboard"
+
+
+async def test_forged_expired_and_malformed_cookies_are_refused(client: Any) -> None:
+    now = datetime.now(UTC).timestamp()
+    good = sessions.issue(TOKEN)
+    expiry, nonce, mac = good.split(".")
+    refused = [
+        sessions.issue("another-token"),  # signed with another service's token
+        sessions.issue(TOKEN, now=now - sessions.SESSION_TTL_S - 1),  # expired
+        f"{int(expiry) + 3600}.{nonce}.{mac}",  # a later expiry, same signature
+        f"{expiry}.{nonce}.{'0' * len(mac)}",
+        "", "garbage", "a.b.c", "1.2", "ü.ö.ä", "9" * 400 + ".x.y",
+    ]  # fmt: skip
+    assert sessions.valid(good, TOKEN)
+    for cookie in refused:
+        assert not sessions.valid(cookie, TOKEN), cookie
+        client.session.cookie_jar.update_cookies({sessions.COOKIE: cookie})
+        assert (await client.get("/dashboard", allow_redirects=False)).status == 303
+        assert (await client.get("/v1/query/problems")).status == 401
+
+
+async def test_a_login_form_of_any_shape_is_a_wrong_token_not_an_error(client: Any) -> None:
+    for data, headers in (
+        (b"\xff\xfe", {"Content-Type": "application/x-www-form-urlencoded"}),
+        (b'{"token": "test-token"}', {"Content-Type": "application/json"}),
+        (b"", {}),
+        (b"token=" + b"x" * 100_000, {"Content-Type": "application/x-www-form-urlencoded"}),
+    ):
+        response = await client.post("/dashboard/login", data=data, headers=headers, allow_redirects=False)
+        assert response.status == 401, data[:20]
+
+
+# -- what the pages show ----------------------------------------------------------------------------------
+
+
+async def test_the_page_shows_the_query_apis_numbers(client: Any) -> None:
+    await seed(client)
+    await signed_in(client)
+    html = await page(client)
+
+    problems = (await api(client, "problems"))["problems"]
+    rows = elements(html, "problem")
+    assert [(a["data-signature"], int(a["data-machines"]), int(a["data-occurrences"])) for a, _ in rows] == [
+        (p["signature"], p["machines"], p["occurrences"]) for p in problems
+    ]
+    assert [(p["signature"], p["machines"], p["occurrences"]) for p in problems] == [
+        ("Common@many.py:2", 98, 98),
+        ("Noisy@one.py:1", 6, 600),
+        (SCRIPT_SIGNATURE, 5, 5),
+    ]
+    # rank, kind, signature, machines, occurrences; then versions affected
+    assert rows[0][1].startswith("1 error Common@many.py:2 98 98 1 per machine")
+    assert rows[1][1].endswith(" 2.0")
+
+    features = (await api(client, "features"))["features"]
+    shown_features = [
+        (a["data-name"], int(a["data-machines"]), float(a["data-adoption"])) for a, _ in elements(html, "feature")
+    ]
+    assert shown_features == [(f["name"], f["machines"], f["adoption"]) for f in features]
+    assert features[0]["name"] == "open_file" and (features[0]["machines"], features[0]["active_machines"]) == (73, 113)
+
+    config = (await api(client, "config"))["config"]
+    shown = {(a["data-key"], a["data-value"]): int(a["data-machines"]) for a, _ in elements(html, "row")}
+    assert shown == {(c["key"], c["value"]): c["machines"] for c in config}
+    assert shown["system.os", "Windows"] == 49  # every other one of the 100, less the deleted machine 1
+
+    timings = (await api(client, "timings"))["timings"]
+    shown_timings = [
+        (a["data-version"], float(a["data-p50"]), int(a["data-machines"])) for a, _ in elements(html, "timing")
+    ]
+    assert shown_timings == [(t["version"], t["p50"], t["machines"]) for t in timings]
+    assert timings[1]["p50"] > timings[0]["p50"]  # 2.0 is slower: the regression is on the page
+
+    participation = await api(client, "participation")
+    columns = [(a["data-day"], a["data-value"]) for a, _ in elements(html, "col")]
+    active, optouts = columns[:7], columns[7:]  # a column per day of the 7-day range, in each chart
+    assert {day: int(n) for day, n in active if n} == {r["day"]: r["active_machines"] for r in participation["active"]}
+    deletions = {r["day"]: r["requests"] for r in participation["deletions"]}
+    assert {day: int(n) for day, n in optouts if n != "0"} == deletions
+    tiles = {a["class"]: text for a, text in elements(html, "tile")}
+    assert tiles["tile active"] == "Active machines 113" and tiles["tile optouts"] == "Opt-outs 2"
+
+
+async def test_every_number_respects_k_and_client_text_stays_text(client: Any) -> None:
+    await seed(client)
+    await signed_in(client)
+    html = await page(client)
+    assert "Rare@x.py:9" not in html  # 4 machines: hidden, only counted
+    assert "1 group(s) of fewer than 5 machines hidden" in html
+    assert SCRIPT_SIGNATURE not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    signature = [t for a, t in elements(html, "problem") if a["data-signature"] == SCRIPT_SIGNATURE]
+    assert signature and SCRIPT_SIGNATURE in signature[0]  # shown as the text it is
+    # A version of fewer than k machines is not offered, and a group of one version under k is hidden.
+    version_two = await page(client, RANGE + "&version=2.0")
+    assert [a["data-signature"] for a, _ in elements(version_two, "problem")] == ["Noisy@one.py:1", SCRIPT_SIGNATURE]
+    assert 'option value="2.0"' in html and 'option value="1.0"' in html
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "says"),
+    [
+        ("product=sample&since=yesterday", 400, "since=&#x27;yesterday&#x27;"),
+        ("product=sample&since=2020-01-01&until=2026-01-01", 400, "longer than 400 days"),
+        ("product=sample&since=2026-02-02&until=2026-01-01", 400, "since is after until"),
+        ("product=sample&until=2026-13-45", 400, "expected a date"),
+        ("product=%3Cb%3Enope", 200, "&lt;b&gt;nope"),
+        ("product=sample&version=%00", 400, "without NUL"),
+        ("product=" + "x" * 256, 400, "at most 255 characters"),
+        ("product=sample&version=9.9", 200, "No problems in this range"),
+        ("", 200, "Products"),
+    ],
+)
+async def test_bad_or_odd_parameters_get_a_page_not_an_error(client: Any, query: str, status: int, says: str) -> None:
+    await signed_in(client)
+    response = await client.get(f"/dashboard?{query}", allow_redirects=False)
+    assert response.status == status
+    assert says in await response.text()
+
+
+async def test_the_product_list_links_every_allowlisted_product(client: Any) -> None:
+    await seed(client)
+    await signed_in(client)
+    html = await page(client, "")
+    products = {a["data-product"]: a["data-machines"] for a, _ in elements(html, "product")}
+    assert products == {"other": "", "sample": "113"}  # 'other' has no machines: nothing to show
+
+
+async def test_a_page_lists_the_top_problems_and_points_to_the_rest(client: Any) -> None:
+    fleet = [report(problems={f"E{i}@x.py:{i}": 1 for i in range(panels.MAX_PROBLEMS + 2)}) for _ in range(5)]
+    assert (await client.post("/v1/reports", data=body(*fleet), headers=GZIP)).status == 200
+    await signed_in(client)
+    html = await page(client)
+    assert len(elements(html, "problem")) == panels.MAX_PROBLEMS
+    assert "2 more problem(s), ranked lower: see the JSON." in html

@@ -1,0 +1,211 @@
+"""Distinct machines from ``reach`` equal a brute-force count, whatever order days arrive in and after deletions."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import attrs
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from service.factory import GZIP, auth, body, config, deletion, report
+
+from ceip_core.service import queries, reach
+from ceip_core.service.app import make_app
+from ceip_core.service.queries import Filters
+from ceip_core.service.reach import NO_DAY, add_day
+from ceip_core.service.storage import NewReport, open_storage
+
+
+def problem_report(day: int) -> dict[str, Any]:
+    """The part of a report that reach reads: one problem."""
+    return {"product": "p", "product_version": "1.0", "problems": [{"kind": "error", "signature": "E@x.py:1"}]}
+
+
+GROUP = ("problem", "all", "", "p", "error", "E@x.py:1")
+
+
+def test_runs_merge_and_split() -> None:
+    runs: list[int] = []
+    assert add_day(runs, 10) == (NO_DAY, NO_DAY) and runs == [10, 10]
+    assert add_day(runs, 12) == (10, NO_DAY) and runs == [10, 10, 12, 12]
+    assert add_day(runs, 11) == (10, 12) and runs == [10, 12]  # joins both neighbours
+    assert add_day(runs, 11) is None
+    assert add_day(runs, 5) == (NO_DAY, 10) and runs == [5, 5, 10, 12]
+    assert add_day(runs, 9) == (5, 10) and runs == [5, 5, 9, 12]
+    assert add_day(runs, 14) == (12, NO_DAY) and runs == [5, 5, 9, 12, 14, 14]
+
+
+def machines_in(deltas: reach.Deltas, since: int, until: int) -> int:
+    return sum(
+        n for (group, day, prev), n in deltas.items() if group == GROUP and since <= day <= until and prev < since
+    )
+
+
+def machines_on(deltas: reach.Deltas, day: int) -> int:
+    return sum(n for (group, d, _), n in deltas.items() if group == GROUP and d == day)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    days=st.lists(st.tuples(st.integers(0, 5), st.integers(0, 30)), max_size=60),
+    batch=st.integers(1, 10),
+    deleted=st.sets(st.integers(0, 5)),
+    since=st.integers(0, 30),
+    length=st.integers(0, 30),
+)
+def test_counts_equal_brute_force(
+    days: list[tuple[int, int]], batch: int, deleted: set[int], since: int, length: int
+) -> None:
+    """Machines' active days arrive in any order, in batches, some twice; some machines are deleted."""
+    states: dict[int, reach.State] = defaultdict(dict)
+    deltas: reach.Deltas = reach.Deltas()
+    for start in range(0, len(days), batch):  # a batch is stored and read back, as a fold does
+        for machine, day in days[start : start + batch]:
+            reach.add(states[machine], problem_report(day), day, deltas)
+        states = defaultdict(dict, {m: reach.decode(reach.encode(s), "p") for m, s in states.items()})
+    for machine in deleted:
+        reach.remove(states.pop(machine, {}), deltas)
+    kept = [(m, d) for m, d in days if m not in deleted]
+    until = since + length
+    assert machines_in(deltas, since, until) == len({m for m, d in kept if since <= d <= until})
+    for day in range(31):
+        assert machines_on(deltas, day) == len({m for m, d in kept if d == day})
+
+
+def test_state_survives_encoding() -> None:
+    state: reach.State = {}
+    for day in (3, 4, 9):
+        reach.add(state, problem_report(day), day, reach.Deltas())
+    assert state[GROUP] == [3, 4, 9, 9] and state["active", "version", "1.0", "p", "", ""] == [3, 4, 9, 9]
+    assert reach.decode(reach.encode(state), "p") == state
+    assert reach.decode(None, "p") == reach.decode("", "p") == {}
+
+
+# -- on the real stores ------------------------------------------------------------------------------
+
+
+async def send(client: Any, items: list[dict[str, Any]], path: str = "/v1/reports") -> None:
+    for start in range(0, len(items), 100):
+        response = await client.post(path, data=body(*items[start : start + 100]), headers=GZIP)
+        assert response.status == 200
+        assert {r["status"] for r in (await response.json())["results"]} == {"accepted"}
+
+
+async def ask(client: Any, what: str, query: str = "") -> dict[str, Any]:
+    response = await client.get(f"/v1/query/{what}{query}", headers=auth())
+    assert response.status == 200, await response.text()
+    answer: dict[str, Any] = await response.json()
+    return answer
+
+
+async def test_late_days_deletions_and_versions_on_the_stores(make_client: Any) -> None:
+    """Twelve machines over ten days, sent newest first (late arrivals everywhere), one upgrading, two deleted."""
+    client = await make_client(attrs.evolve(config(), k=1))
+    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    fleet = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(12)]
+    sent = []
+    for back in range(9, -1, -1):  # oldest first, then the same machines' older days again, late
+        for i, guid in enumerate(fleet):
+            if (i + back) % 3:  # each machine skips every third day: gaps between active days
+                version = "2.0" if i == 0 and back < 5 else "1.0"
+                sent.append((guid, back, version, i % 4 == 0))
+    late, early = sent[len(sent) // 2 :], sent[: len(sent) // 2]
+    for part in (late, early):
+        await send(
+            client,
+            [
+                report(g, version=v, end=today - timedelta(days=b), problems={"E@x.py:1": 2} if p else {})
+                for g, b, v, p in part
+            ],
+        )
+    gone = {fleet[1], fleet[4]}
+    await send(client, [deletion(g) for g in gone], "/v1/deletions")
+    kept = [s for s in sent if s[0] not in gone]
+
+    def day(back: int) -> str:
+        return (today - timedelta(days=back)).date().isoformat()
+
+    for since, until in ((9, 0), (6, 3), (2, 2), (0, 0)):
+        window = [s for s in kept if until <= s[1] <= since]
+        query = f"?since={day(since)}&until={day(until)}"
+        assert (await ask(client, "versions", query))["versions"] == [
+            {"product": "sample", "version": None, "machines": len({s[0] for s in window})},
+            *(
+                {"product": "sample", "version": v, "machines": n}
+                for v in ("1.0", "2.0")
+                if (n := len({s[0] for s in window if s[2] == v}))
+            ),
+        ]
+        problems = (await ask(client, "problems", query))["problems"]
+        hit = [s for s in window if s[3]]
+        assert [(p["machines"], p["occurrences"]) for p in problems] == ([(len({s[0] for s in hit}), 2 * len(hit))])
+        only_v2 = (await ask(client, "features", query + "&version=2.0"))["features"]
+        assert [f["machines"] for f in only_v2] == [n for n in [len({s[0] for s in window if s[2] == "2.0"})] if n]
+    per_day = (await ask(client, "participation"))["active"]
+    assert [r["active_machines"] for r in per_day] == [
+        len({s[0] for s in kept if s[1] == back}) for back in range(9, -1, -1)
+    ]
+    trend = (await ask(client, "trends"))["trends"]
+    assert [r["machines"] for r in trend] == [
+        n for back in range(9, -1, -1) if (n := len({s[0] for s in kept if s[1] == back and s[3]}))
+    ]
+
+
+async def test_a_schema_1_database_is_rebuilt_from_its_reports(aiohttp_client: Any, database: str) -> None:
+    """Opening a database of schema 1 folds every stored report again into the new rollups."""
+    first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
+    await send(first, [report(problems={"E@x.py:1": 1}) for _ in range(3)])
+    before = await (await first.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
+    await first.close()
+    statements = ["UPDATE meta SET value = '1' WHERE key = 'schema'", "DELETE FROM reach", "DELETE FROM problem_totals"]
+    statements.append("CREATE TABLE config_days (product TEXT)")  # a table of schema 1, dropped by the upgrade
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
+            for statement in statements:
+                db.execute(statement)
+    else:
+        conn = await asyncpg.connect(database)
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.close()
+    again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
+    after = await (await again.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
+    assert after == before and after["problems"][0]["machines"] == 3
+
+
+def new_report(item: dict[str, Any]) -> NewReport:
+    day = int(datetime.fromisoformat(item["period"]["end"]).timestamp() // 86400)
+    return NewReport(item["report_id"], item["guid"], item["product"], item["product_version"], day, 0.0,
+                     orjson.dumps(item).decode())  # fmt: skip
+
+
+async def test_two_workers_folding_one_machines_reports_at_once_stay_exact(database: str) -> None:
+    """Two storages (as two ``ceip serve`` workers) fold disjoint sets of the same machines' reports at once."""
+    first, second = open_storage(database), open_storage(database)
+    await first.open()
+    await second.open()
+    try:
+        today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+        fleet = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(8)]
+        items = [
+            report(g, end=today - timedelta(days=b)) for b in range(12) for i, g in enumerate(fleet) if (b + i) % 3
+        ]
+        await first.write([new_report(i) for i in items[::-1]])  # newest first: late days everywhere
+        while sum(await asyncio.gather(first.roll_up(7), second.roll_up(5))):
+            pass
+        for since in range(12):
+            filters = Filters(since=int(today.timestamp() // 86400) - since)
+            answer = await queries.versions(first, filters, 1)
+            expected = {
+                i["guid"] for i in items if datetime.fromisoformat(i["period"]["end"]) >= today - timedelta(days=since)
+            }
+            assert answer["versions"][0]["machines"] == len(expected)
+    finally:
+        await first.close()
+        await second.close()
