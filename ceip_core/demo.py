@@ -114,13 +114,7 @@ def run(plugins: Plugins, folder: Path, seconds: float, echo: Callable[[str], No
         if not seen:
             echo("The agent did not see every stand-in end (is this Linux?); what it saw is queued.")
     finally:
-        if agent.poll() is None:
-            agent.send_signal(signal.SIGTERM)
-            try:
-                agent.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
+        _stop(agent)
     ended = read_status(folder)
     echo(f"Stopped the agent: it sealed {ended.get('reports_sealed', 0)} report(s).")
 
@@ -158,13 +152,7 @@ def running_service(folder: Path, echo: Callable[[str], None]) -> Iterator[Servi
              f"{folder / TOKEN_FILE}, log {log_path}).")  # fmt: skip
         yield Service(url, token, service)
     finally:
-        if service.poll() is None:
-            service.send_signal(signal.SIGTERM)
-            try:
-                service.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                service.kill()
-                service.wait()
+        _stop(service)
         if service.stdout is not None:
             service.stdout.close()
 
@@ -248,3 +236,15 @@ def _tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+def _stop(proc: subprocess.Popen[Any]) -> None:
+    """Ask a child to stop (SIGTERM: the agent seals what it holds, the service finishes its commits);
+    kill it if it has not stopped within 30 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -20,7 +20,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from helpers import wait_for
+from helpers import unavailable, wait_for
 from service.factory import free_port
 from service.page import elements
 
@@ -44,7 +44,7 @@ async def read_dashboard(base: str, token: str) -> tuple[str, dict[str, Any]]:
 def test_the_demo_ends_with_a_dashboard_of_a_simulated_fleet(tmp_path: Path, ceip_home: Path) -> None:
     bindir = str(Path(sys.executable).parent)
     if not all(shutil.which(name, path=bindir) for name in ("analyst", "packager", "hub-server")):
-        pytest.skip("the product plugins and their stand-ins are not installed")
+        unavailable("the product plugins and their stand-ins are not installed")
     env = {k: v for k, v in os.environ.items() if k not in ("CEIP_HOME", "CEIP_ALLOWLIST", "CEIP_SERVICE_TOKEN")}
     demo_home = tmp_path / "demo-home"
     command = [sys.executable, "-m", "ceip_core", "--home", str(demo_home), "demo", "--seconds", "1", "--no-wait"]

@@ -7,7 +7,6 @@ Skipped where Chromium or Playwright is missing, except in CI (``CI`` set), wher
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
+from helpers import unavailable
 from service.dashboard_data import SCRIPT_SIGNATURE, seed
 from service.factory import TOKEN, auth, config
 
@@ -50,9 +50,7 @@ async def browser(tmp_path: Path) -> AsyncIterator[Any]:
     """A headless Chromium with a fresh profile, for one test."""
     missing = _missing()
     if missing:
-        if os.environ.get("CI"):
-            pytest.fail(f"CI must run the browser tests: {missing}")
-        pytest.skip(missing)
+        unavailable(missing)
     from playwright.async_api import async_playwright
 
     async with async_playwright() as playwright:
