@@ -15,8 +15,11 @@ from yarl import URL
 
 from ceip_core.service import panels, sessions
 
-TODAY = datetime.now(UTC).date()
-RANGE = f"product=sample&since={(TODAY - timedelta(days=6)).isoformat()}&until={TODAY.isoformat()}"
+
+def week() -> str:
+    """The last seven days up to today, computed when asked: a module-level "today" goes stale at midnight."""
+    today = datetime.now(UTC).date()
+    return f"product=sample&since={(today - timedelta(days=6)).isoformat()}&until={today.isoformat()}"
 
 
 async def login(client: Any, token: str = TOKEN, next_url: str = "/dashboard") -> aiohttp.ClientResponse:
@@ -32,14 +35,16 @@ async def signed_in(client: Any) -> None:
     client.session.cookie_jar.update_cookies({sessions.COOKIE: response.cookies[sessions.COOKIE].value})
 
 
-async def page(client: Any, query: str = RANGE) -> str:
+async def page(client: Any, query: str | None = None) -> str:
+    query = week() if query is None else query
     response = await client.get(f"/dashboard?{query}", allow_redirects=False)
     assert response.status == 200, await response.text()
     text: str = await response.text()
     return text
 
 
-async def api(client: Any, what: str, query: str = RANGE) -> dict[str, Any]:
+async def api(client: Any, what: str, query: str | None = None) -> dict[str, Any]:
+    query = week() if query is None else query
     response = await client.get(f"/v1/query/{what}?{query}", headers=auth())
     assert response.status == 200
     answer: dict[str, Any] = await response.json()
@@ -50,7 +55,7 @@ async def api(client: Any, what: str, query: str = RANGE) -> dict[str, Any]:
 
 
 async def test_pages_need_a_login_and_the_login_page_trades_the_token_for_a_cookie(client: Any) -> None:
-    for path in ("/dashboard", f"/dashboard?{RANGE}"):
+    for path in ("/dashboard", f"/dashboard?{week()}"):
         response = await client.get(path, allow_redirects=False)
         assert response.status == 303
         location = URL(response.headers["Location"])
@@ -64,14 +69,14 @@ async def test_pages_need_a_login_and_the_login_page_trades_the_token_for_a_cook
     assert wrong.status == 401 and sessions.COOKIE not in wrong.cookies
     assert "not the query token" in await wrong.text()
 
-    right = await login(client, next_url=f"/dashboard?{RANGE}")
-    assert right.status == 303 and right.headers["Location"] == f"/dashboard?{RANGE}"
+    right = await login(client, next_url=f"/dashboard?{week()}")
+    assert right.status == 303 and right.headers["Location"] == f"/dashboard?{week()}"
     cookie = right.cookies[sessions.COOKIE]
     assert cookie["httponly"] and cookie["samesite"] == "Strict" and cookie["path"] == "/"
     assert int(cookie["max-age"]) == sessions.SESSION_TTL_S
     assert TOKEN not in cookie.value  # the cookie never carries the token
     client.session.cookie_jar.update_cookies({sessions.COOKIE: cookie.value})
-    assert (await client.get(f"/dashboard?{RANGE}", allow_redirects=False)).status == 200
+    assert (await client.get(f"/dashboard?{week()}", allow_redirects=False)).status == 200
     assert (await client.get("/v1/query/problems")).status == 200  # the session opens the JSON too
 
     out = await client.post("/dashboard/logout", allow_redirects=False)
@@ -181,7 +186,7 @@ async def test_every_number_respects_k_and_client_text_stays_text(client: Any) -
     signature = [t for a, t in elements(html, "problem") if a["data-signature"] == SCRIPT_SIGNATURE]
     assert signature and SCRIPT_SIGNATURE in signature[0]  # shown as the text it is
     # A version of fewer than k machines is not offered, and a group of one version under k is hidden.
-    version_two = await page(client, RANGE + "&version=2.0")
+    version_two = await page(client, week() + "&version=2.0")
     assert [a["data-signature"] for a, _ in elements(version_two, "problem")] == ["Noisy@one.py:1", SCRIPT_SIGNATURE]
     assert 'option value="2.0"' in html and 'option value="1.0"' in html
 

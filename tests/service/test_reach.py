@@ -22,6 +22,11 @@ from ceip_core.service.reach import NO_DAY, add_day
 from ceip_core.service.storage import NewReport, open_storage
 
 
+def a_minute_ago() -> datetime:
+    """The newest moment a report may end at, at any hour: "today at noon" is in the future before noon."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+
+
 def problem_report(day: int) -> dict[str, Any]:
     """The part of a report that reach reads: one problem."""
     return {"product": "p", "product_version": "1.0", "problems": [{"kind": "error", "signature": "E@x.py:1"}]}
@@ -107,7 +112,7 @@ async def ask(client: Any, what: str, query: str = "") -> dict[str, Any]:
 async def test_late_days_deletions_and_versions_on_the_stores(make_client: Any) -> None:
     """Twelve machines over ten days, sent newest first (late arrivals everywhere), one upgrading, two deleted."""
     client = await make_client(attrs.evolve(config(), k=1))
-    today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+    today = a_minute_ago()
     fleet = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(12)]
     sent = []
     for back in range(9, -1, -1):  # oldest first, then the same machines' older days again, late
@@ -191,7 +196,7 @@ async def test_two_workers_folding_one_machines_reports_at_once_stay_exact(datab
     await first.open()
     await second.open()
     try:
-        today = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+        today = a_minute_ago()
         fleet = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(8)]
         items = [
             report(g, end=today - timedelta(days=b)) for b in range(12) for i, g in enumerate(fleet) if (b + i) % 3
