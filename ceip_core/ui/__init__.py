@@ -46,7 +46,10 @@ def _options_model(
 
 def _show(master: tk.Misc | None, build: Callable[[tk.Misc], _Dialog]) -> None:
     """Build the dialog in ``master`` (or in a hidden root of our own) and wait until it is closed."""
-    import tkinter as tk
+    try:
+        import tkinter as tk
+    except ImportError as exc:  # a Python built without Tk (see docs/users.md)
+        raise UIError(f"cannot open a window: this Python has no tkinter ({exc})") from None
 
     if master is not None:
         master.wait_window(build(master).window)
