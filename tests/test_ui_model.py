@@ -227,3 +227,15 @@ def test_the_compiler_reads_what_msgfmt_reads(tmp_path: Path) -> None:
     src.write_text('msgid "a"\nmsgstr "b"\nmsgctxt "menu"\n')
     with pytest.raises(po.CatalogError, match=r"x.po:3: cannot read"):
         po.parse_po(src)
+
+
+def test_ceip_options_names_what_is_wrong(sample, monkeypatch) -> None:
+    from click.testing import CliRunner
+
+    from ceip_core.cli import cli
+
+    result = CliRunner().invoke(cli, ["options", "nope"])
+    assert result.exit_code == 1 and "unknown product 'nope' (known: other, sample)" in result.output
+    monkeypatch.delenv("DISPLAY", raising=False)
+    result = CliRunner().invoke(cli, ["options", "sample"])
+    assert result.exit_code == 1 and "Error: cannot open a window: " in result.output, result.output
