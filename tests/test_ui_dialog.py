@@ -32,9 +32,13 @@ def _tool(name: str, package: str) -> str:
     return found
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def display() -> Iterator[str]:
-    """A fresh Xvfb server on a display number it picks itself (``-displayfd``), so runs never collide."""
+    """A fresh Xvfb server on a display number it picks itself (``-displayfd``), so runs never collide.
+
+    It lives until the session ends: tk keeps its connection to a display open after its last window is
+    gone, and the next tk event loop in this process (any later test) would exit the process if the
+    server had gone away."""
     xvfb = _tool("Xvfb", "xvfb")
     for name, package in (("xdotool", "xdotool"), ("import", "imagemagick")):
         _tool(name, package)
@@ -145,6 +149,13 @@ def test_opt_in_reset_opt_out_by_clicking(display: str, tk_root, sample, ceip_ho
     assert box[2] > 300 and box[3] > 300, box
     assert len(colours(shot, box)) >= 3, "the dialog's area is blank"
     assert colours(shot, (SIZE[0] - 10, SIZE[1] - 10, 10, 10)) == {b"\0\0\0"}  # the bare screen is black
+
+    # a change made elsewhere (``ceip consent out sample`` in a shell) shows in the open window
+    Consent(StateDB(ceip_home)).opt_out("sample")
+    until(tk_root, lambda: dialog.choice["sample"].get() == "out")
+    assert dialog.state_label["sample"].cget("text") == "Not taking part."
+    click(display, tk_root, dialog.take_part["sample"])
+    until(tk_root, lambda: disk.state("sample") is State.IN)
 
     click(display, tk_root, dialog.decline["sample"])
     until(tk_root, lambda: disk.state("sample") is State.OUT)

@@ -13,6 +13,8 @@ from tkinter import ttk
 from ceip_core.ui.model import Collected, FirstRun, OptionsModel
 
 _WRAP = 560
+#: How often the options window re-reads the state folder, in milliseconds.
+REFRESH_MS = 1000
 
 
 class OptionsDialog:
@@ -76,6 +78,13 @@ class OptionsDialog:
         self.close_button = ttk.Button(frame, text=_("Close"), command=self.close)
         self.close_button.pack(anchor="e")
         self.refresh()
+        self._poll()
+
+    def _poll(self) -> None:
+        """Follow changes made elsewhere (``ceip consent out`` in a shell, an upload) while the window is
+        open: one small read of the state database a second."""
+        self.refresh()
+        self._after = self.window.after(REFRESH_MS, self._poll)
 
     def _collected(self, parent: ttk.Frame, collected: tuple[Collected, ...]) -> None:
         box = ttk.Frame(parent)
@@ -121,6 +130,7 @@ class OptionsDialog:
         self.refresh()
 
     def close(self) -> None:
+        self.window.after_cancel(self._after)
         self.window.destroy()
 
 
