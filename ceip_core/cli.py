@@ -315,6 +315,18 @@ def purge(product: str | None, yes: bool) -> None:
     click.echo(f"Deleted {n} queued report(s).")
 
 
+@cli.command()
+@click.argument("product", required=False)
+def options(product: str | None) -> None:
+    """Open the Customer Feedback Options window for PRODUCT (default: every installed product)."""
+    from ceip_core import ui  # tkinter loads only here
+
+    try:
+        ui.show_options(product, plugins=_plugins())
+    except ui.UIError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
 # -- sending: where to (ceip config), upload, export -----------------------------------------------------
 # The client side of the receiving service. Uploads run in the foreground, or detached so that a product
 # never waits on the network (ceip_core.detached); export carries the queue to an air-gapped service.
