@@ -21,7 +21,9 @@ import orjson
 
 from ceip_core.service import rollups
 from ceip_core.service.storage import (
+    END_SESSIONS_SQL,
     SCHEMA_VERSION,
+    SESSION_EPOCH,
     Deletion,
     NewReport,
     StorageError,
@@ -236,6 +238,14 @@ class SQLiteStorage:
                 (orjson.dumps([seq for seq, _ in queued]),),
             )
         return len(queued)
+
+    def _end_sessions(self) -> None:
+        assert self._writer is not None, "storage is not open"
+        with _Transaction(self._writer) as db:
+            db.execute(END_SESSIONS_SQL, (SESSION_EPOCH,))
+
+    async def end_sessions(self) -> None:
+        await self._on(self._writer_thread, self._end_sessions)
 
     async def roll_up(self, limit: int = 5000, *, wait: bool = False) -> int:
         # One writer at a time: SQLite's lock already makes every caller wait for a fold in progress.
