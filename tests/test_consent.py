@@ -175,3 +175,30 @@ def test_opt_out_in_one_process_silences_a_recording_process_within_a_second(sam
     assert [i for i in items if i.kind == "report"] == []
     assert [i.kind for i in items if i.product == "sample"] == ["deletion"]
     assert spool.consent.guid() is not None  # "other" is still opted in
+
+
+def test_the_watcher_fails_closed_when_the_database_cannot_be_read(ceip_home: Path) -> None:
+    """A consent database that cannot be read means nothing is allowed, never "as before".
+
+    (A damaged file is repaired from the backup beside it, consent included; a path that is no database
+    at all cannot be.)"""
+    Consent(StateDB(ceip_home)).opt_in("sample")
+
+    class Listener:
+        def __init__(self) -> None:
+            self.seen: list[Mapping[str, int]] = []
+
+        def consent_changed(self, allowed: Mapping[str, int]) -> None:
+            self.seen.append(allowed)
+
+    listener = Listener()
+    watcher = ConsentWatcher(ceip_home)
+    try:
+        assert list(watcher.subscribe(listener)) == ["sample"]
+        database = StateDB(ceip_home).path
+        for part in database.parent.glob(database.name + "*"):
+            part.unlink()
+        database.mkdir()  # in its place: a folder, which no process can open as a database
+        wait_for(lambda: listener.seen and listener.seen[-1] == {}, timeout=5)
+    finally:
+        watcher.stop()

@@ -85,7 +85,8 @@ def test_reports_and_deletions_go_to_their_endpoints_as_gzip_batches(
     summary = upload(spool, fake_service.url)
     assert summary.accepted == 4 and spool.stats().reports == spool.stats().deletions == 0
     assert set(fake_service.stored) == ids
-    assert sorted(path for _, path in fake_service.requests if path != "/v1/policy") == ["/v1/deletions", "/v1/reports"]
+    # In the documented order: deletion requests first, so no report can arrive after its machine's deletion.
+    assert [path for _, path in fake_service.requests if path != "/v1/policy"] == ["/v1/deletions", "/v1/reports"]
     for headers in fake_service.headers:
         assert headers["Content-Encoding"] == "gzip"
         assert headers["Content-Type"] == "application/vnd.ceip.batch+json"

@@ -21,8 +21,9 @@ from aiohttp import web
 from ceip_core.service import queries
 from ceip_core.service.auth import authorized
 from ceip_core.service.config import ServiceConfig
-from ceip_core.service.dashboard import Dashboard, add_routes, signed_in
+from ceip_core.service.dashboard import Dashboard, add_routes
 from ceip_core.service.groupcommit import GroupCommitter
+from ceip_core.service.headers import add_security_headers
 from ceip_core.service.ingest import Ingest, guids_of
 from ceip_core.service.limits import BodyError, RateLimiter, read_batch
 from ceip_core.service.storage import Storage, StorageUnavailable, open_storage
@@ -34,6 +35,7 @@ TOKEN = web.AppKey("token", str)
 STORAGE = web.AppKey("storage", Storage)
 INGEST = web.AppKey("ingest", Ingest)
 RATE = web.AppKey("rate", RateLimiter)
+DASHBOARD = web.AppKey("dashboard", Dashboard)
 
 #: Seconds a client should wait when the database is unavailable.
 RETRY_UNAVAILABLE_S = 5
@@ -137,7 +139,9 @@ async def readyz(request: web.Request) -> web.Response:
 async def query(request: web.Request) -> web.Response:
     """``GET /v1/query/<name>``: aggregates only, behind the bearer token (or a dashboard session)."""
     token = request.app[TOKEN]
-    if not authorized(request.headers.get("Authorization"), token) and not signed_in(request, token):
+    if not authorized(request.headers.get("Authorization"), token) and not await request.app[DASHBOARD].signed_in(
+        request
+    ):
         return _error(401, "unauthorized", "send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"})
     run = queries.QUERIES.get(request.match_info["name"])
     if run is None:
@@ -175,7 +179,9 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
     app.router.add_get("/v1/query/{name}", query)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    add_routes(app, Dashboard(app[STORAGE], token, config.k, sorted(config.allowlist)))
+    app[DASHBOARD] = Dashboard(app[STORAGE], token, config.k, sorted(config.allowlist))
+    add_routes(app, app[DASHBOARD])
+    add_security_headers(app)
     return app
 
 

@@ -5,8 +5,10 @@ the project has no build step, and a handful of chart shapes (a bar, a sparkline
 horizontal bars, percentile ranges) take a few lines each. Nothing runs in the browser, so the
 dashboard's Content-Security-Policy forbids scripts altogether.
 
-Every label may come from a report (a problem signature is text a client chose), so every piece of text
-goes through :func:`esc`; numbers are formatted here, never pasted in. Each chart has ``role="img"``, an
+Every label may come from a report (a problem signature is text a client chose), so no markup is built
+from plain strings: each piece is a :class:`markupsafe.Markup` template whose ``format`` escapes every
+argument, and a chart is ``Markup`` the page templates (``templates/``) insert as it is. Numbers are
+formatted here, never pasted in. Each chart has ``role="img"``, an
 ``aria-label`` and ``<title>`` tooltips, so its numbers can be read without seeing it. Colours and fonts
 come from classes in ``static/dashboard.css``, not from style attributes (the policy forbids those too).
 """
@@ -15,12 +17,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from html import escape
 
+from markupsafe import Markup
 
-def esc(text: object) -> str:
-    """Text (or a number) made safe for HTML and SVG content and attribute values."""
-    return escape(str(text), quote=True)
+M = Markup
 
 
 def number(value: float) -> str:
@@ -37,46 +37,50 @@ def percent(share: float) -> str:
     return f"{share * 100:.0f}%" if share >= 0.01 or share == 0 else f"{share * 100:.1g}%"
 
 
-def _svg(css: str, width: float, height: float, label: str, body: str) -> str:
-    return (
-        f'<svg class="chart {css}" viewBox="0 0 {width:g} {height:g}" width="{width:g}" height="{height:g}" '
-        f'role="img" aria-label="{esc(label)}"><title>{esc(label)}</title>{body}</svg>'
-    )
+def _svg(css: str, width: float, height: float, label: str, body: Markup) -> Markup:
+    return M(
+        '<svg class="chart {css}" viewBox="0 0 {w:g} {h:g}" width="{w:g}" height="{h:g}" role="img" '
+        'aria-label="{label}"><title>{label}</title>{body}</svg>'
+    ).format(css=css, w=width, h=height, label=label, body=body)
 
 
-def bar(value: float, maximum: float, label: str, *, width: int = 120, height: int = 12, css: str = "bar") -> str:
+def _join(parts: Sequence[Markup]) -> Markup:
+    return M("").join(parts)
+
+
+def bar(value: float, maximum: float, label: str, *, width: int = 120, height: int = 12, css: str = "bar") -> Markup:
     """One horizontal bar, ``value`` out of ``maximum``: for a table cell."""
     filled = 0.0 if maximum <= 0 else max(1.0, width * min(value, maximum) / maximum)
-    body = f'<rect class="track" width="{width}" height="{height}"/>'
-    body += f'<rect class="fill" width="{filled:.1f}" height="{height}"/>'
+    body = M('<rect class="track" width="{w}" height="{h}"/><rect class="fill" width="{f:.1f}" height="{h}"/>').format(
+        w=width, h=height, f=filled
+    )
     return _svg(css, width, height, label, body)
 
 
-def sparkline(values: Sequence[int | None], label: str, *, width: int = 120, height: int = 24) -> str:
+def sparkline(values: Sequence[int | None], label: str, *, width: int = 120, height: int = 24) -> Markup:
     """A line of one value per day; ``None`` (a day under k machines) breaks the line and is marked."""
     top = max((v for v in values if v is not None), default=0) or 1
     step = width / max(1, len(values) - 1)
     pad = 2
-    segments: list[list[str]] = [[]]
+    segments: list[list[tuple[float, float]]] = [[]]
     marks = []
     for i, v in enumerate(values):
         x = i * step
         if v is None:
             segments.append([])
-            marks.append(f'<rect class="hidden" x="{x - 1:.1f}" y="{height - 3}" width="2" height="3"/>')
+            marks.append(M('<rect class="hidden" x="{:.1f}" y="{}" width="2" height="3"/>').format(x - 1, height - 3))
             continue
-        y = height - pad - (height - 2 * pad) * v / top
-        segments[-1].append(f"{x:.1f},{y:.1f}")
-    lines = "".join(f'<polyline points="{" ".join(s)}"/>' for s in segments if len(s) > 1)
-    dots = "".join(
-        f'<circle r="1.5" cx="{s[0].split(",")[0]}" cy="{s[0].split(",")[1]}"/>' for s in segments if len(s) == 1
-    )
-    return _svg("sparkline", width, height, label, lines + dots + "".join(marks))
+        segments[-1].append((x, height - pad - (height - 2 * pad) * v / top))
+    lines = [
+        M('<polyline points="{}"/>').format(" ".join(f"{x:.1f},{y:.1f}" for x, y in s)) for s in segments if len(s) > 1
+    ]
+    dots = [M('<circle r="1.5" cx="{:.1f}" cy="{:.1f}"/>').format(*s[0]) for s in segments if len(s) == 1]
+    return _svg("sparkline", width, height, label, _join(lines + dots + marks))
 
 
 def columns(
     points: Sequence[tuple[str, int | None]], label: str, unit: str, *, css: str = "columns", height: int = 140
-) -> str:
+) -> Markup:
     """Columns, one per day (``(day, value)``), with the largest value and the first and last day marked.
 
     ``None`` is a day whose value is not shown (under k machines): no column, and the tooltip says so.
@@ -85,48 +89,70 @@ def columns(
     top = max((v for _, v in points if v is not None), default=0) or 1
     slot = (width - left) / max(1, len(points))
     plot = height - bottom - top_pad
+    base = height - bottom
     body = [
-        f'<line class="axis" x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}"/>',
-        f'<text class="tick" x="{left - 4}" y="{top_pad + 4}" text-anchor="end">{esc(number(top))}</text>',
-        f'<text class="tick" x="{left - 4}" y="{height - bottom}" text-anchor="end">0</text>',
+        M('<line class="axis" x1="{l}" y1="{b}" x2="{w}" y2="{b}"/>').format(l=left, b=base, w=width),
+        M('<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>').format(left - 4, top_pad + 4, number(top)),
+        M('<text class="tick" x="{}" y="{}" text-anchor="end">0</text>').format(left - 4, base),
     ]
     for i, (day, value) in enumerate(points):
         x = left + i * slot
         tip = f"{day}: {number(value)} {unit}" if value is not None else f"{day}: fewer than k {unit}"
         h = 0.0 if value is None else max(1.0 if value else 0.0, plot * value / top)
         body.append(
-            f'<rect class="col" x="{x + slot * 0.1:.1f}" y="{height - bottom - h:.1f}" width="{slot * 0.8:.1f}" '
-            f'height="{h:.1f}" data-day="{esc(day)}" data-value="{"" if value is None else value}">'
-            f"<title>{esc(tip)}</title></rect>"
+            M(
+                '<rect class="col" x="{x:.1f}" y="{y:.1f}" width="{w:.1f}" height="{h:.1f}" data-day="{day}" '
+                'data-value="{value}"><title>{tip}</title></rect>'
+            ).format(
+                x=x + slot * 0.1, y=base - h, w=slot * 0.8, h=h, day=day, value="" if value is None else value, tip=tip
+            )
         )
     if points:
-        body.append(f'<text class="tick" x="{left}" y="{height - 4}">{esc(points[0][0])}</text>')
-        body.append(f'<text class="tick" x="{width}" y="{height - 4}" text-anchor="end">{esc(points[-1][0])}</text>')
-    return _svg(css, width, height, label, "".join(body))
+        body.append(M('<text class="tick" x="{}" y="{}">{}</text>').format(left, height - 4, points[0][0]))
+        body.append(
+            M('<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>').format(width, height - 4, points[-1][0])
+        )
+    return _svg(css, width, height, label, _join(body))
 
 
-def hbars(rows: Sequence[tuple[str, float, str, Mapping[str, object]]], label: str, *, css: str = "hbars") -> str:
+def hbars(rows: Sequence[tuple[str, float, str, Mapping[str, object]]], label: str, *, css: str = "hbars") -> Markup:
     """Horizontal bars, labels on the left: ``(label, share from 0 to 1, text at the bar's end, data)`` per
     row, where ``data`` becomes the row's ``data-*`` attributes (the exact numbers behind the text)."""
     width, left, row_h, right = 560, 200, 20, 110
     height = max(1, len(rows)) * row_h
+    track = width - left - right
     body = []
     for i, (name, share, text, data) in enumerate(rows):
         y = i * row_h
-        attributes = "".join(f' data-{esc(k)}="{esc(v)}"' for k, v in data.items())
-        w = max(1.0 if share > 0 else 0.0, (width - left - right) * min(share, 1.0))
+        attributes = _join([M(' data-{}="{}"').format(k, v) for k, v in data.items()])
+        w = max(1.0 if share > 0 else 0.0, track * min(share, 1.0))
         shown = name if len(name) <= 30 else name[:29] + "…"
         body.append(
-            f'<g class="row"{attributes}><title>{esc(f"{name}: {text}")}</title>'
-            f'<text class="label" x="{left - 6}" y="{y + 14}" text-anchor="end">{esc(shown)}</text>'
-            f'<rect class="track" x="{left}" y="{y + 4}" width="{width - left - right}" height="{row_h - 8}"/>'
-            f'<rect class="fill" x="{left}" y="{y + 4}" width="{w:.1f}" height="{row_h - 8}"/>'
-            f'<text class="value" x="{left + w + 6:.1f}" y="{y + 14}">{esc(text)}</text></g>'
+            M(
+                '<g class="row"{attributes}><title>{tip}</title>'
+                '<text class="label" x="{lx}" y="{ty}" text-anchor="end">{shown}</text>'
+                '<rect class="track" x="{left}" y="{ry}" width="{track}" height="{rh}"/>'
+                '<rect class="fill" x="{left}" y="{ry}" width="{w:.1f}" height="{rh}"/>'
+                '<text class="value" x="{vx:.1f}" y="{ty}">{text}</text></g>'
+            ).format(
+                attributes=attributes,
+                tip=f"{name}: {text}",
+                lx=left - 6,
+                ty=y + 14,
+                shown=shown,
+                left=left,
+                ry=y + 4,
+                track=track,
+                rh=row_h - 8,
+                w=w,
+                vx=left + w + 6,
+                text=text,
+            )
         )
-    return _svg(css, width, height, label, "".join(body))
+    return _svg(css, width, height, label, _join(body))
 
 
-def ranges(rows: Sequence[tuple[str, float, float, float]], label: str) -> str:
+def ranges(rows: Sequence[tuple[str, float, float, float]], label: str) -> Markup:
     """Percentiles per version on a log scale: a line from p50 to p99, marks at p50, p90 and p99.
 
     One row per version, in version order, so a regression shows as marks moving right.
@@ -143,22 +169,24 @@ def ranges(rows: Sequence[tuple[str, float, float, float]], label: str) -> str:
     height = len(rows) * row_h + axis_h
     body = []
     for decade in range(lo, hi + 1):
+        at = x(10.0**decade)
+        body.append(M('<line class="grid" x1="{x:.1f}" y1="0" x2="{x:.1f}" y2="{y}"/>').format(x=at, y=height - axis_h))
         body.append(
-            f'<line class="grid" x1="{x(10.0**decade):.1f}" y1="0" x2="{x(10.0**decade):.1f}" y2="{height - axis_h}"/>'
-        )
-        body.append(
-            f'<text class="tick" x="{x(10.0**decade):.1f}" y="{height - 4}" text-anchor="middle">'
-            f"{esc(number(10.0**decade))}</text>"
+            M('<text class="tick" x="{:.1f}" y="{}" text-anchor="middle">{}</text>').format(
+                at, height - 4, number(10.0**decade)
+            )
         )
     for i, (version, p50, p90, p99) in enumerate(rows):
         y = i * row_h + row_h / 2
         tip = f"{version}: p50 {number(p50)}, p90 {number(p90)}, p99 {number(p99)}"
         body.append(
-            f'<g class="range"><title>{esc(tip)}</title>'
-            f'<text class="label" x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{esc(version)}</text>'
-            f'<line class="spread" x1="{x(p50):.1f}" y1="{y:.1f}" x2="{x(p99):.1f}" y2="{y:.1f}"/>'
-            f'<circle class="p50" r="4" cx="{x(p50):.1f}" cy="{y:.1f}"/>'
-            f'<circle class="p90" r="3" cx="{x(p90):.1f}" cy="{y:.1f}"/>'
-            f'<circle class="p99" r="3" cx="{x(p99):.1f}" cy="{y:.1f}"/></g>'
+            M(
+                '<g class="range"><title>{tip}</title>'
+                '<text class="label" x="{lx}" y="{ty:.1f}" text-anchor="end">{version}</text>'
+                '<line class="spread" x1="{a:.1f}" y1="{y:.1f}" x2="{c:.1f}" y2="{y:.1f}"/>'
+                '<circle class="p50" r="4" cx="{a:.1f}" cy="{y:.1f}"/>'
+                '<circle class="p90" r="3" cx="{b:.1f}" cy="{y:.1f}"/>'
+                '<circle class="p99" r="3" cx="{c:.1f}" cy="{y:.1f}"/></g>'
+            ).format(tip=tip, lx=left - 6, ty=y + 4, version=version, a=x(p50), b=x(p90), c=x(p99), y=y)
         )
-    return _svg("ranges", width, height, label, "".join(body))
+    return _svg("ranges", width, height, label, _join(body))

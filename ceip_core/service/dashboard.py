@@ -7,28 +7,37 @@ session is redirected to the login page, which trades the query token for a sess
 (``ceip_core.service.sessions``).
 
 Every number on a page is an answer of ``ceip_core.service.queries``, the code behind the query API and
-``ceip report``, for the same filters: the page shows what the API says, k-anonymity included. The
-pages are plain HTML and server-side SVG without a single script, and the Content-Security-Policy
-forbids scripts, so text from a report can only ever be text.
+``ceip report``, for the same filters: the page shows what the API says, k-anonymity included. Pages are
+Jinja2 templates (``templates/``) with autoescape on, and plain HTML and server-side SVG without a single
+script; the Content-Security-Policy forbids scripts, so text from a report can only ever be text.
+
+A page is rendered off the event loop (in a worker thread) with a bounded number of rows per panel, so
+however much a sender stored, one page request cannot hold up ingest, health checks or other pages.
+
+The login and logout forms accept a POST only from the service's own pages (``Origin`` and
+``Sec-Fetch-Site`` checks), and failed logins are throttled.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Callable, Mapping
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlsplit
 
 import attrs
+import jinja2
 from aiohttp import web
 from attrs import frozen
 
 from ceip_core.service import panels, queries, sessions
 from ceip_core.service.auth import matches
-from ceip_core.service.charts import esc, number
+from ceip_core.service.charts import number
 from ceip_core.service.rollups import DAY_S
-from ceip_core.service.storage import Storage, StorageUnavailable
+from ceip_core.service.storage import Storage, StorageUnavailable, session_epoch
 
 DASHBOARD = "/dashboard"
 LOGIN = "/dashboard/login"
@@ -39,6 +48,9 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 400
 #: The quick ranges offered above every page, in days.
 QUICK_DAYS = (7, 30, 90, 365)
+#: Failed logins allowed per worker within ``LOGIN_WINDOW_S``; past that, logins answer 429 for a while.
+MAX_FAILED_LOGINS = 10
+LOGIN_WINDOW_S = 60.0
 #: Answers never go to a cache or another site; scripts, frames and foreign resources are refused.
 HEADERS = {
     "Content-Security-Policy": (
@@ -49,6 +61,14 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+_templates = jinja2.Environment(
+    loader=jinja2.PackageLoader("ceip_core.service", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 @frozen
@@ -91,17 +111,11 @@ class View:
         return {**found, **changes}
 
 
-def _today() -> int:
-    return int(time.time() // DAY_S)
-
-
-def _html(body: str, status: int = 200) -> web.Response:
-    return web.Response(text=body, status=status, content_type="text/html", charset="utf-8", headers=HEADERS)
-
-
-def signed_in(request: web.Request, token: str) -> bool:
-    """True if the request carries a valid session cookie."""
-    return sessions.valid(request.cookies.get(sessions.COOKIE), token)
+async def _render(name: str, status: int = 200, **context: Any) -> web.Response:
+    """A template rendered in a worker thread, as an HTML answer with the page headers."""
+    context = {"stylesheet": panels.STYLESHEET, "logout_url": LOGOUT, "login_url": LOGIN, "signed_in": False, **context}
+    text = await asyncio.to_thread(_templates.get_template(name).render, context)
+    return web.Response(text=text, status=status, content_type="text/html", charset="utf-8", headers=HEADERS)
 
 
 def _safe_next(target: str | None) -> str:
@@ -111,35 +125,98 @@ def _safe_next(target: str | None) -> str:
     return DASHBOARD
 
 
+def same_origin(request: web.Request) -> bool:
+    """False if a browser says this request comes from another site's page (a cross-site form post).
+
+    Browsers send ``Origin`` with every form post and ``Sec-Fetch-Site`` with most requests; a client
+    that is not a browser sends neither and cannot be made to act for a person, so it passes.
+    """
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme == request.scheme and parts.netloc == request.host
+
+
+class LoginThrottle:
+    """Counts failed logins in a sliding window, per worker and in memory only (nothing about the sender).
+
+    The query token has 256 bits when generated, so guessing is hopeless anyway; the throttle keeps a
+    chosen, shorter token from being tried at the speed of the network.
+    """
+
+    def __init__(self, limit: int = MAX_FAILED_LOGINS, window_s: float = LOGIN_WINDOW_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:  # fmt: skip
+        self.limit, self.window_s, self.clock = limit, window_s, clock
+        self._failures: deque[float] = deque()
+
+    def _expire(self) -> None:
+        while self._failures and self._failures[0] <= self.clock() - self.window_s:
+            self._failures.popleft()
+
+    def retry_after(self) -> float:
+        """Seconds until a login may be tried again, or 0 if it may be tried now."""
+        self._expire()
+        if len(self._failures) < self.limit:
+            return 0.0
+        return self._failures[0] + self.window_s - self.clock()
+
+    def failed(self) -> None:
+        self._expire()
+        self._failures.append(self.clock())
+
+
 class Dashboard:
     """The dashboard's handlers, for one service: its storage, its k and its token."""
 
-    def __init__(self, storage: Storage, token: str, k: int, products: list[str]) -> None:
+    def __init__(self, storage: Storage, token: str, k: int, products: list[str],
+                 today: Callable[[], int] | None = None) -> None:  # fmt: skip
         self.storage = storage
         self.token = token
         self.k = k
         self.products = products
+        self.today = today or (lambda: int(time.time() // DAY_S))
+        self.throttle = LoginThrottle()
+
+    async def signed_in(self, request: web.Request) -> bool:
+        """True if the request carries a valid session cookie of the current session epoch."""
+        cookie = request.cookies.get(sessions.COOKIE)
+        if not cookie:
+            return False
+        return sessions.valid(cookie, self.token, await session_epoch(self.storage))
 
     # -- login ------------------------------------------------------------------------------------
 
     async def login_page(self, request: web.Request) -> web.Response:
         target = _safe_next(request.query.get("next"))
-        if signed_in(request, self.token):
+        if await self.signed_in(request):
             raise web.HTTPSeeOther(target)
-        return _html(panels.page("ceip: log in", panels.login_form(target, None)))
+        return await _render("login.html", title="ceip: log in", next_url=target, error=None)
 
     async def login(self, request: web.Request) -> web.Response:
+        if not same_origin(request):
+            return await _render("login.html", 403, title="ceip: log in", next_url=DASHBOARD,
+                                 error="This login came from another site's page; log in here instead.")  # fmt: skip
+        wait = self.throttle.retry_after()
+        if wait > 0:
+            response = await _render("login.html", 429, title="ceip: log in", next_url=DASHBOARD,
+                                     error="Too many wrong tokens; try again in a minute.")  # fmt: skip
+            response.headers["Retry-After"] = str(max(1, round(wait)))
+            return response
         form: dict[str, list[str]] = {}
         if request.content_type == "application/x-www-form-urlencoded":  # what the login form sends
             form = parse_qs((await request.read()).decode("utf-8", "replace"))
         given, target = form.get("token", [""])[0], _safe_next(form.get("next", [""])[0])
         if not matches(given, self.token):
-            body = panels.login_form(target, "That is not the query token. Try again.")
-            return _html(panels.page("ceip: log in", body), status=401)
+            self.throttle.failed()
+            error = "That is not the query token. Try again."
+            return await _render("login.html", 401, title="ceip: log in", next_url=target, error=error)
         response = web.HTTPSeeOther(target)
         response.set_cookie(
             sessions.COOKIE,
-            sessions.issue(self.token),
+            sessions.issue(self.token, await session_epoch(self.storage)),
             max_age=sessions.SESSION_TTL_S,
             path="/",
             httponly=True,
@@ -149,6 +226,10 @@ class Dashboard:
         raise response
 
     async def logout(self, request: web.Request) -> web.Response:
+        if not same_origin(request):
+            raise web.HTTPForbidden(text="a logout must come from the dashboard's own page")
+        if await self.signed_in(request):  # a copy of the cookie must stop working too, on every worker
+            await self.storage.end_sessions()
         response = web.HTTPSeeOther(LOGIN)
         response.del_cookie(sessions.COOKIE, path="/")
         raise response
@@ -156,77 +237,70 @@ class Dashboard:
     # -- pages ------------------------------------------------------------------------------------
 
     async def page(self, request: web.Request) -> web.Response:
-        if not signed_in(request, self.token):
+        if not await self.signed_in(request):
             raise web.HTTPSeeOther(f"{LOGIN}?next={quote(request.path_qs, safe='')}")
-        title, status = "ceip dashboard", 200
+        context: dict[str, Any] = {"title": "ceip dashboard", "signed_in": True, "error": None, "index": None}
+        status, view = 200, None
         try:
-            view = View.parse(request.query, _today())
-            title = f"ceip: {view.product}" if view.product else title
-            body = await (self._product(view) if view.product else self._index(view))
+            view = View.parse(request.query, self.today())
+            context["title"] = f"ceip: {view.product}" if view.product else context["title"]
+            context |= await (self._product(view) if view.product else self._index(view))
         except queries.QueryError as exc:
-            body, status = self._header(None) + panels.error_panel(str(exc)), 400
+            context |= {"nav": self._nav(None), "error": str(exc)}
+            status = 400
         except StorageUnavailable:
             message = "The database is unavailable right now; reload the page in a moment."
-            body, status = self._header(view) + panels.error_panel(message), 503
-        return _html(panels.page(title, body, header=panels.logout_button()), status)
+            context |= {"nav": self._nav(view), "error": message}
+            status = 503
+        return await _render("dashboard.html", status, **context)
 
-    def _header(self, view: View | None) -> str:
-        """Product navigation and the range form."""
+    def _nav(self, view: View | None) -> list[dict[str, Any]]:
+        """Product navigation."""
         if view is None:
-            return f'<nav class="products"><a href="{DASHBOARD}">All products</a></nav>'
-        nav = [f'<a href="{panels.link(DASHBOARD, view.params(product=None, version=None))}"'
-               f'{" class=current" if view.product is None else ""}>All products</a>']  # fmt: skip
+            return [{"href": DASHBOARD, "label": "All products", "current": False}]
+        items = [{"href": panels.link(DASHBOARD, view.params(product=None, version=None)), "label": "All products",
+                  "current": view.product is None}]  # fmt: skip
         for product in self.products:
-            css = " class=current" if product == view.product else ""
             href = panels.link(DASHBOARD, view.params(product=product, version=None))
-            nav.append(f'<a href="{href}"{css}>{esc(product)}</a>')
-        return f'<nav class="products">{"".join(nav)}</nav>'
+            items.append({"href": href, "label": product, "current": product == view.product})
+        return items
 
-    def _range_form(self, view: View, versions: list[str]) -> str:
-        options = [f'<option value=""{"" if view.version else " selected"}>All versions</option>']
-        for version in versions:
-            selected = " selected" if version == view.version else ""
-            options.append(f'<option value="{esc(version)}"{selected}>{esc(version)}</option>')
-        quick = []
-        for days in QUICK_DAYS:
-            until = _today()
-            params = view.params(since=queries.day_text(until - days + 1), until=queries.day_text(until))
-            quick.append(f'<a href="{panels.link(DASHBOARD, params)}">last {days} days</a>')
-        product = esc(view.product or "")
-        return (
-            f'<form class="range" method="get" action="{DASHBOARD}">'
-            f'<input type="hidden" name="product" value="{product}">'
-            f'<label>Version <select name="version">{"".join(options)}</select></label>'
-            f'<label>From <input type="date" name="since" value="{queries.day_text(view.since)}"></label>'
-            f'<label>To <input type="date" name="until" value="{queries.day_text(view.until)}"></label>'
-            f'<button type="submit">Show</button><span class="quick">{" · ".join(quick)}</span></form>'
-        )
+    def _range_form(self, view: View, versions: list[str]) -> dict[str, Any]:
+        until = self.today()
+        quick = [
+            {"days": days, "href": panels.link(DASHBOARD, view.params(since=queries.day_text(until - days + 1),
+                                                                     until=queries.day_text(until)))}
+            for days in QUICK_DAYS
+        ]  # fmt: skip
+        return {
+            "action": DASHBOARD,
+            "product": view.product or "",
+            "version": view.version,
+            "versions": versions,
+            "since": queries.day_text(view.since),
+            "until": queries.day_text(view.until),
+            "quick": quick,
+        }
 
     async def _ask(self, name: str, filters: queries.Filters) -> dict[str, Any]:
         return await queries.QUERIES[name](self.storage, filters, self.k)
 
-    async def _index(self, view: View) -> str:
+    async def _index(self, view: View) -> dict[str, Any]:
         """Every allowlisted product, with its active machines in the range."""
         answer = await self._ask("versions", view.filters)
         machines = {r["product"]: r["machines"] for r in answer["versions"] if r["version"] is None}
         rows = []
         for product in self.products:
-            href = panels.link(DASHBOARD, view.params(product=product))
             n = machines.get(product)
-            shown = number(n) if n is not None else f"none, or fewer than {self.k}"
-            rows.append(
-                f'<tr class="product" data-product="{esc(product)}" data-machines="{n or ""}">'
-                f'<td><a href="{href}">{esc(product)}</a></td><td class="n">{shown}</td></tr>'
-            )
-        table = (
-            '<section class="panel"><h1>Products</h1><p class="why">Machines that used each product in the range. '
-            "Open a product for its problems, feature adoption, configuration, performance and participation.</p>"
-            '<table class="products"><thead><tr><th>Product</th><th>Active machines</th></tr></thead>'
-            f"<tbody>{''.join(rows)}</tbody></table></section>"
-        )
-        return self._header(view) + self._range_form(view, []) + table
+            rows.append({
+                "product": product,
+                "machines": n,
+                "href": panels.link(DASHBOARD, view.params(product=product)),
+                "shown": number(n) if n is not None else f"none, or fewer than {self.k}",
+            })  # fmt: skip
+        return {"nav": self._nav(view), "form": self._range_form(view, []), "index": {"rows": rows}}
 
-    async def _product(self, view: View) -> str:
+    async def _product(self, view: View) -> dict[str, Any]:
         """A product's page: every panel, for the view's version and range."""
         filters = view.filters
         every_version = await self._ask("versions", attrs.evolve(filters, version=None))
@@ -240,21 +314,23 @@ class Dashboard:
         shown = [r for r in every_version["versions"] if r["version"] == view.version]
         active = shown[0]["machines"] if shown else None
         optouts = sum(r["requests"] for r in answers["participation"]["deletions"])
-        title = f'<h1>{esc(view.product)} <span class="version">{esc(view.version or "all versions")}'
-        title += f'</span> <span class="range">{view.days[0]} to {view.days[-1]}</span></h1>'
-        return "".join(
-            [
-                self._header(view),
-                self._range_form(view, versions),
-                title,
-                panels.summary(active, len(answers["problems"]["problems"]), optouts, self.k),
-                panels.problems(answers["problems"], answers["trends"], view.days, api("problems")),
-                panels.features(answers["features"], api("features")),
-                panels.config(answers["config"], api("config")),
-                panels.performance(answers["timings"], api("timings")),
-                panels.participation(answers["participation"], view.days, api("participation")),
-            ]
+        days = view.days
+        # The panels are built in a worker thread too: their cost grows with what is stored.
+        built = await asyncio.to_thread(
+            lambda: {
+                "name": view.product,
+                "version": view.version,
+                "first_day": days[0],
+                "last_day": days[-1],
+                "summary": panels.summary(active, len(answers["problems"]["problems"]), optouts, self.k),
+                "problems": panels.problems(answers["problems"], answers["trends"], days, api("problems")),
+                "features": panels.features(answers["features"], api("features")),
+                "config": panels.config(answers["config"], api("config")),
+                "performance": panels.performance(answers["timings"], api("timings")),
+                "participation": panels.participation(answers["participation"], days, api("participation")),
+            }
         )
+        return {"nav": self._nav(view), "form": self._range_form(view, versions), "product": built}
 
 
 async def stylesheet(request: web.Request) -> web.Response:

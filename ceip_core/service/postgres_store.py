@@ -22,7 +22,9 @@ import orjson
 
 from ceip_core.service import rollups
 from ceip_core.service.storage import (
+    END_SESSIONS_SQL,
     SCHEMA_VERSION,
+    SESSION_EPOCH,
     Deletion,
     NewReport,
     StorageError,
@@ -275,6 +277,12 @@ class PostgresStorage:
             return len(queued)
 
         return await self._run(run)
+
+    async def end_sessions(self) -> None:
+        async def run(conn: asyncpg.Connection) -> None:
+            await conn.execute(END_SESSIONS_SQL.replace("?", "$1"), SESSION_EPOCH)
+
+        await self._run(run)
 
     # -- reading ------------------------------------------------------------------------------------
 

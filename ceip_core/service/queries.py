@@ -35,17 +35,34 @@ class QueryError(ValueError):
     """A query parameter that cannot be used; the message says which and what is expected."""
 
 
+#: The days a query may name: from the epoch to the last day whose every hour stays in year 9999.
+FIRST_DAY = 0
+LAST_DAY = date(9999, 12, 30).toordinal() - date(1970, 1, 1).toordinal()
+
+
 def parse_day(text: str, name: str) -> int:
-    """A day (``2026-11-22``) or a timestamp with offset, as days since 1970-01-01 (UTC)."""
+    """A day (``2026-11-22``) or a timestamp with offset, as days since 1970-01-01 (UTC).
+
+    Days outside ``FIRST_DAY``..``LAST_DAY`` are refused: ``9999-12-31T23:00:00-14:00`` is a valid
+    timestamp whose UTC day no ``date`` can hold, and the rollups hold nothing before 1970.
+    """
+    expected = f"{name}={text!r}: expected a date like 2026-11-22 or an ISO 8601 timestamp"
     try:
-        if len(text) == 10:
-            return date.fromisoformat(text).toordinal() - date(1970, 1, 1).toordinal()
-        moment = datetime.fromisoformat(text)
+        moment = date.fromisoformat(text) if len(text) == 10 else datetime.fromisoformat(text)
     except ValueError:
-        raise QueryError(f"{name}={text!r}: expected a date like 2026-11-22 or an ISO 8601 timestamp") from None
-    if moment.tzinfo is None:
+        raise QueryError(expected) from None
+    if not isinstance(moment, datetime):
+        day = moment.toordinal() - date(1970, 1, 1).toordinal()
+    elif moment.tzinfo is None:
         raise QueryError(f"{name}={text!r}: a timestamp needs a UTC offset, e.g. 2026-11-22T12:00:00+00:00")
-    return int(moment.timestamp() // DAY_S)
+    else:
+        try:
+            day = int(moment.timestamp() // DAY_S)
+        except (ValueError, OverflowError):  # the UTC moment falls outside what datetime can hold
+            raise QueryError(expected) from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise QueryError(f"{name}={text!r}: expected a day from {day_text(FIRST_DAY)} to {day_text(LAST_DAY)}")
+    return day
 
 
 def day_text(day: int) -> str:

@@ -21,7 +21,9 @@ import orjson
 
 from ceip_core.service import rollups
 from ceip_core.service.storage import (
+    END_SESSIONS_SQL,
     SCHEMA_VERSION,
+    SESSION_EPOCH,
     Deletion,
     NewReport,
     StorageError,
@@ -71,8 +73,8 @@ def path_of(url: str) -> Path:
     return Path(unquote(parts.path))
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
+    db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     return db
@@ -108,9 +110,12 @@ class _Transaction:
 class SQLiteStorage:
     """The :class:`~ceip_core.service.storage.Storage` on one SQLite file."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, busy_timeout_s: float = 30) -> None:
+        """:param busy_timeout_s: how long a statement waits for a lock another process holds before the
+        database counts as unavailable (503 with Retry-After)."""
         self.url = url
         self.path = path_of(url)
+        self.busy_timeout_s = busy_timeout_s
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="ceip-sqlite-writer")
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="ceip-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
@@ -128,7 +133,7 @@ class SQLiteStorage:
 
     def _open_writer(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = db = _connect(self.path)
+        self._writer = db = _connect(self.path, self.busy_timeout_s)
         with _Transaction(db):
             found = db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone()
             version = found and db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
@@ -142,7 +147,7 @@ class SQLiteStorage:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
     def _open_reader(self) -> None:
-        self._reader = _connect(self.path)
+        self._reader = _connect(self.path, self.busy_timeout_s)
         self._reader.execute("PRAGMA query_only=ON")
 
     async def open(self) -> None:
@@ -236,6 +241,14 @@ class SQLiteStorage:
                 (orjson.dumps([seq for seq, _ in queued]),),
             )
         return len(queued)
+
+    def _end_sessions(self) -> None:
+        assert self._writer is not None, "storage is not open"
+        with _Transaction(self._writer) as db:
+            db.execute(END_SESSIONS_SQL, (SESSION_EPOCH,))
+
+    async def end_sessions(self) -> None:
+        await self._on(self._writer_thread, self._end_sessions)
 
     async def roll_up(self, limit: int = 5000, *, wait: bool = False) -> int:
         # One writer at a time: SQLite's lock already makes every caller wait for a fold in progress.

@@ -100,6 +100,27 @@ class Storage(Protocol):
         """Run a read-only query written with ``:name`` parameters; the rows."""
         ...
 
+    async def end_sessions(self) -> None:
+        """Move the dashboard's session epoch (``SESSION_EPOCH`` in ``meta``) on: every session ends."""
+        ...
+
+
+#: The ``meta`` key of the dashboard's session epoch (``ceip_core.service.sessions``); absent means 0.
+SESSION_EPOCH = "session_epoch"
+#: The query that reads it, in either dialect.
+SESSION_EPOCH_SQL = "SELECT value FROM meta WHERE key = :key"
+#: The statement that moves it on, with one positional parameter (the key): ``?`` here, ``$1`` on PostgreSQL.
+END_SESSIONS_SQL = (
+    "INSERT INTO meta (key, value) VALUES (?, '1') "
+    "ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(meta.value AS INTEGER) + 1 AS TEXT)"
+)
+
+
+async def session_epoch(storage: Storage) -> int:
+    """The dashboard's current session epoch, as every worker sees it."""
+    rows = await storage.query(SESSION_EPOCH_SQL, {"key": SESSION_EPOCH})
+    return int(rows[0][0]) if rows else 0
+
 
 def redact(url: str) -> str:
     """``url`` without its password, for messages."""

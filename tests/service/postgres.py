@@ -5,8 +5,10 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from service.factory import free_port
@@ -22,10 +24,21 @@ def _postgres_bin() -> Path:
     raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql, or set CEIP_TEST_POSTGRES_URL")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 class Cluster:
     """A throw-away PostgreSQL cluster in a temporary folder, on a free loopback port."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        """:param fsync: whether the server flushes to disk (off by default: the tests' own speed; on for
+        the tests that check what an acknowledgement promises)."""
+        self.fsync = fsync
         self.bindir = _postgres_bin()
         self.folder = Path(tempfile.mkdtemp(prefix="ceip-pg-"))
         self.as_user: list[str] = []
@@ -41,8 +54,20 @@ class Cluster:
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def start(self) -> None:
-        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync=off -c max_connections=200"
+        fsync = "on" if self.fsync else "off"
+        options = f"-h 127.0.0.1 -p {self.port} -k {self.folder} -c fsync={fsync} -c max_connections=200"
         self._run("pg_ctl", "-D", self.data, "-l", self.folder / "log", "-w", "-o", options, "start")
+
+    def crash(self) -> None:
+        """Kill the server without a shutdown, as a power cut or an OOM kill would: SIGKILL to the postmaster
+        and every backend, so nothing is flushed on the way out."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while (self.data / "postmaster.pid").exists() and _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
 
     def stop(self) -> None:
         self._run("pg_ctl", "-D", self.data, "-m", "immediate", "-w", "stop")

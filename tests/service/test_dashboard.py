@@ -13,7 +13,9 @@ from service.factory import GZIP, TOKEN, auth, body, report
 from service.page import elements
 from yarl import URL
 
-from ceip_core.service import panels, sessions
+from ceip_core.service import panels, queries, sessions
+from ceip_core.service.app import DASHBOARD
+from ceip_core.service.dashboard import LoginThrottle
 
 
 def week() -> str:
@@ -97,18 +99,20 @@ async def test_a_login_never_redirects_to_another_site(client: Any) -> None:
 
 async def test_forged_expired_and_malformed_cookies_are_refused(client: Any) -> None:
     now = datetime.now(UTC).timestamp()
-    good = sessions.issue(TOKEN)
-    expiry, nonce, mac = good.split(".")
+    good = sessions.issue(TOKEN, 0)
+    expiry, epoch, nonce, mac = good.split(".")
     refused = [
-        sessions.issue("another-token"),  # signed with another service's token
-        sessions.issue(TOKEN, now=now - sessions.SESSION_TTL_S - 1),  # expired
-        f"{int(expiry) + 3600}.{nonce}.{mac}",  # a later expiry, same signature
-        f"{expiry}.{nonce}.{'0' * len(mac)}",
-        "", "garbage", "a.b.c", "1.2", "ü.ö.ä", "9" * 400 + ".x.y",
+        sessions.issue("another-token", 0),  # signed with another service's token
+        sessions.issue(TOKEN, 0, now=now - sessions.SESSION_TTL_S - 1),  # expired
+        sessions.issue(TOKEN, 1),  # of another session epoch
+        f"{int(expiry) + 3600}.{epoch}.{nonce}.{mac}",  # a later expiry, same signature
+        f"{expiry}.{epoch}.{nonce}.{'0' * len(mac)}",
+        f"{expiry}.{nonce}.{mac}",  # the shape of the first version's cookies
+        "", "garbage", "a.b.c.d", "1.2", "ü.ö.ä.ë", "9" * 400 + ".0.x.y",
     ]  # fmt: skip
-    assert sessions.valid(good, TOKEN)
+    assert sessions.valid(good, TOKEN, 0)
     for cookie in refused:
-        assert not sessions.valid(cookie, TOKEN), cookie
+        assert not sessions.valid(cookie, TOKEN, 0), cookie
         client.session.cookie_jar.update_cookies({sessions.COOKIE: cookie})
         assert (await client.get("/dashboard", allow_redirects=False)).status == 303
         assert (await client.get("/v1/query/problems")).status == 401
@@ -194,10 +198,13 @@ async def test_every_number_respects_k_and_client_text_stays_text(client: Any) -
 @pytest.mark.parametrize(
     ("query", "status", "says"),
     [
-        ("product=sample&since=yesterday", 400, "since=&#x27;yesterday&#x27;"),
+        ("product=sample&since=yesterday", 400, "since=&#39;yesterday&#39;"),
         ("product=sample&since=2020-01-01&until=2026-01-01", 400, "longer than 400 days"),
         ("product=sample&since=2026-02-02&until=2026-01-01", 400, "since is after until"),
         ("product=sample&until=2026-13-45", 400, "expected a date"),
+        ("product=sample&until=9999-12-31T23:00:00-14:00", 400, "expected a day from 1970-01-01"),
+        ("product=sample&since=0001-01-01T00:00:00%2B01:00", 400, "expected a day from 1970-01-01"),
+        ("product=sample&since=9999-12-30", 400, "since is after until"),
         ("product=%3Cb%3Enope", 200, "&lt;b&gt;nope"),
         ("product=sample&version=%00", 400, "without NUL"),
         ("product=" + "x" * 256, 400, "at most 255 characters"),
@@ -210,6 +217,16 @@ async def test_bad_or_odd_parameters_get_a_page_not_an_error(client: Any, query:
     response = await client.get(f"/dashboard?{query}", allow_redirects=False)
     assert response.status == status
     assert says in await response.text()
+
+
+@pytest.mark.parametrize(
+    "query", ["until=9999-12-31T23:00:00-14:00", "since=0001-01-01T00:00:00%2B01:00", "since=9999-12-31"]
+)
+async def test_dates_out_of_range_are_a_bad_query_not_an_error(client: Any, query: str) -> None:
+    for what in queries.QUERIES:
+        response = await client.get(f"/v1/query/{what}?{query}", headers=auth())
+        assert response.status == 400, what
+        assert (await response.json())["error"] == "bad-query"
 
 
 async def test_the_product_list_links_every_allowlisted_product(client: Any) -> None:
@@ -226,4 +243,86 @@ async def test_a_page_lists_the_top_problems_and_points_to_the_rest(client: Any)
     await signed_in(client)
     html = await page(client)
     assert len(elements(html, "problem")) == panels.MAX_PROBLEMS
-    assert "2 more problem(s), ranked lower: see the JSON." in html
+    assert [t for _, t in elements(html, "more")] == ["2 more problem(s), ranked lower: see the JSON ."]
+
+
+async def test_a_sender_of_thousands_of_names_gets_bounded_panels(client: Any) -> None:
+    """One anonymous sender's invented names cannot make a page long (or slow): every panel is capped."""
+    names = 1000
+    fleet = [
+        report(
+            counters={f"c{i}": 1 for i in range(names)},
+            config={f"setting_{i}": "x" for i in range(names // 10)},
+            timings={f"t{i}_ms": [1, 2] for i in range(names // 10)},
+        )
+        for _ in range(5)
+    ]
+    assert (await client.post("/v1/reports", data=body(*fleet), headers=GZIP)).status == 200
+    await signed_in(client)
+    html = await page(client)
+    assert len(elements(html, "feature")) == panels.MAX_FEATURE_ROWS
+    assert len(elements(html, "metric")) == panels.MAX_METRICS
+    assert len({a["data-key"] for a, _ in elements(html, "row")}) == panels.MAX_CONFIG_KEYS
+    more = [t for _, t in elements(html, "more")]
+    assert f"{names - panels.MAX_FEATURE_ROWS} more feature row(s), ranked lower: see the JSON ." in more
+    assert f"{names // 10 - panels.MAX_METRICS} more metric(s), ranked lower: see the JSON ." in more
+    assert any(t.endswith("more configuration field(s), ranked lower: see the JSON .") for t in more)
+
+
+# -- forms and sessions -----------------------------------------------------------------------------------
+
+
+async def test_logout_ends_a_copied_session_on_every_worker(make_client: Any) -> None:
+    """Two services on one database (two workers): a cookie copied before logout stops working on both."""
+    first, second = await make_client(), await make_client()
+    cookie = (await login(first)).cookies[sessions.COOKIE].value
+    for client in (first, second):
+        client.session.cookie_jar.update_cookies({sessions.COOKIE: cookie})
+        assert (await client.get("/dashboard", allow_redirects=False)).status == 200
+    assert (await first.post("/dashboard/logout", allow_redirects=False)).status == 303
+    second.session.cookie_jar.update_cookies({sessions.COOKIE: cookie})  # the copy, still sent
+    assert (await second.get("/dashboard", allow_redirects=False)).status == 303
+    assert (await second.get("/v1/query/problems")).status == 401
+    again = (await login(second)).cookies[sessions.COOKIE].value  # a new login works everywhere
+    first.session.cookie_jar.update_cookies({sessions.COOKIE: again})
+    assert (await first.get("/dashboard", allow_redirects=False)).status == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Origin": "https://evil.example"}, {"Origin": "null"}, {"Sec-Fetch-Site": "cross-site"},
+     {"Sec-Fetch-Site": "same-site"}],
+)  # fmt: skip
+async def test_login_and_logout_refuse_a_post_from_another_site(client: Any, headers: dict[str, str]) -> None:
+    form = {"token": TOKEN, "next": "/dashboard"}
+    refused = await client.post("/dashboard/login", data=form, headers=headers, allow_redirects=False)
+    assert refused.status == 403 and sessions.COOKIE not in refused.cookies
+    await signed_in(client)
+    assert (await client.post("/dashboard/logout", headers=headers, allow_redirects=False)).status == 403
+    assert (await client.get("/dashboard", allow_redirects=False)).status == 200  # still signed in
+
+
+async def test_a_login_from_the_services_own_page_is_accepted(client: Any) -> None:
+    own = {"Origin": f"http://{client.host}:{client.port}", "Sec-Fetch-Site": "same-origin"}
+    form = {"token": TOKEN, "next": "/dashboard"}
+    assert (await client.post("/dashboard/login", data=form, headers=own, allow_redirects=False)).status == 303
+
+
+async def test_failed_logins_are_throttled_then_allowed_again(client: Any) -> None:
+    now = [1000.0]
+    client.server.app[DASHBOARD].throttle = LoginThrottle(limit=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        assert (await login(client, token="wrong")).status == 401
+    throttled = await login(client)  # even the right token waits: the throttle does not tell them apart
+    assert throttled.status == 429 and 1 <= int(throttled.headers["Retry-After"]) <= 60
+    now[0] += 61
+    assert (await login(client)).status == 303
+
+
+async def test_json_answers_carry_the_security_headers(client: Any) -> None:
+    for path in ("/v1/query/problems", "/healthz", "/v1/query/nope"):
+        response = await client.get(path, headers=auth())
+        assert response.headers["X-Content-Type-Options"] == "nosniff", path
+        assert response.headers["Cache-Control"] == "no-store", path
+        assert "default-src 'none'" in response.headers["Content-Security-Policy"], path
+        assert "Strict-Transport-Security" not in response.headers  # plain HTTP: HSTS would mean nothing

@@ -11,6 +11,9 @@ from typing import Any
 import orjson
 from service.factory import GZIP, auth, body, config, deletion, report
 
+from ceip_core.service import rollups
+from ceip_core.service.app import STORAGE
+
 
 async def post(client: Any, items: list[dict[str, Any]], path: str = "/v1/reports") -> list[dict[str, Any]]:
     response = await client.post(path, data=body(*items), headers=GZIP)
@@ -106,6 +109,14 @@ async def test_deletion_removes_the_pairs_data_and_nothing_else(client: Any) -> 
     request = deletion(gone)
     assert await post(client, [request], "/v1/deletions") == [{"id": request["request_id"], "status": "accepted"}]
     assert await problem_machines(client) == 5
+    # Gone from the stored rows themselves, not only from the aggregates: raw reports and per-machine rows.
+    storage = client.server.app[STORAGE]
+    for table in ("reports", *(t.name for t in rollups.PER_MACHINE)):
+        mine = "guid = :guid AND product = 'sample'"
+        assert await storage.query(f"SELECT COUNT(*) FROM {table} WHERE {mine}", {"guid": gone}) == [(0,)], table
+    kept_rows = await storage.query("SELECT COUNT(*) FROM reports WHERE guid = :guid", {"guid": kept})
+    assert kept_rows == [(1,)]
+    assert await storage.query("SELECT COUNT(*) FROM reports WHERE guid = :guid", {"guid": gone}) == [(1,)]  # other
     # Idempotent: the same request again changes nothing and says so.
     assert (await post(client, [request], "/v1/deletions"))[0]["status"] == "duplicate"
     assert await problem_machines(client) == 5

@@ -109,7 +109,7 @@ def test_tls_token_file_and_an_access_log_without_addresses(start: Any, tmp_path
                 assert r.status == 200
             headers = {"Authorization": f"Bearer {token}"}
             async with session.get(f"{url}/v1/query/problems", headers=headers, ssl=trusted) as ok:
-                pass
+                assert ok.headers["Strict-Transport-Security"].startswith("max-age=")  # over TLS: HSTS
             async with session.get(f"{url}/v1/query/problems", ssl=trusted) as refused:
                 return ok.status, refused.status
 
