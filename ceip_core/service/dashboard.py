@@ -51,14 +51,16 @@ QUICK_DAYS = (7, 30, 90, 365)
 #: Failed logins allowed per worker within ``LOGIN_WINDOW_S``; past that, logins answer 429 for a while.
 MAX_FAILED_LOGINS = 10
 LOGIN_WINDOW_S = 60.0
-#: Answers never go to a cache or another site; scripts, frames and foreign resources are refused.
+#: Answers never go to a cache or another site; scripts, frames and foreign resources are refused. The
+#: referrer policy is ``same-origin``, not ``no-referrer``: under the latter a browser sends ``Origin: null``
+#: with the login form's own post, and the origin check could not tell it from another site's.
 HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
         "base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 
