@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -200,12 +201,12 @@ class Recorder:
     """Runs nothing: notes each command and answers with the given exit codes (for install/uninstall's
     order of work; the real programs are run by the CLI tests below, as stand-ins on the PATH)."""
 
-    def __init__(self, failing: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+    def __init__(self, failing: frozenset[str] = frozenset()) -> None:
         self.commands: list[tuple[str, ...]] = []
         self.failing = failing
 
-    def __call__(self, command: object) -> subprocess.CompletedProcess[str]:
-        words = tuple(command)  # type: ignore[call-overload]
+    def __call__(self, command: Sequence[str]) -> subprocess.CompletedProcess[str]:
+        words = tuple(command)
         self.commands.append(words)
         failed = any(word in self.failing for word in words)
         return subprocess.CompletedProcess(words, 1 if failed else 0, "", "Failed to connect to bus" if failed else "")
@@ -227,14 +228,14 @@ def test_a_failing_enable_says_which_command_and_leaves_the_file(tmp_path: Path,
     with pytest.raises(
         AutostartError, match=r"daemon-reload failed \(exit 1\): Failed to connect to bus; .* is written"
     ):
-        install(autostart, Recorder(failing={"daemon-reload"}))
+        install(autostart, Recorder(failing=frozenset({"daemon-reload"})))
     assert autostart.path.exists()
 
 
 def test_uninstall_stops_removes_and_reports_what_failed(tmp_path: Path, home: Path) -> None:
     autostart: Autostart = plan("linux", home, environ={"XDG_CONFIG_HOME": str(tmp_path)})
     install(autostart, Recorder())
-    run = Recorder(failing={"disable"})
+    run = Recorder(failing=frozenset({"disable"}))
     assert uninstall(autostart, run) == [
         "systemctl --user disable --now ceip-agent.service failed (exit 1): Failed to connect to bus"
     ]
