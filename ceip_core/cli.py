@@ -692,6 +692,12 @@ from ceip_core.service.commands import COMMANDS as _SERVICE_COMMANDS  # noqa: E4
 for _command in _SERVICE_COMMANDS:
     cli.add_command(_command)
 
+# -- the agent's start with the machine: ceip agent install / uninstall (ceip_core/autostart.py) ----------
+
+from ceip_core.autostart import with_autostart  # noqa: E402
+
+cli.add_command(with_autostart(agent))
+
 
 def main() -> None:
     cli(prog_name="ceip")

@@ -12,6 +12,7 @@ import pytest
 
 from ceip_core import wire
 from ceip_core.collectors import CollectContext
+from ceip_core.default_plugins.machine_facts import MachineFacts, fetch_sysfs, parse_sysfs
 from ceip_core.default_plugins.system_collector import (
     BOOT_AGE_BUCKETS,
     BOOT_AGE_TOP,
@@ -20,8 +21,8 @@ from ceip_core.default_plugins.system_collector import (
     MEMORY_TOP,
     SystemCollector,
     boot_age_bucket,
-    hardware_features,
     memory_bucket,
+    system_info,
 )
 from ceip_core.records import Period, Report, SystemInfo
 
@@ -96,13 +97,22 @@ def _sysfs(root: Path, *, bluetooth: list[str], usb_speeds: list[str] | None) ->
         ([], ["5000"], {"bluetooth": "absent", "usb_high_speed": "present"}),
         ([], None, {"bluetooth": "absent", "usb_high_speed": "absent"}),  # no USB bus at all
         (["hci0"], ["fast"], {"bluetooth": "present", "usb_high_speed": "unknown"}),  # unreadable: not guessed
+        ([], ["fast", "480"], {"bluetooth": "absent", "usb_high_speed": "present"}),  # one fast port is enough
     ],
 )
 def test_hardware_features_are_read_from_sysfs(
     tmp_path: Path, bluetooth: list[str], usb_speeds: list[str] | None, expected: dict[str, str]
 ) -> None:
-    assert hardware_features(_sysfs(tmp_path / "sys", bluetooth=bluetooth, usb_speeds=usb_speeds)) == expected
+    facts = parse_sysfs(fetch_sysfs(_sysfs(tmp_path / "sys", bluetooth=bluetooth, usb_speeds=usb_speeds)))
+    assert facts.features() == expected
 
 
 def test_without_sysfs_hardware_features_are_unknown(tmp_path: Path) -> None:
-    assert hardware_features(tmp_path / "no-sys") == {"bluetooth": "unknown", "usb_high_speed": "unknown"}
+    facts = parse_sysfs(fetch_sysfs(tmp_path / "no-sys"))
+    assert facts.features() == {"bluetooth": "unknown", "usb_high_speed": "unknown"} and facts.os_version
+
+
+def test_the_collector_reports_what_the_platform_tells() -> None:
+    facts = MachineFacts("10.0.22631.3447", "present", "absent")  # what a Windows machine's registry told
+    info = system_info(facts)
+    assert (info.os_version, info.features) == ("10.0.22631.3447", {"bluetooth": "present", "usb_high_speed": "absent"})

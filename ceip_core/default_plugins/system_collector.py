@@ -2,9 +2,9 @@
 
 Only coarse facts that many machines share: CPU counts, memory and uptime in buckets, OS, its release and
 the architecture, how many network interfaces are up and whether one is connected, and two hardware
-features. Never a host name, serial number, MAC or IP address: addresses are looked at, on the machine,
-only to tell whether an interface is connected. What the OS does not tell is ``None`` (or ``unknown``
-for a feature), never a guess.
+features and the OS release, which each platform tells its own way (:mod:`.machine_facts`). Never a host
+name, serial number, MAC or IP address: addresses are looked at, on the machine, only to tell whether an
+interface is connected. What the OS does not tell is ``None`` (or ``unknown`` for a feature), never a guess.
 """
 
 from __future__ import annotations
@@ -13,14 +13,13 @@ import ipaddress
 import math
 import platform
 import socket
-import sys
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import psutil
 
 from ceip_core.collectors import CollectContext, Collector, Observation
+from ceip_core.default_plugins.machine_facts import MachineFacts, machine_facts
 from ceip_core.hookspecs import hookimpl
 from ceip_core.records import SystemInfo
 
@@ -31,8 +30,6 @@ MEMORY_TOP = ">=64 GiB"
 #: Upper bounds (seconds, exclusive) of the time-since-boot buckets, and the bucket names.
 BOOT_AGE_BUCKETS = ((3600, "<1 h"), (86400, "1-24 h"), (7 * 86400, "1-7 d"), (30 * 86400, "7-30 d"))
 BOOT_AGE_TOP = ">=30 d"
-#: USB 2.0 high speed, in Mbit/s as Linux writes it in /sys/bus/usb/devices/*/speed.
-USB_HIGH_SPEED = 480
 
 
 def memory_bucket(total_bytes: int) -> str:
@@ -44,16 +41,6 @@ def memory_bucket(total_bytes: int) -> str:
 
 def boot_age_bucket(seconds: float) -> str:
     return next((name for bound, name in BOOT_AGE_BUCKETS if seconds < bound), BOOT_AGE_TOP)
-
-
-def os_version() -> str | None:
-    """The OS release: the kernel release on Linux, the build on Windows, the macOS version. Never
-    ``platform.version()`` on Linux and macOS, whose kernel build string can name the build host."""
-    if sys.platform == "win32":
-        return platform.version() or None
-    if sys.platform == "darwin":
-        return platform.mac_ver()[0] or None
-    return platform.release() or None
 
 
 def network() -> tuple[int | None, bool | None]:
@@ -82,31 +69,9 @@ def _ip(address: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return None
 
 
-def hardware_features(sys_root: Path = Path("/sys")) -> dict[str, str]:
-    """Bluetooth and high-speed USB, as Linux's sysfs tells: ``present``, ``absent`` (the kernel knows
-    of none) or ``unknown`` (no sysfs to ask, as on other systems, or a value that cannot be read)."""
-    if not (sys_root / "class").is_dir() or not (sys_root / "bus").is_dir():
-        return {"bluetooth": "unknown", "usb_high_speed": "unknown"}
-    bluetooth = sys_root / "class" / "bluetooth"
-    has_bluetooth = bluetooth.is_dir() and any(bluetooth.iterdir())
-    return {"bluetooth": "present" if has_bluetooth else "absent", "usb_high_speed": _usb(sys_root)}
-
-
-def _usb(sys_root: Path) -> str:
-    devices = sys_root / "bus" / "usb" / "devices"
-    if not devices.is_dir():
-        return "absent"
-    speeds = []
-    for speed in devices.glob("*/speed"):
-        try:
-            speeds.append(float(speed.read_text().strip()))
-        except (OSError, ValueError):
-            return "unknown"
-    return "present" if any(s >= USB_HIGH_SPEED for s in speeds) else "absent"
-
-
-def system_info(sys_root: Path = Path("/sys")) -> SystemInfo:
-    """This machine's configuration, now."""
+def system_info(facts: MachineFacts | None = None) -> SystemInfo:
+    """This machine's configuration, now (``facts``: its platform's, asked now if not given)."""
+    facts = machine_facts() if facts is None else facts
     interfaces, connected = network()
     try:
         boot_age: str | None = boot_age_bucket(time.time() - psutil.boot_time())
@@ -117,12 +82,12 @@ def system_info(sys_root: Path = Path("/sys")) -> SystemInfo:
         cpu_physical=psutil.cpu_count(logical=False),
         memory_bucket=memory_bucket(psutil.virtual_memory().total),
         os=platform.system() or None,
-        os_version=os_version(),
+        os_version=facts.os_version,
         arch=platform.machine() or None,
         net_interfaces_up=interfaces,
         net_connected=connected,
         boot_age_bucket=boot_age,
-        features=hardware_features(sys_root),
+        features=facts.features(),
     )
 
 
@@ -133,7 +98,9 @@ class SystemCollector:
     interval_s = 3600.0
 
     async def collect(self, ctx: CollectContext) -> Sequence[Observation]:
-        return [system_info()]
+        import asyncio  # here, not at the top: sealing in a product's process loads this module
+
+        return [await asyncio.to_thread(system_info)]  # macOS's system_profiler takes seconds
 
 
 @hookimpl
