@@ -7,9 +7,10 @@ malformed item is reported with its reason while the good items of the same batc
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import cattrs
@@ -59,13 +60,48 @@ def _strict(kind: type) -> Any:
     return structure
 
 
+#: The one spelling of a timestamp on the wire: RFC 3339's ``date-time``, with ``T`` and ``Z`` in either
+#: case as RFC 3339 allows, a fraction of 1 to 9 digits (kept to the microsecond, cut, not rounded) and an
+#: offset that is required. ASCII digits only. Everything else is refused, at both ends (docs/wire-format.md).
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))", re.ASCII
+)
+
+
+def parse_timestamp(text: str, kind: type[datetime] = datetime) -> datetime:
+    """A wire timestamp as an aware ``kind`` (``datetime`` or a subclass); raises ``ValueError`` saying why.
+
+    The client's cattrs converter and the service's validation both decode timestamps with this one
+    function, so they accept exactly the same spellings and read the same instant from each. A naive
+    timestamp, a leap second and an instant outside the years 1 to 9999 (after its offset) are refused:
+    each would either be read two ways or fail later, in a reader that trusted the validation.
+    """
+    found = _TIMESTAMP.fullmatch(text)
+    if found is None:
+        if _TIMESTAMP.fullmatch(text + "Z"):
+            raise ValueError("timestamp must carry a UTC offset")
+        raise ValueError(f"expected an RFC 3339 timestamp such as 2026-11-22T12:00:00+00:00, got {text[:40]!r}")
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = found.groups()
+    tz = UTC
+    if not zulu and (off_h, off_m) != ("00", "00"):
+        if int(off_h) > 23 or int(off_m) > 59:
+            raise ValueError(f"UTC offset {sign}{off_h}:{off_m} is out of range")
+        offset = timedelta(hours=int(off_h), minutes=int(off_m))
+        tz = timezone(-offset if sign == "-" else offset)
+    micro = int(fraction[:6].ljust(6, "0")) if fraction else 0
+    parsed = kind(int(year), int(month), int(day), int(hour), int(minute), int(second), micro, tzinfo=tz)
+    if tz is not UTC:
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"{text[:40]!r} is outside the years 1 to 9999 in UTC") from None
+    return parsed
+
+
 def _structure_datetime(value: Any, _type: Any) -> datetime:
     if not isinstance(value, str):
-        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp must carry a UTC offset")
-    return parsed
+        raise TypeError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    return parse_timestamp(value)
 
 
 def _structure_bucket_keys(value: Any, _type: Any) -> dict[int, int]:
@@ -84,7 +120,8 @@ def make_converter() -> cattrs.Converter:
 
     Wire decisions, all of them here:
     - JSON via orjson; records as objects with their attribute names; tuples as arrays;
-    - enums by value; timestamps as ISO 8601 strings with a UTC offset (naive ones are rejected);
+    - enums by value; timestamps as RFC 3339 strings with a UTC offset, read by :func:`parse_timestamp`
+      (the service's validation reads them with it too; naive ones are rejected);
     - histogram bucket indexes as decimal string keys;
     - input is strict: unknown keys are rejected (``forbid_extra_keys``) and no type is coerced
       (``"5"`` is not an int, ``true`` is not a number);
@@ -258,6 +295,7 @@ __all__ = [
     "encode_item",
     "inflate",
     "make_converter",
+    "parse_timestamp",
     "read_body",
     "split_batches",
     "structure_item",
