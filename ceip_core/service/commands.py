@@ -276,8 +276,8 @@ async def import_files(
     await storage.open()
     committer.start()
     try:
-        raws, verdicts = zip(*items, *deletions, strict=True)
-        for result in await ingest.store(raws, verdicts, received):  # one submission: one transaction
+        every, verdicts = zip(*items, *deletions, strict=True)
+        for result in await ingest.store(every, verdicts, received):  # one submission: one transaction
             status = result["status"]
             outcomes[f"rejected:{result['reason']}" if status == "rejected" else status] += 1
     finally:
