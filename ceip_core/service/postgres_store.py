@@ -256,13 +256,16 @@ class PostgresStorage:
         return results
 
     @staticmethod
-    async def _delete(conn: asyncpg.Connection, d: Deletion) -> bool:
+    async def _delete(conn: asyncpg.Connection, d: Deletion, unqueued: list[int]) -> bool:
+        """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         # Queued rollups go first: this waits for a worker folding them right now, so its rows are deleted too.
-        await conn.execute(
-            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2)",
+        taken = await conn.fetch(
+            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2) "
+            "RETURNING seq",
             d.guid,
             d.product,
         )
+        unqueued += [row["seq"] for row in taken]
         await conn.execute(DELETE_QUARANTINED.format("$1", "$2"), d.guid, d.product)
         await conn.execute("DELETE FROM reports WHERE guid = $1 AND product = $2", d.guid, d.product)
         mine = {"guid": d.guid, "product": d.product}
@@ -291,6 +294,7 @@ class PostgresStorage:
         async def run(conn: asyncpg.Connection) -> list[bool]:
             results: list[bool] = []
             stored: list[tuple[int, Any]] = []
+            unqueued: list[int] = []
             async with conn.transaction():
                 run_of_reports: list[NewReport] = []
                 for w in [*writes, None]:
@@ -301,8 +305,9 @@ class PostgresStorage:
                         results += await self._insert(conn, run_of_reports, stored)
                         run_of_reports = []
                     if isinstance(w, Deletion):
-                        results.append(await self._delete(conn, w))
-            self._held.keep(stored)  # committed: the fold may take them now
+                        results.append(await self._delete(conn, w, unqueued))
+            self._held.keep(stored)  # committed: the fold may take them now ...
+            self._held.forget(unqueued)  # ... and never those a deletion took out
             return results
 
         return await self._run(run)

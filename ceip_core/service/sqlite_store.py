@@ -69,6 +69,9 @@ _QUEUED = (
     "(SELECT q.seq, r.report_id FROM rollup_queue q JOIN reports r ON r.seq = q.seq ORDER BY q.seq LIMIT ?)"
 )
 _BODIES = "SELECT json_group_array(json_array(seq, body)) FROM reports WHERE seq IN (SELECT value FROM json_each(?))"
+_UNQUEUE = (
+    "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = ? AND product = ?) RETURNING seq"
+)
 _NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
 _DELETE_ROLLUP = {t.name: t.delete(":guid", ":product") for t in rollups.PER_MACHINE}
@@ -217,6 +220,7 @@ class SQLiteStorage:
         assert self._writer is not None, "storage is not open"
         results: list[bool] = []
         stored: list[tuple[int, Any]] = []
+        unqueued: list[int] = []
         with _Transaction(self._writer) as db:
             run: list[NewReport] = []
             for w in [*writes, None]:
@@ -227,8 +231,9 @@ class SQLiteStorage:
                     results += self._insert(db, run, stored)
                     run = []
                 if isinstance(w, Deletion):
-                    results.append(self._delete(db, w))
-        self._held.keep(stored)  # committed: the fold may take them now
+                    results.append(self._delete(db, w, unqueued))
+        self._held.keep(stored)  # committed: the fold may take them now ...
+        self._held.forget(unqueued)  # ... and never those a deletion took out
         return results
 
     @staticmethod
@@ -253,11 +258,10 @@ class SQLiteStorage:
         return results
 
     @staticmethod
-    def _delete(db: sqlite3.Connection, d: Deletion) -> bool:
+    def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
+        """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
-        db.execute(
-            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = ? AND product = ?)", pair
-        )
+        unqueued += [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
         db.execute(DELETE_QUARANTINED.format("?", "?"), pair)
         db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
         state = db.execute(rollups.MY_STATE, mine).fetchone()

@@ -114,6 +114,11 @@ class Held:
                 missing.append(seq)
         return found, missing
 
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Drop the reports a committed deletion request took out of the queue: nothing of them stays."""
+        for seq in seqs:
+            self._items.pop(seq, None)
+
     def clear(self) -> None:
         """Forget every report: the queue was found empty, so whatever is held was folded or deleted."""
         self._items.clear()

@@ -144,3 +144,16 @@ async def test_reports_queued_before_a_restart_are_folded_from_their_bodies(aioh
     client = await aiohttp_client(make_app(SERVICE, database, TOKEN))
     assert await active_machines(client) == 3
     assert await quarantined(client) == 0
+
+
+def test_held_reports_are_a_bounded_shortcut_that_never_hands_over_the_wrong_report() -> None:
+    from ceip_core.service.storage import Held
+
+    items = [decode_stored(orjson.dumps(report())) for _ in range(4)]
+    held = Held(limit=3)
+    held.keep(enumerate(items))  # seq 0 is pushed out by the bound: it will be decoded from its body
+    held.forget([3])  # a deletion request took seq 3 out of the queue
+    found, missing = held.take([(0, items[0].report_id), (1, items[1].report_id), (2, "another-report"), (3, "x")])
+    assert found == {1: items[1]}
+    assert missing == [0, 2, 3]  # seq 2 was reused for another report (SQLite reuses the highest seq)
+    assert held.take([(1, items[1].report_id)]) == ({}, [1])  # taken once
