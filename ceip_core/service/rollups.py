@@ -19,7 +19,7 @@ The fold reads reports as validation decoded them (``validation.Valid.item``, or
 for a stored one): the structs generated from the records, whose fields it reads by name (the records
 themselves have the same fields, which is what ``bench/dashboard.py`` folds). It parses nothing: a
 timestamp is already an aware ``datetime``, a bucket index already an int. A report the fold still cannot
-take is quarantined by the store (``QUARANTINE``), never retried forever.
+take is quarantined by the store (see ``storage``), never retried forever.
 """
 
 from __future__ import annotations

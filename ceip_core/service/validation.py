@@ -217,11 +217,9 @@ def _reason(message: str) -> str:
     return "out-of-range"
 
 
-def _timestamps(item: Any) -> list[tuple[str, datetime]]:
-    if hasattr(item, "requested"):
-        return [("$.requested", item.requested)]
-    found = [("$.period.start", item.period.start), ("$.period.end", item.period.end)]
-    return found + [(f"$.sessions[{i}].started", s.started) for i, s in enumerate(item.sessions)]
+def _timestamps(report: Any) -> list[tuple[str, datetime]]:
+    found = [("$.period.start", report.period.start), ("$.period.end", report.period.end)]
+    return found + [(f"$.sessions[{i}].started", s.started) for i, s in enumerate(report.sessions)]
 
 
 def _nul_at(value: Any, path: str = "$") -> str | None:
