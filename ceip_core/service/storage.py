@@ -78,16 +78,18 @@ QUARANTINE_DDL = (
 )
 #: A deletion request deletes the quarantine rows of the pair's reports too (before the reports).
 DELETE_QUARANTINED = "DELETE FROM quarantine WHERE seq IN (SELECT seq FROM reports WHERE guid = {} AND product = {})"
-#: Most reports a store holds in memory for the fold (see :class:`Held`).
-MAX_HELD = 20_000
+#: Most reports a store holds in memory for the fold (see :class:`Held`): ten of the committer's fold steps,
+#: a few MB (a decoded report takes about three times the bytes of its JSON).
+MAX_HELD = 2_000
 
 
 class Held:
     """Reports this process stored and has not folded yet, as validation decoded them, by ``seq``.
 
     The hand-off from ingest to the fold. It is only a shortcut: the fold reads a report that is not here
-    from its stored body, with the same decoder. So the bound (the oldest go first) costs a decode, never
-    a report, and an entry counts only if its report id matches the queued row's, so a ``seq`` that SQLite
+    from its stored body, with the same decoder. So the bound costs a decode, never a report (when it is
+    reached, newer reports are not held: the fold takes the oldest first, so those held are the next it
+    needs), and an entry counts only if its report id matches the queued row's, so a ``seq`` that SQLite
     reuses after a deletion never folds the wrong report.
     """
 
@@ -96,10 +98,11 @@ class Held:
         self._items: dict[int, Any] = {}
 
     def keep(self, stored: Iterable[tuple[int, Any]]) -> None:
-        """Hold ``(seq, item)`` pairs that a committed transaction stored."""
-        self._items.update(stored)
-        while len(self._items) > self.limit:
-            del self._items[next(iter(self._items))]
+        """Hold ``(seq, item)`` pairs that a committed transaction stored, as many as the bound allows."""
+        for seq, item in stored:
+            if len(self._items) >= self.limit:
+                return
+            self._items[seq] = item
 
     def take(self, queued: Iterable[Sequence[Any]]) -> tuple[dict[int, Any], list[int]]:
         """For queued ``(seq, report_id)`` rows: the reports held for them (no longer held), and the seqs

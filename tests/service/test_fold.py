@@ -151,9 +151,33 @@ def test_held_reports_are_a_bounded_shortcut_that_never_hands_over_the_wrong_rep
 
     items = [decode_stored(orjson.dumps(report())) for _ in range(4)]
     held = Held(limit=3)
-    held.keep(enumerate(items))  # seq 0 is pushed out by the bound: it will be decoded from its body
-    held.forget([3])  # a deletion request took seq 3 out of the queue
-    found, missing = held.take([(0, items[0].report_id), (1, items[1].report_id), (2, "another-report"), (3, "x")])
+    held.keep(enumerate(items))  # seq 3 is over the bound: it will be decoded from its body
+    held.forget([0])  # a deletion request took seq 0 out of the queue
+    queued = [(0, items[0].report_id), (1, items[1].report_id), (2, "another-report"), (3, items[3].report_id)]
+    found, missing = held.take(queued)
     assert found == {1: items[1]}
     assert missing == [0, 2, 3]  # seq 2 was reused for another report (SQLite reuses the highest seq)
     assert held.take([(1, items[1].report_id)]) == ({}, [1])  # taken once
+
+
+async def test_the_fold_takes_the_struct_validation_made_not_the_stored_body(database: str) -> None:
+    """Told apart by a struct that differs from its body: the fold reads the struct while this process holds it."""
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        held, restarted = report(), report()
+        marked = decode_stored(orjson.dumps(held))
+        marked.product_version = "as-validated"
+        await storage.write([new_report(held, marked)])
+        await storage.roll_up(100)
+        await storage.write([new_report(restarted, decode_stored(orjson.dumps(restarted)))])
+    finally:
+        await storage.close()
+    storage = open_storage(database)  # a restart: nothing is held, the body is decoded again
+    await storage.open()
+    try:
+        await storage.roll_up(100)
+        rows = await storage.query("SELECT guid, version FROM machine_days ORDER BY version", {})
+        assert sorted(rows) == sorted([(held["guid"], "as-validated"), (restarted["guid"], "1.0")])
+    finally:
+        await storage.close()
