@@ -7,9 +7,10 @@ malformed item is reported with its reason while the good items of the same batc
 from __future__ import annotations
 
 import gzip
+import re
 import zlib
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import cattrs
@@ -59,13 +60,41 @@ def _strict(kind: type) -> Any:
     return structure
 
 
+#: The one spelling of a timestamp on the wire: RFC 3339's ``date-time``, with ``T`` and ``Z`` in either
+#: case as RFC 3339 allows, a fraction of 1 to 9 digits and an offset that is required; ASCII digits only.
+_TIMESTAMP = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt](?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d(?:\.\d{1,9})?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)",
+    re.ASCII,
+)
+
+
+def parse_timestamp(text: str, kind: type[datetime] = datetime) -> datetime:
+    """A wire timestamp as an aware ``kind`` (``datetime`` or a subclass); raises ``ValueError`` saying why.
+
+    The client's cattrs converter and the service's validation both decode timestamps with this one
+    function, so they accept exactly the same spellings and read the same instant from each. The pattern
+    decides what is accepted; ``fromisoformat`` (documented since Python 3.11 to take every string the
+    pattern lets through, and to cut a fraction after six digits) only builds the value. Refused besides: a
+    day that does not exist (``02-30``, year 0) and an instant outside the years 1 to 9999 once its offset
+    is applied: each would fail later, in a reader that trusted the validation.
+    """
+    if _TIMESTAMP.fullmatch(text) is None:
+        if _TIMESTAMP.fullmatch(text + "Z"):
+            raise ValueError("timestamp must carry a UTC offset")
+        raise ValueError(f"expected an RFC 3339 timestamp such as 2026-11-22T12:00:00+00:00, got {text[:40]!r}")
+    parsed = kind.fromisoformat(text.upper())  # fromisoformat reads only an upper-case T and Z
+    if parsed.year in (1, 9999):  # the only years an offset can push out of range
+        try:
+            parsed.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
+    return parsed
+
+
 def _structure_datetime(value: Any, _type: Any) -> datetime:
     if not isinstance(value, str):
-        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    parsed = datetime.fromisoformat(value)
-    if parsed.tzinfo is None:
-        raise ValueError("timestamp must carry a UTC offset")
-    return parsed
+        raise TypeError(f"expected an RFC 3339 timestamp string, got {type(value).__name__}")
+    return parse_timestamp(value)
 
 
 def _structure_bucket_keys(value: Any, _type: Any) -> dict[int, int]:
@@ -84,7 +113,8 @@ def make_converter() -> cattrs.Converter:
 
     Wire decisions, all of them here:
     - JSON via orjson; records as objects with their attribute names; tuples as arrays;
-    - enums by value; timestamps as ISO 8601 strings with a UTC offset (naive ones are rejected);
+    - enums by value; timestamps as RFC 3339 strings with a UTC offset, read by :func:`parse_timestamp`
+      (the service's validation reads them with it too; naive ones are rejected);
     - histogram bucket indexes as decimal string keys;
     - input is strict: unknown keys are rejected (``forbid_extra_keys``) and no type is coerced
       (``"5"`` is not an int, ``true`` is not a number);
@@ -258,6 +288,7 @@ __all__ = [
     "encode_item",
     "inflate",
     "make_converter",
+    "parse_timestamp",
     "read_body",
     "split_batches",
     "structure_item",

@@ -132,3 +132,41 @@ def test_batches_are_split_to_fit_the_compressed_limit() -> None:
     assert len(batches) > 1
     for batch in batches:
         assert len(wire.encode_batch(batch)) <= 256 * 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-22T12:00:00+00:00", "2026-11-22T12:00:00+00:00"),
+        ("2026-12-03t06:56:01z", "2026-12-03T06:56:01+00:00"),  # RFC 3339: T and Z in either case
+        ("2026-11-22T12:00:00.5Z", "2026-11-22T12:00:00.500000+00:00"),
+        ("2026-11-22T12:00:00.123456789-05:30", "2026-11-22T12:00:00.123456-05:30"),  # cut to microseconds
+        ("2026-11-22T12:00:00-00:00", "2026-11-22T12:00:00+00:00"),
+    ],
+)
+def test_timestamps_are_rfc_3339(text: str, expected: str) -> None:
+    assert wire.parse_timestamp(text).isoformat() == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("2026-11-22T12:00:00", "UTC offset"),
+        ("2026-11-22 12:00:00Z", "RFC 3339"),
+        ("2026-11-22T12:00:00+0000", "RFC 3339"),
+        ("20261122T120000Z", "RFC 3339"),
+        ("2026-11-22T12:00:60Z", "RFC 3339"),
+        ("2026-11-22T12:00:00+24:00", "RFC 3339"),
+        ("2026-11-22T12:00:00.1234567890Z", "RFC 3339"),
+        ("２026-11-22T12:00:00Z", "RFC 3339"),
+        ("2026-02-30T12:00:00Z", "day is out of range"),
+        ("0001-01-01T00:00:00+01:00", "outside the years 1 to 9999"),
+    ],
+)
+def test_other_timestamp_spellings_are_refused(text: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        wire.parse_timestamp(text)
+    raw = orjson.loads(wire.encode_item(full_report()))
+    raw["period"]["end"] = text
+    with pytest.raises(wire.WireError, match=message):
+        wire.structure_item(raw)

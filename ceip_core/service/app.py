@@ -128,12 +128,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: the database answers."""
+    """``GET /readyz``: the database answers; and how many stored reports the fold quarantined."""
     try:
-        await request.app[STORAGE].ping()
+        quarantined = await request.app[STORAGE].quarantined()
     except StorageUnavailable as exc:
         return _unavailable(exc)
-    return _json({"status": "ready"})
+    return _json({"status": "ready", "quarantined": quarantined})
 
 
 async def query(request: web.Request) -> web.Response:

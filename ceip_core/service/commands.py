@@ -232,11 +232,17 @@ def bundle_files(paths: Iterable[Path]) -> list[Path]:
 async def import_files(
     files: list[Path], database: str, config: Any, progress: Callable[[int], None] = lambda _: None
 ) -> tuple[Counter[str], dict[str, str]]:
-    """Ingest batch files exactly as ``POST /v1/reports`` and ``/v1/deletions`` would.
+    """Ingest batch files exactly as ``POST /v1/reports`` and ``/v1/deletions`` would, all or nothing.
 
-    :param progress: called with the bytes of each file once it is done.
+    Every file is read and validated before anything is stored. If one cannot be read as a batch (not
+    gzip, not JSON, nested too deeply ...), nothing is stored: a half import would keep the reports of the
+    files before it and lose the deletions read so far, and importing the fixed folder again is cheap
+    (duplicates are recognised). Otherwise the valid items of every file are stored in one transaction,
+    deletions after reports; items refused one by one are counted, as the HTTP answer would list them.
+
+    :param progress: called with the bytes of each file once it is read.
     :returns: counts by outcome (``accepted``, ``duplicate``, ``rejected:<reason>``) and, per file that
-        could not be read as a batch, why.
+        could not be read as a batch, why (then the counts are empty: nothing was stored).
     """
     from ceip_core import wire
     from ceip_core.service.groupcommit import GroupCommitter
@@ -245,40 +251,35 @@ async def import_files(
     from ceip_core.service.validation import BatchError, Valid, decode_batch
 
     storage = open_storage(database)
-    await storage.open()
     committer = GroupCommitter(storage)
-    committer.start()
     ingest = Ingest(config, committer)
-    outcomes: Counter[str] = Counter()
+    received = time.time()
     failed: dict[str, str] = {}
+    items: list[tuple[Any, Any]] = []
     deletions: list[tuple[Any, Any]] = []
-
-    async def store(pairs: list[tuple[Any, Any]], received: float) -> None:
-        if not pairs:
-            return
-        raws, verdicts = zip(*pairs, strict=True)
-        for result in await ingest.store(raws, verdicts, received):
+    for path in files:
+        try:
+            data = path.read_bytes()
+            raws = decode_batch(wire.inflate(data, max_expanded=config.limits.max_expanded))
+        except (OSError, wire.WireError, BatchError) as exc:
+            failed[str(path)] = str(exc)
+            continue
+        for raw, verdict in zip(raws, ingest.check(raws, None, received), strict=True):
+            # Deletions go last, whatever the file order: a deletion is the person's latest word, and a
+            # report of the same pair in a later file must not bring deleted data back.
+            is_deletion = isinstance(verdict, Valid) and not verdict.is_report
+            (deletions if is_deletion else items).append((raw, verdict))
+        progress(len(data))
+    outcomes: Counter[str] = Counter()
+    if failed or not (items or deletions):
+        return outcomes, failed
+    await storage.open()
+    committer.start()
+    try:
+        every, verdicts = zip(*items, *deletions, strict=True)
+        for result in await ingest.store(every, verdicts, received):  # one submission: one transaction
             status = result["status"]
             outcomes[f"rejected:{result['reason']}" if status == "rejected" else status] += 1
-
-    try:
-        for path in files:
-            size = path.stat().st_size
-            try:
-                raws = decode_batch(wire.inflate(path.read_bytes(), max_expanded=config.limits.max_expanded))
-            except (OSError, wire.WireError, BatchError) as exc:
-                failed[str(path)] = str(exc)
-            else:
-                received = time.time()
-                now: list[tuple[Any, Any]] = []
-                for raw, verdict in zip(raws, ingest.check(raws, None, received), strict=True):
-                    # Deletions go last, whatever the file order: a deletion is the person's latest word,
-                    # and a report of the same pair in a later file must not bring deleted data back.
-                    is_deletion = isinstance(verdict, Valid) and not verdict.is_report
-                    (deletions if is_deletion else now).append((raw, verdict))
-                await store(now, received)
-            progress(size)
-        await store(deletions, time.time())
     finally:
         await committer.stop()
         await storage.close()
@@ -294,19 +295,24 @@ async def import_files(
 def import_bundles(
     bundles: tuple[Path, ...], database: str | None, data_dir: Path, allowlist: Path | None, as_json: bool
 ) -> None:
-    """Ingest BUNDLES (batch files or drop folders carried from air-gapped machines), validated and de-duplicated."""
+    """Ingest BUNDLES (batch files or drop folders carried from air-gapped machines), validated and de-duplicated.
+
+    All or nothing: if one file cannot be read as a batch, nothing is stored; fix or remove it and run again.
+    """
     from ceip_core.service.storage import StorageError, StorageUnavailable
 
     config = _service_config(allowlist, None, 5)
     files = bundle_files(bundles)
-    with click.progressbar(length=sum(f.stat().st_size for f in files), label="Importing", file=sys.stderr) as bar:
+    total = sum(f.stat().st_size for f in files if f.is_file())
+    with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:
         try:
             outcomes, failed = asyncio.run(import_files(files, _database(database, data_dir), config, bar.update))
         except (StorageError, StorageUnavailable) as exc:
             raise click.ClickException(str(exc)) from None
     if as_json:
-        click.echo(json.dumps({"files": len(files), "outcomes": dict(outcomes), "failed": failed}, indent=2))
-    else:
+        summary = {"files": len(files), "stored": not failed, "outcomes": dict(outcomes), "failed": failed}
+        click.echo(json.dumps(summary, indent=2))
+    elif not failed:
         click.echo(
             f"{len(files)} file(s): {outcomes['accepted']} accepted, {outcomes['duplicate']} duplicate(s), "
             f"{sum(n for o, n in outcomes.items() if o.startswith('rejected:'))} rejected."
@@ -314,9 +320,14 @@ def import_bundles(
         for outcome, n in sorted(outcomes.items()):
             if outcome.startswith("rejected:"):
                 click.echo(f"  {outcome}: {n}")
-        for path, why in failed.items():
-            click.echo(f"  not a batch: {path}: {why}", err=True)
     if failed:
+        click.echo(
+            f"Error: nothing imported: {len(failed)} of {len(files)} file(s) cannot be read as a batch "
+            "(fix or remove them, then import again):",
+            err=True,
+        )
+        for path, why in failed.items():
+            click.echo(f"  {path}: {why}", err=True)
         raise SystemExit(1)
 
 

@@ -58,6 +58,9 @@ class GroupCommitter:
     async def submit(self, writes: Sequence[Write]) -> list[bool]:
         """Apply ``writes`` in a shared durable transaction; the per-write results of ``Storage.write``.
 
+        One submission is never split over two transactions, however large (``ceip import`` relies on it
+        to store all of an import or nothing); only the submissions grouped with it are bounded.
+
         Raises what the storage raised (e.g. ``StorageUnavailable``) if that transaction failed. Cancelling
         the caller does not cancel the transaction: a request that times out may still have been stored,
         which the retry then sees as a duplicate.

@@ -40,6 +40,7 @@ def _to_write(valid: Valid, received: float) -> Write:
             day=int(item.period.end.timestamp() // DAY_S),
             received=received,
             body=valid.raw.decode(),
+            item=item,
         )
     return Deletion(
         request_id=item.request_id,

@@ -11,27 +11,35 @@ de-duplicates, schema creation runs under an advisory lock, and rollups are clai
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from functools import cache
 from typing import Any, TypeVar
 
 import asyncpg
-import orjson
 
 from ceip_core.service import rollups
 from ceip_core.service.storage import (
+    DELETE_QUARANTINED,
     END_SESSIONS_SQL,
+    QUARANTINE_DDL,
     SCHEMA_VERSION,
     SESSION_EPOCH,
     Deletion,
+    Held,
     NewReport,
     StorageError,
     StorageUnavailable,
     Write,
+    decode_bodies,
+    describe,
     redact,
 )
+
+log = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 
@@ -48,6 +56,7 @@ _DDL = [
         request_id TEXT PRIMARY KEY, product TEXT NOT NULL, day BIGINT NOT NULL, received DOUBLE PRECISION NOT NULL)""",
     *(statement for table in rollups.TABLES for statement in table.ddl()),
     rollups.MACHINE_INDEX,
+    QUARANTINE_DDL,
 ]
 _INSERT_REPORTS = (
     "INSERT INTO reports (report_id, guid, product, version, day, received, body) "
@@ -118,8 +127,8 @@ async def _upsert(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, ..
         await conn.execute(_UPSERTS[table], *(list(column) for column in zip(*rows, strict=True)))
 
 
-async def fold_reports(conn: asyncpg.Connection, reports: list[dict[str, Any]]) -> None:
-    """Fold decoded reports into the rollups, inside the caller's transaction.
+async def fold_reports(conn: asyncpg.Connection, reports: list[Any]) -> None:
+    """Fold reports, as validation decoded them, into the rollups, inside the caller's transaction.
 
     The machines' reach states are locked first, in key order (created empty if new): two workers folding
     reports of one machine take turns, so each sees the days the other filed.
@@ -132,6 +141,35 @@ async def fold_reports(conn: asyncpg.Connection, reports: list[dict[str, Any]]) 
         await _upsert(conn, table, rows)
 
 
+async def _fold_or_isolate(conn: asyncpg.Connection, reports: dict[int, Any]) -> dict[int, str]:
+    """Fold ``reports`` (by seq); if that fails, fold them one by one. Why each one that failed did.
+
+    Savepoints (nested transactions) undo a failed attempt inside the caller's transaction; an unavailable
+    database, or a conflict with another worker that the caller retries, is raised, never blamed on a report.
+    """
+    try:
+        async with conn.transaction():
+            await fold_reports(conn, list(reports.values()))
+    except (*_UNAVAILABLE, *_CONFLICT):
+        raise
+    except Exception:
+        return await _one_by_one(conn, reports)
+    return {}
+
+
+async def _one_by_one(conn: asyncpg.Connection, reports: dict[int, Any]) -> dict[int, str]:
+    failed: dict[int, str] = {}
+    for seq, report in reports.items():
+        try:
+            async with conn.transaction():
+                await fold_reports(conn, [report])
+        except (*_UNAVAILABLE, *_CONFLICT):
+            raise
+        except Exception as exc:
+            failed[seq] = describe(exc)
+    return failed
+
+
 class PostgresStorage:
     """The :class:`~ceip_core.service.storage.Storage` on a PostgreSQL database."""
 
@@ -140,6 +178,7 @@ class PostgresStorage:
         self.url = redact(url)
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
+        self._held = Held()
 
     async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[_R]]) -> _R:
         """``fn`` on a pooled connection; a deadlock between workers is retried, an outage is reported."""
@@ -196,7 +235,8 @@ class PostgresStorage:
     # -- writing ------------------------------------------------------------------------------------
 
     @staticmethod
-    async def _insert(conn: asyncpg.Connection, reports: list[NewReport]) -> list[bool]:
+    async def _insert(conn: asyncpg.Connection, reports: list[NewReport], stored: list[tuple[int, Any]]) -> list[bool]:
+        """Insert and queue ``reports``; per report, whether it is new. Adds ``(seq, item)`` of each to ``stored``."""
         columns = [
             [r.report_id for r in reports],
             [r.guid for r in reports],
@@ -209,16 +249,26 @@ class PostgresStorage:
         inserted = {row["report_id"]: row["seq"] for row in await conn.fetch(_INSERT_REPORTS, *columns)}
         await conn.execute("INSERT INTO rollup_queue (seq) SELECT unnest($1::int8[])", list(inserted.values()))
         # The same id twice in one statement is inserted once: the first occurrence is the new one.
-        return [inserted.pop(r.report_id, None) is not None for r in reports]
+        results = []
+        for r in reports:
+            seq = inserted.pop(r.report_id, None)
+            results.append(seq is not None)
+            if seq is not None:
+                stored.append((seq, r.item))
+        return results
 
     @staticmethod
-    async def _delete(conn: asyncpg.Connection, d: Deletion) -> bool:
+    async def _delete(conn: asyncpg.Connection, d: Deletion, unqueued: list[int]) -> bool:
+        """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         # Queued rollups go first: this waits for a worker folding them right now, so its rows are deleted too.
-        await conn.execute(
-            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2)",
+        taken = await conn.fetch(
+            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2) "
+            "RETURNING seq",
             d.guid,
             d.product,
         )
+        unqueued += [row["seq"] for row in taken]
+        await conn.execute(DELETE_QUARANTINED.format("$1", "$2"), d.guid, d.product)
         await conn.execute("DELETE FROM reports WHERE guid = $1 AND product = $2", d.guid, d.product)
         mine = {"guid": d.guid, "product": d.product}
         # Locked: a worker folding this machine's reports right now finishes first, so its days are taken out too.
@@ -245,6 +295,8 @@ class PostgresStorage:
     async def write(self, writes: Sequence[Write]) -> list[bool]:
         async def run(conn: asyncpg.Connection) -> list[bool]:
             results: list[bool] = []
+            stored: list[tuple[int, Any]] = []
+            unqueued: list[int] = []
             async with conn.transaction():
                 run_of_reports: list[NewReport] = []
                 for w in [*writes, None]:
@@ -252,10 +304,12 @@ class PostgresStorage:
                         run_of_reports.append(w)
                         continue
                     if run_of_reports:
-                        results += await self._insert(conn, run_of_reports)
+                        results += await self._insert(conn, run_of_reports, stored)
                         run_of_reports = []
                     if isinstance(w, Deletion):
-                        results.append(await self._delete(conn, w))
+                        results.append(await self._delete(conn, w, unqueued))
+            self._held.keep(stored)  # committed: the fold may take them now ...
+            self._held.forget(unqueued)  # ... and never those a deletion took out
             return results
 
         return await self._run(run)
@@ -266,14 +320,28 @@ class PostgresStorage:
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
                 queued = await conn.fetch(
-                    "SELECT q.seq, r.body FROM rollup_queue q JOIN reports r ON r.seq = q.seq "
+                    "SELECT q.seq, r.report_id FROM rollup_queue q JOIN reports r ON r.seq = q.seq "
                     f"ORDER BY q.seq LIMIT $1 {lock}",
                     limit,
                 )
                 if not queued:
+                    self._held.clear()
                     return 0
-                await fold_reports(conn, [orjson.loads(row["body"]) for row in queued])
+                reports, missing = self._held.take(queued)
+                failed: dict[int, str] = {}
+                if missing:
+                    bodies = await conn.fetch("SELECT seq, body FROM reports WHERE seq = ANY($1::int8[])", missing)
+                    decoded, failed = decode_bodies(bodies)
+                    reports.update(decoded)
+                failed.update(await _fold_or_isolate(conn, reports))
+                await conn.executemany(
+                    "INSERT INTO quarantine (seq, reason, quarantined) VALUES ($1, $2, $3) "
+                    "ON CONFLICT (seq) DO UPDATE SET reason = excluded.reason",
+                    [(seq, why, time.time()) for seq, why in failed.items()],
+                )
                 await conn.execute("DELETE FROM rollup_queue WHERE seq = ANY($1::int8[])", [r["seq"] for r in queued])
+            for seq, why in failed.items():
+                log.warning("report seq %d quarantined: %s", seq, why)
             return len(queued)
 
         return await self._run(run)
@@ -283,6 +351,10 @@ class PostgresStorage:
             await conn.execute(END_SESSIONS_SQL.replace("?", "$1"), SESSION_EPOCH)
 
         await self._run(run)
+
+    async def quarantined(self) -> int:
+        (count,) = (await self.query("SELECT COUNT(*) FROM quarantine", {}))[0]
+        return int(count)
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -27,7 +27,6 @@ request takes every entry of the machine back out, one per active day, and delet
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -76,32 +75,32 @@ def display(value: Any) -> str:
     return value if isinstance(value, str) else repr(value)
 
 
-def _named(report: Mapping[str, Any]) -> list[tuple[str, str, str]]:
-    """(family, name, value) of every group a report shows its machine in."""
+def _named(report: Any) -> list[tuple[str, str, str]]:
+    """(family, name, value) of every group a report (as validation decoded it) shows its machine in."""
     named = [("active", "", "")]
-    for c in report.get("counters", ()):
-        named.append(("feature", c["name"], ""))
-        if c.get("label"):
-            named.append(("feature_label", c["name"], c["label"]))
-    named += [("problem", p["kind"], p["signature"]) for p in report.get("problems", ())]
-    named += [("timing", h["name"], "") for h in report.get("histograms", ())]
-    config = {f"config.{k}": display(v) for k, v in report.get("config", {}).items()}
-    system = report.get("system")
+    for c in report.counters:
+        named.append(("feature", c.name, ""))
+        if c.label:
+            named.append(("feature_label", c.name, c.label))
+    named += [("problem", p.kind, p.signature) for p in report.problems]
+    named += [("timing", h.name, "") for h in report.histograms]
+    config = {f"config.{k}": display(v) for k, v in report.config.items()}
+    system = report.system
     if system is not None:
-        config.update((f"system.{name}", display(system.get(name))) for name in SYSTEM_FIELDS)
-        config.update((f"system.features.{k}", display(v)) for k, v in system.get("features", {}).items())
+        config.update((f"system.{name}", display(getattr(system, name))) for name in SYSTEM_FIELDS)
+        config.update((f"system.features.{k}", display(v)) for k, v in system.features.items())
     for key, value in config.items():
         named += (("config", key, value), ("config_key", key, ""))
     return named
 
 
-def add(state: State, report: Mapping[str, Any], day: int, deltas: Deltas) -> None:
+def add(state: State, report: Any, day: int, deltas: Deltas) -> None:
     """File a machine's report of ``day`` into its ``state``, and what that changes into ``deltas``.
 
     Reports of one machine are cheapest in day order (the usual order): each new day is then appended
     to its runs. This loop runs for every group of every report folded, so it is written for speed.
     """
-    product, version = report["product"], report["product_version"]
+    product, version = report.product, report.product_version
     groups = [(f, "version", version, product, n, v) for f, n, v in _named(report)]
     groups += [(f, "all", "", product, n, v) for f, _, _, _, n, v in groups if f not in VERSION_ONLY]
     for group in groups:

@@ -14,12 +14,17 @@ Three kinds of table:
 So a query's cost grows with products, groups and days, not with the number of machines or reports. Rows
 are aggregated in Python per key first and written sorted by key, so one statement never touches a row
 twice and concurrent writers (PostgreSQL workers) take row locks in the same order.
+
+The fold reads reports as validation decoded them (``validation.Valid.item``, or ``validation.decode_stored``
+for a stored one): the structs generated from the records, whose fields it reads by name (the records
+themselves have the same fields, which is what ``bench/dashboard.py`` folds). It parses nothing: a
+timestamp is already an aware ``datetime``, a bucket index already an int. A report the fold still cannot
+take is quarantined by the store (see ``storage``), never retried forever.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import datetime
 from itertools import groupby
 from typing import Any
 
@@ -161,7 +166,7 @@ def _add_problem(table: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], 
         found[1], found[2] = min(found[1], end), max(found[2], end)
 
 
-def _rows(reports: Iterable[tuple[dict[str, Any], float]]) -> dict[str, list[tuple[Any, ...]]]:
+def _rows(reports: Iterable[tuple[Any, float]]) -> dict[str, list[tuple[Any, ...]]]:
     machines: set[tuple[Any, ...]] = set()
     counters: dict[tuple[Any, ...], int] = {}
     counter_totals: dict[tuple[Any, ...], int] = {}
@@ -169,21 +174,21 @@ def _rows(reports: Iterable[tuple[dict[str, Any], float]]) -> dict[str, list[tup
     problems: dict[tuple[Any, ...], list[Any]] = {}
     problem_totals: dict[tuple[Any, ...], list[Any]] = {}
     for r, end in reports:
-        product, version, guid = r["product"], r["product_version"], r["guid"]
+        product, version, guid = r.product, r.product_version, r.guid
         day = int(end // DAY_S)
         machines.add((product, day, guid, version))
-        for c in r.get("counters", ()):
-            label = c.get("label") or ""
-            key = (product, day, guid, c["name"], label, version)
-            counters[key] = counters.get(key, 0) + c["value"]
-            total = (product, day, c["name"], label, version)
-            counter_totals[total] = counter_totals.get(total, 0) + c["value"]
-        for p in r.get("problems", ()):
-            _add_problem(problems, (product, day, guid, p["kind"], p["signature"], version), p["count"], end)
-            _add_problem(problem_totals, (product, day, p["kind"], p["signature"], version), p["count"], end)
-        for h in r.get("histograms", ()):
-            for bucket, count in h["buckets"].items():
-                bkey = (product, day, h["name"], version, int(bucket))
+        for c in r.counters:
+            label = c.label or ""
+            key = (product, day, guid, c.name, label, version)
+            counters[key] = counters.get(key, 0) + c.value
+            total = (product, day, c.name, label, version)
+            counter_totals[total] = counter_totals.get(total, 0) + c.value
+        for p in r.problems:
+            _add_problem(problems, (product, day, guid, p.kind, p.signature, version), p.count, end)
+            _add_problem(problem_totals, (product, day, p.kind, p.signature, version), p.count, end)
+        for h in r.histograms:
+            for bucket, count in h.buckets.items():
+                bkey = (product, day, h.name, version, bucket)
                 buckets[bkey] = buckets.get(bkey, 0) + count
     return {
         "machine_days": sorted(machines),
@@ -200,19 +205,19 @@ class Fold:
     """Folding a set of reports: the rollup rows, once the reach state of their machines is known."""
 
     tables: dict[str, list[tuple[Any, ...]]]
-    dated: list[tuple[dict[str, Any], int]]
+    dated: list[tuple[Any, int]]
     """(report, day) by machine and day."""
 
     @property
     def machines(self) -> list[reach.Machine]:
         """The (product, guid) pairs whose stored ``reach_state`` :meth:`rows` needs, in lock order."""
-        return sorted({(r["product"], r["guid"]) for r, _ in self.dated})
+        return sorted({(r.product, r.guid) for r, _ in self.dated})
 
     def rows(self, states: Mapping[reach.Machine, str]) -> dict[str, list[tuple[Any, ...]]]:
         """Every table's rows, given the stored states (``runs``) of :attr:`machines` that have one."""
         deltas: reach.Deltas = reach.Deltas()
         new_states = []
-        for (product, guid), reports in groupby(self.dated, key=lambda rd: (rd[0]["product"], rd[0]["guid"])):
+        for (product, guid), reports in groupby(self.dated, key=lambda rd: (rd[0].product, rd[0].guid)):
             state = reach.decode(states.get((product, guid)), product)
             for report, day in reports:
                 reach.add(state, report, day, deltas)
@@ -220,12 +225,10 @@ class Fold:
         return {**self.tables, "reach": reach.rows(deltas), "reach_state": new_states}
 
 
-def fold(reports: Iterable[dict[str, Any]]) -> Fold:
-    """Start folding validated report items (decoded JSON)."""
-    dated = [(r, datetime.fromisoformat(r["period"]["end"]).timestamp()) for r in reports]
-    by_machine = sorted(
-        ((r, int(end // DAY_S)) for r, end in dated), key=lambda rd: (rd[0]["product"], rd[0]["guid"], rd[1])
-    )
+def fold(reports: Iterable[Any]) -> Fold:
+    """Start folding reports as validation decoded them (see the module docstring)."""
+    dated = [(r, r.period.end.timestamp()) for r in reports]
+    by_machine = sorted(((r, int(end // DAY_S)) for r, end in dated), key=lambda rd: (rd[0].product, rd[0].guid, rd[1]))
     return Fold(_rows(dated), by_machine)
 
 

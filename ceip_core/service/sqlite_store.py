@@ -10,7 +10,9 @@ may share a file; SQLite's lock serialises them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,15 +23,22 @@ import orjson
 
 from ceip_core.service import rollups
 from ceip_core.service.storage import (
+    DELETE_QUARANTINED,
     END_SESSIONS_SQL,
+    QUARANTINE_DDL,
     SCHEMA_VERSION,
     SESSION_EPOCH,
     Deletion,
+    Held,
     NewReport,
     StorageError,
     StorageUnavailable,
     Write,
+    decode_bodies,
+    describe,
 )
+
+log = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
 #: SQLite result codes that mean "not now" (busy, locked, I/O, full, cannot open, read-only), not a bug.
@@ -46,6 +55,7 @@ _DDL = [
         request_id TEXT PRIMARY KEY, product TEXT NOT NULL, day BIGINT NOT NULL, received DOUBLE PRECISION NOT NULL)""",
     *(statement for table in rollups.TABLES for statement in table.ddl()),
     rollups.MACHINE_INDEX,
+    QUARANTINE_DDL,
 ]
 
 
@@ -57,9 +67,14 @@ _INSERT_REPORT = (
 # One row, one step: SQLite releases the GIL around every step, and under load each step then waits for
 # the event loop to hand the GIL back, so a result of many rows is fetched as one JSON array.
 _QUEUED = (
-    "SELECT json_group_array(json_array(seq, body)) FROM "
-    "(SELECT q.seq, r.body FROM rollup_queue q JOIN reports r ON r.seq = q.seq ORDER BY q.seq LIMIT ?)"
+    "SELECT json_group_array(json_array(seq, report_id)) FROM "
+    "(SELECT q.seq, r.report_id FROM rollup_queue q JOIN reports r ON r.seq = q.seq ORDER BY q.seq LIMIT ?)"
 )
+_BODIES = "SELECT json_group_array(json_array(seq, body)) FROM reports WHERE seq IN (SELECT value FROM json_each(?))"
+_UNQUEUE = (
+    "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = ? AND product = ?) RETURNING seq"
+)
+_NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
 _DELETE_ROLLUP = {t.name: t.delete(":guid", ":product") for t in rollups.PER_MACHINE}
 _UPSERTS = {t.name: t.upsert(f"VALUES ({', '.join('?' * len(t.columns))})") for t in rollups.TABLES}
@@ -80,8 +95,8 @@ def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     return db
 
 
-def fold_reports(db: sqlite3.Connection, reports: list[dict[str, Any]]) -> None:
-    """Fold decoded reports into the rollups, inside the caller's write transaction."""
+def fold_reports(db: sqlite3.Connection, reports: list[Any]) -> None:
+    """Fold reports, as validation decoded them, into the rollups, inside the caller's write transaction."""
     plan = rollups.fold(reports)
     states: dict[tuple[str, str], str] = {}
     products = sorted({product for product, _ in plan.machines})
@@ -91,6 +106,41 @@ def fold_reports(db: sqlite3.Connection, reports: list[dict[str, Any]]) -> None:
             states[product, guid] = runs
     for table, rows in plan.rows(states).items():
         db.executemany(_UPSERTS[table], rows)
+
+
+def _unavailable(exc: Exception) -> bool:
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _UNAVAILABLE
+
+
+def _fold_or_isolate(db: sqlite3.Connection, reports: dict[int, Any]) -> dict[int, str]:
+    """Fold ``reports`` (by seq); if that fails, fold them one by one. Why each one that failed did.
+
+    Savepoints undo a failed attempt inside the caller's transaction; an unavailable database is raised,
+    never blamed on a report.
+    """
+    db.execute("SAVEPOINT fold")
+    try:
+        fold_reports(db, list(reports.values()))
+    except Exception as exc:
+        if _unavailable(exc):
+            raise
+        db.execute("ROLLBACK TO fold")
+    else:
+        db.execute("RELEASE fold")
+        return {}
+    failed: dict[int, str] = {}
+    for seq, report in reports.items():
+        db.execute("SAVEPOINT one")
+        try:
+            fold_reports(db, [report])
+        except Exception as exc:
+            if _unavailable(exc):
+                raise
+            db.execute("ROLLBACK TO one")
+            failed[seq] = describe(exc)
+        db.execute("RELEASE one")
+    db.execute("RELEASE fold")
+    return failed
 
 
 class _Transaction:
@@ -120,6 +170,8 @@ class SQLiteStorage:
         self._reader_thread = ThreadPoolExecutor(1, thread_name_prefix="ceip-sqlite-reader")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._held = Held()
+        """Touched on the writer thread only, like the writer connection."""
 
     async def _on(self, thread: ThreadPoolExecutor, fn: Callable[[], _R]) -> _R:
         try:
@@ -172,6 +224,8 @@ class SQLiteStorage:
     def _write(self, writes: Sequence[Write]) -> list[bool]:
         assert self._writer is not None, "storage is not open"
         results: list[bool] = []
+        stored: list[tuple[int, Any]] = []
+        unqueued: list[int] = []
         with _Transaction(self._writer) as db:
             run: list[NewReport] = []
             for w in [*writes, None]:
@@ -179,14 +233,17 @@ class SQLiteStorage:
                     run.append(w)
                     continue
                 if run:
-                    results += self._insert(db, run)
+                    results += self._insert(db, run, stored)
                     run = []
                 if isinstance(w, Deletion):
-                    results.append(self._delete(db, w))
+                    results.append(self._delete(db, w, unqueued))
+        self._held.keep(stored)  # committed: the fold may take them now ...
+        self._held.forget(unqueued)  # ... and never those a deletion took out
         return results
 
     @staticmethod
-    def _insert(db: sqlite3.Connection, reports: list[NewReport]) -> list[bool]:
+    def _insert(db: sqlite3.Connection, reports: list[NewReport], stored: list[tuple[int, Any]]) -> list[bool]:
+        """Insert and queue ``reports``; per report, whether it is new. Adds ``(seq, item)`` of each to ``stored``."""
         ids = orjson.dumps([r.report_id for r in reports])
         existing = {row[0] for row in db.execute(_EXISTING, (ids,))}
         (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM reports").fetchone()
@@ -195,18 +252,22 @@ class SQLiteStorage:
         )
         # One writer at a time: the rows after the last seq are exactly the ones this statement inserted.
         db.execute("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq > ?", (last,))
+        seqs = dict((report_id, seq) for seq, report_id in orjson.loads(db.execute(_NEW_SEQS, (last,)).fetchone()[0]))
         results = []
         for r in reports:
-            results.append(r.report_id not in existing)
+            new = r.report_id not in existing
+            results.append(new)
+            if new:
+                stored.append((seqs[r.report_id], r.item))
             existing.add(r.report_id)
         return results
 
     @staticmethod
-    def _delete(db: sqlite3.Connection, d: Deletion) -> bool:
+    def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
+        """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
-        db.execute(
-            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = ? AND product = ?)", pair
-        )
+        unqueued += [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
+        db.execute(DELETE_QUARANTINED.format("?", "?"), pair)
         db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
         state = db.execute(rollups.MY_STATE, mine).fetchone()
         db.executemany(_UPSERTS["reach"], rollups.removal(d.product, state and state[0]))
@@ -232,14 +293,27 @@ class SQLiteStorage:
         assert self._writer is not None, "storage is not open"
         with _Transaction(self._writer) as db:
             (found,) = db.execute(_QUEUED, (limit,)).fetchone()
-            queued = orjson.loads(found)
+            queued: list[list[Any]] = orjson.loads(found)
             if not queued:
+                self._held.clear()
                 return 0
-            fold_reports(db, [orjson.loads(body) for _, body in queued])
+            reports, missing = self._held.take(queued)
+            failed: dict[int, str] = {}
+            if missing:
+                (bodies,) = db.execute(_BODIES, (orjson.dumps(missing),)).fetchone()
+                decoded, failed = decode_bodies(orjson.loads(bodies))
+                reports.update(decoded)
+            failed.update(_fold_or_isolate(db, reports))
+            db.executemany(
+                "INSERT OR REPLACE INTO quarantine (seq, reason, quarantined) VALUES (?, ?, ?)",
+                [(seq, why, time.time()) for seq, why in failed.items()],
+            )
             db.execute(
                 "DELETE FROM rollup_queue WHERE seq IN (SELECT value FROM json_each(?))",
                 (orjson.dumps([seq for seq, _ in queued]),),
             )
+        for seq, why in failed.items():
+            log.warning("report seq %d quarantined: %s", seq, why)
         return len(queued)
 
     def _end_sessions(self) -> None:
@@ -253,6 +327,10 @@ class SQLiteStorage:
     async def roll_up(self, limit: int = 5000, *, wait: bool = False) -> int:
         # One writer at a time: SQLite's lock already makes every caller wait for a fold in progress.
         return await self._on(self._writer_thread, lambda: self._roll_up(limit))
+
+    async def quarantined(self) -> int:
+        (count,) = (await self.query("SELECT COUNT(*) FROM quarantine", {}))[0]
+        return int(count)
 
     # -- reading ------------------------------------------------------------------------------------
 

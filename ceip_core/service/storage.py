@@ -9,15 +9,24 @@ Storing a report is two steps. ``write`` inserts the raw report and queues it fo
 transaction; that commit is what the service acknowledges, so it must stay cheap. ``roll_up`` later
 folds queued reports into the rollups, many at a time, and queries call it first, so an answer always
 includes every acknowledged report.
+
+The fold reads what validation produced, never a second parse: ``write`` keeps each new report's
+decoded struct (:class:`Held`) for ``roll_up`` to take, and only a report this process does not hold (it
+restarted, another worker stored it, the rollups are being rebuilt) is read back from its stored body, by
+the ingest decoder itself (``validation.decode_stored``). A report the fold still cannot take is
+**quarantined**: moved from the rollup queue to the ``quarantine`` table with the reason, counted
+(:meth:`Storage.quarantined`, shown by ``/readyz``), and never retried by itself, so it blocks nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from attrs import frozen
+
+from ceip_core.service.validation import Rejection, decode_stored
 
 #: The version of the database schema this code creates and reads; stored in the ``meta`` table.
 SCHEMA_VERSION = 2
@@ -33,7 +42,8 @@ class StorageError(Exception):
 
 @frozen
 class NewReport:
-    """A validated report, ready to be stored. ``body`` is the item's JSON, as received."""
+    """A validated report, ready to be stored. ``body`` is the item's JSON, as received; ``item`` is what
+    validation decoded it into (``validation.Valid.item``), which the fold takes."""
 
     report_id: str
     guid: str
@@ -44,6 +54,7 @@ class NewReport:
     received: float
     """The service's own clock when the request arrived (seconds since the epoch)."""
     body: str
+    item: Any
 
 
 @frozen
@@ -59,6 +70,79 @@ class Deletion:
 
 
 Write = NewReport | Deletion
+
+#: The quarantine: queued reports the fold could not take, by ``seq`` (the raw report stays in ``reports``).
+QUARANTINE_DDL = (
+    "CREATE TABLE IF NOT EXISTS quarantine (seq BIGINT PRIMARY KEY, reason TEXT NOT NULL, "
+    "quarantined DOUBLE PRECISION NOT NULL)"
+)
+#: A deletion request deletes the quarantine rows of the pair's reports too (before the reports).
+DELETE_QUARANTINED = "DELETE FROM quarantine WHERE seq IN (SELECT seq FROM reports WHERE guid = {} AND product = {})"
+#: Most reports a store holds in memory for the fold (see :class:`Held`): ten of the committer's fold steps,
+#: a few MB (a decoded report takes about three times the bytes of its JSON).
+MAX_HELD = 2_000
+
+
+class Held:
+    """Reports this process stored and has not folded yet, as validation decoded them, by ``seq``.
+
+    The hand-off from ingest to the fold. It is only a shortcut: the fold reads a report that is not here
+    from its stored body, with the same decoder. So the bound costs a decode, never a report (when it is
+    reached, newer reports are not held: the fold takes the oldest first, so those held are the next it
+    needs), and an entry counts only if its report id matches the queued row's, so a ``seq`` that SQLite
+    reuses after a deletion never folds the wrong report.
+    """
+
+    def __init__(self, limit: int = MAX_HELD) -> None:
+        self.limit = limit
+        self._items: dict[int, Any] = {}
+
+    def keep(self, stored: Iterable[tuple[int, Any]]) -> None:
+        """Hold ``(seq, item)`` pairs that a committed transaction stored, as many as the bound allows."""
+        for seq, item in stored:
+            if len(self._items) >= self.limit:
+                return
+            self._items[seq] = item
+
+    def take(self, queued: Iterable[Sequence[Any]]) -> tuple[dict[int, Any], list[int]]:
+        """For queued ``(seq, report_id)`` rows: the reports held for them (no longer held), and the seqs
+        of the others, whose stored bodies the fold must decode (:func:`decode_bodies`)."""
+        found: dict[int, Any] = {}
+        missing: list[int] = []
+        for seq, report_id in queued:
+            item = self._items.pop(seq, None)
+            if item is not None and item.report_id == report_id:
+                found[seq] = item
+            else:
+                missing.append(seq)
+        return found, missing
+
+    def forget(self, seqs: Iterable[int]) -> None:
+        """Drop the reports a committed deletion request took out of the queue: nothing of them stays."""
+        for seq in seqs:
+            self._items.pop(seq, None)
+
+    def clear(self) -> None:
+        """Forget every report: the queue was found empty, so whatever is held was folded or deleted."""
+        self._items.clear()
+
+
+def decode_bodies(bodies: Iterable[Sequence[Any]]) -> tuple[dict[int, Any], dict[int, str]]:
+    """Stored ``(seq, body)`` rows decoded by the ingest decoder: the reports, and why each other one failed."""
+    reports: dict[int, Any] = {}
+    failed: dict[int, str] = {}
+    for seq, body in bodies:
+        item = decode_stored(body.encode())
+        if isinstance(item, Rejection):
+            failed[seq] = f"{item.reason}: {item.detail}"
+        else:
+            reports[seq] = item
+    return reports, failed
+
+
+def describe(exc: BaseException) -> str:
+    """Why a report was quarantined, for the ``quarantine`` table and the log: short, one line."""
+    return f"fold failed: {type(exc).__name__}: {exc}"[:300].replace("\n", " ")
 
 
 class Storage(Protocol):
@@ -89,11 +173,18 @@ class Storage(Protocol):
         ...
 
     async def roll_up(self, limit: int = 5000, *, wait: bool = False) -> int:
-        """Fold up to ``limit`` queued reports into the rollups, in one transaction; how many were folded.
+        """Fold up to ``limit`` queued reports into the rollups, in one transaction; how many left the queue.
+
+        A report that cannot be folded (its body does not decode, or folding it fails) is quarantined in the
+        same transaction and the others are folded: only an unavailable database makes this raise.
 
         :param wait: if another transaction (another worker) is folding queued reports right now, wait
             for it instead of skipping them: what a query needs to see every acknowledged report.
         """
+        ...
+
+    async def quarantined(self) -> int:
+        """How many stored reports are in the quarantine (see the module docstring)."""
         ...
 
     async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -10,8 +10,14 @@ Why msgspec and not ``wire.make_converter()``: parsing with orjson and building 
 than the whole rest of the ingest path, while msgspec validates while it parses, in C, about ten times
 faster (bench/service.py). The msgspec types are *generated from the records* (``ceip_core.records``),
 so the records stay the one definition of the format, and a property test holds the two decoders to the
-same verdict. Error reasons are taken from msgspec's (stable, documented) messages; the detail is the
-message itself, with the path of the offending value.
+same verdict. Timestamps are the exception to "msgspec parses": msgspec's own parser reads spellings the
+client's does not (and the other way round), so both ends read them with ``wire.parse_timestamp``, called
+here through msgspec's ``dec_hook``. Error reasons are taken from msgspec's (stable, documented) messages;
+the detail is the message itself, with the path of the offending value.
+
+What validation produces is what every later reader takes: the ingest path hands the decoded struct to
+storage and on to the rollup fold, and a stored report that must be read again (after a restart, or to
+rebuild the rollups) is decoded by :func:`decode_stored`, the same decoder. Nothing else parses a report.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import msgspec
 import orjson
 from attrs import frozen
 
+from ceip_core import wire
 from ceip_core.recording import ZERO_BUCKET
 from ceip_core.records import SCHEMA_VERSION, DeletionRequest, Report
 from ceip_core.service.config import Limits
@@ -76,6 +83,22 @@ class Bounds:
 # -- msgspec types, generated from the records -------------------------------------------------------
 
 
+class Timestamp(datetime):
+    """A decoded wire timestamp: an aware ``datetime``, read by ``wire.parse_timestamp``.
+
+    A type of its own only so that msgspec hands the string to :func:`_decode_hook` instead of using its
+    own parser; everything downstream treats it as the ``datetime`` it is.
+    """
+
+
+def _decode_hook(kind: type, value: Any) -> Any:
+    if kind is Timestamp:
+        if not isinstance(value, str):
+            raise TypeError(f"Expected `str`, got `{type(value).__name__}`")
+        return wire.parse_timestamp(value, Timestamp)
+    raise NotImplementedError(f"no decoder for {kind!r}")
+
+
 class _Batch(msgspec.Struct, forbid_unknown_fields=True):
     schema: int
     items: list[msgspec.Raw]
@@ -99,8 +122,10 @@ class _Types:
             return self.text
         if tp in (int, float):
             return self.amount[tp]
-        if tp in (bool, datetime):
+        if tp is bool:
             return tp
+        if tp is datetime:
+            return Timestamp
         if isinstance(tp, type) and issubclass(tp, enum.Enum):
             return Literal[tuple(member.value for member in tp)]
         if attrs.has(tp):
@@ -144,10 +169,13 @@ def _decoders(limits: Limits) -> tuple[msgspec.json.Decoder[Any], type, type]:
     """The item decoder (reports or deletions, tagged by ``type``) and the two struct types, per limits."""
     made = _Types(limits)
     report, deletion = made.struct(Report, "report"), made.struct(DeletionRequest, "deletion")
-    return msgspec.json.Decoder(report | deletion), report, deletion
+    return msgspec.json.Decoder(report | deletion, dec_hook=_decode_hook), report, deletion
 
 
 _BATCH = msgspec.json.Decoder(_Batch)
+#: What msgspec says when JSON nests deeper than the interpreter's recursion limit allows (no report
+#: nests deeper than five levels, so anything near that is refused, never worked around).
+_TOO_DEEP = "JSON nests too deeply"
 
 
 def decode_batch(data: bytes) -> list[msgspec.Raw]:
@@ -158,6 +186,8 @@ def decode_batch(data: bytes) -> list[msgspec.Raw]:
         raise BatchError("malformed", f'a batch is {{"schema": 1, "items": [...]}}: {exc}') from None
     except msgspec.DecodeError as exc:
         raise BatchError("malformed-json", str(exc)) from None
+    except RecursionError:
+        raise BatchError("malformed-json", _TOO_DEEP) from None
     if batch.schema != SCHEMA_VERSION:
         raise BatchError("unsupported-schema", f"batch schema {batch.schema} (this side speaks {SCHEMA_VERSION})")
     return batch.items
@@ -187,11 +217,26 @@ def _reason(message: str) -> str:
     return "out-of-range"
 
 
-def _timestamps(item: Any) -> list[tuple[str, datetime]]:
-    if hasattr(item, "requested"):
-        return [("$.requested", item.requested)]
-    found = [("$.period.start", item.period.start), ("$.period.end", item.period.end)]
-    return found + [(f"$.sessions[{i}].started", s.started) for i, s in enumerate(item.sessions)]
+def _timestamps(report: Any) -> list[tuple[str, datetime]]:
+    found = [("$.period.start", report.period.start), ("$.period.end", report.period.end)]
+    return found + [(f"$.sessions[{i}].started", s.started) for i, s in enumerate(report.sessions)]
+
+
+def _nul_at(value: Any, path: str = "$") -> str | None:
+    """The path of a string (or key) holding a NUL character, which PostgreSQL's text cannot store."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found = _nul_at(key, f"{path} (a key)") or _nul_at(inner, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found = _nul_at(inner, f"{path}[{i}]")
+            if found:
+                return found
+    return None
 
 
 def _semantic(item: Any, is_report: bool, bounds: Bounds, allowlist: Mapping[str, frozenset[str]]) -> Rejection | None:
@@ -199,18 +244,14 @@ def _semantic(item: Any, is_report: bool, bounds: Bounds, allowlist: Mapping[str
     for name in ("report_id" if is_report else "request_id", "guid"):
         if not _UUID.match(getattr(item, name)):
             return Rejection("bad-id", f"{name} must be a UUID - at `$.{name}`")
+    if not is_report:  # deleting is always allowed, for any product and however late
+        return None
     for path, moment in _timestamps(item):
-        if moment.tzinfo is None:
-            return Rejection("invalid", f"timestamp must carry a UTC offset - at `{path}`")
-        if not is_report:  # a deletion is honoured however late it comes
-            continue
-        ts = moment.timestamp()
+        ts = moment.timestamp()  # aware and within datetime's range: wire.parse_timestamp made it
         if ts > bounds.latest:
             return Rejection("future-timestamp", f"{moment.isoformat()} is in the future - at `{path}`")
         if ts < bounds.earliest:
             return Rejection("too-old", f"older than {bounds.limits.max_age_days:g} days - at `{path}`")
-    if not is_report:  # deleting is always allowed, for any product
-        return None
     executables = allowlist.get(item.product)
     if executables is None:
         return Rejection("not-allowlisted", f"product {item.product!r} is not on this service's allowlist")
@@ -237,6 +278,28 @@ class Valid:
         return hasattr(self.item, "report_id")
 
 
+def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
+    """One item through the item decoder: the struct, or the :class:`Rejection` that says why not.
+
+    Every way an item can fail to decode ends here as a reason: a schema mismatch (msgspec's message), JSON
+    that is not UTF-8 or not JSON (``malformed-json``), nesting past the recursion limit, and a NUL
+    character in a string (JSON may escape one as ``\\u0000``; PostgreSQL's text cannot hold it).
+    """
+    try:
+        item = decoder.decode(raw)
+    except msgspec.ValidationError as exc:
+        return Rejection(_reason(str(exc)), str(exc))
+    except msgspec.DecodeError as exc:
+        return Rejection("malformed-json", str(exc))
+    except RecursionError:
+        return Rejection("malformed-json", _TOO_DEEP)
+    if b"\\u0000" in raw:  # the only way a NUL gets into JSON text, so the walk below is rare
+        found = _nul_at(msgspec.to_builtins(item, enc_hook=str))
+        if found is not None:
+            return Rejection("invalid", f"a NUL character in a string - at `{found}`")
+    return item
+
+
 def check_items(
     raws: Sequence[msgspec.Raw], kind: str | None, bounds: Bounds, allowlist: Mapping[str, frozenset[str]]
 ) -> list[Valid | Rejection]:
@@ -248,18 +311,38 @@ def check_items(
     decoder, report_type, _ = _decoders(bounds.limits)
     out: list[Valid | Rejection] = []
     for raw in raws:
-        try:
-            item = decoder.decode(raw)
-        except msgspec.ValidationError as exc:
-            out.append(Rejection(_reason(str(exc)), str(exc)))
+        data = bytes(raw)
+        item = _decode(decoder, data)
+        if isinstance(item, Rejection):
+            out.append(item)
             continue
         is_report = type(item) is report_type
         if kind is not None and kind != ("report" if is_report else "deletion"):
             other = "report" if is_report else "deletion"
             out.append(Rejection("wrong-endpoint", f"{other} items go to /v1/{other}s"))
             continue
-        out.append(_semantic(item, is_report, bounds, allowlist) or Valid(item, bytes(raw)))
+        out.append(_semantic(item, is_report, bounds, allowlist) or Valid(item, data))
     return out
+
+
+#: What a stored report is decoded with when it must be read again: the ingest decoder, with the limits
+#: widened. The report passed the limits of the day it arrived; an operator who lowers them later must not
+#: make the reports stored before unreadable.
+STORED_LIMITS = attrs.evolve(Limits(), max_string=1 << 30, max_entries=1 << 30)
+
+
+def decode_stored(body: bytes) -> Any:
+    """A stored report, decoded again by the ingest decoder (see :data:`STORED_LIMITS`), or why not.
+
+    What a fold reads when the struct that validation produced is gone (the service restarted, another
+    worker stored the report, the rollups are being rebuilt). A :class:`Rejection` means a body that this
+    version of the decoder does not take, which the fold quarantines.
+    """
+    decoder, report_type, _ = _decoders(STORED_LIMITS)
+    item = _decode(decoder, body)
+    if isinstance(item, Rejection) or type(item) is report_type:
+        return item
+    return Rejection("malformed", "a stored body that is not a report")
 
 
 def item_id_of(raw: msgspec.Raw, verdict: Valid | Rejection) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sqlite3
 from pathlib import Path
@@ -27,16 +28,13 @@ def test_import_ingests_a_drop_folder_with_the_same_validation_and_dedupe(tmp_pa
     fleet = [report(problems={"E@x.py:1": 1}) for _ in range(6)]
     write_atomically(folder, body(*fleet[:3]))
     write_atomically(folder, body(*fleet[3:], report(product="unknown")))
-    (folder / "broken.ceip.json.gz").write_bytes(b"not gzip")
     common = ["--db", database, "--data", str(tmp_path), "--allowlist", str(allowlist)]
 
     first = run("import", str(folder), *common, "--json")
-    assert first.exit_code == 1  # one file was not a batch: said, and the rest still imported
+    assert first.exit_code == 0, first.output
     summary = json.loads(first.stdout)
-    assert summary["outcomes"] == {"accepted": 6, "rejected:not-allowlisted": 1}
-    assert list(summary["failed"]) == [str(folder / "broken.ceip.json.gz")]
+    assert summary["outcomes"] == {"accepted": 6, "rejected:not-allowlisted": 1} and summary["stored"]
 
-    (folder / "broken.ceip.json.gz").unlink()
     write_atomically(folder, body(deletion(fleet[0]["guid"])))
     again = run("import", str(folder), *common)
     assert again.exit_code == 0, again.output
@@ -46,6 +44,39 @@ def test_import_ingests_a_drop_folder_with_the_same_validation_and_dedupe(tmp_pa
     assert json.loads(problems.stdout)["problems"][0]["machines"] == 5  # six machines, one deleted
     table = run("report", "problems", "--db", database, "--data", str(tmp_path))
     assert "E@x.py:1" in table.stdout and "machines" in table.stdout
+
+
+def test_an_import_with_a_file_that_is_not_a_batch_stores_nothing(tmp_path: Path, database: str) -> None:
+    """All or nothing: never the reports of the files before the bad one without the deletions read so far."""
+    allowlist = tmp_path / "allowlist.toml"
+    allowlist.write_text('[products.sample]\nexecutables = ["sample-app"]\n')
+    folder = tmp_path / "usb-stick"
+    kept, deleted = report(problems={"E@x.py:1": 1}), report(problems={"E@x.py:1": 1})
+    (folder / "a.ceip.json.gz").parent.mkdir()
+    (folder / "a.ceip.json.gz").write_bytes(body(kept, deleted))
+    deep = b'{"schema": 1, "items": [' + b"[" * 5000 + b"]" * 5000 + b"]}"
+    (folder / "b.ceip.json.gz").write_bytes(gzip.compress(deep))
+    (folder / "c.ceip.json.gz").write_bytes(b"not gzip")
+    (folder / "d.ceip.json.gz").write_bytes(body(deletion(deleted["guid"])))
+    common = ["--db", database, "--data", str(tmp_path), "--allowlist", str(allowlist)]
+
+    failed = run("import", str(folder), *common)
+    assert failed.exit_code == 1
+    assert "nothing imported: 2 of 4 file(s)" in failed.stderr
+    assert f"{folder / 'b.ceip.json.gz'}: malformed-json: JSON nests too deeply" in failed.stderr
+    assert f"{folder / 'c.ceip.json.gz'}: bad-gzip" in failed.stderr
+    as_json = json.loads(run("import", str(folder), *common, "--json").stdout)
+    assert as_json["stored"] is False and as_json["outcomes"] == {} and len(as_json["failed"]) == 2
+    if database.startswith("sqlite"):
+        assert not Path(database.removeprefix("sqlite://")).exists()  # not even opened
+
+    (folder / "b.ceip.json.gz").unlink()
+    (folder / "c.ceip.json.gz").unlink()
+    done = run("import", str(folder), *common, "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["outcomes"] == {"accepted": 3}
+    versions = json.loads(run("report", "versions", *common[:4], "--k", "1", "--json").stdout)
+    assert versions["versions"][0]["machines"] == 1  # the deletion applied after its pair's report
 
 
 async def dump(database: str) -> str:

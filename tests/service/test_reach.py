@@ -20,6 +20,7 @@ from ceip_core.service.app import make_app
 from ceip_core.service.queries import Filters
 from ceip_core.service.reach import NO_DAY, add_day
 from ceip_core.service.storage import NewReport, open_storage
+from ceip_core.service.validation import decode_stored
 
 
 def a_minute_ago() -> datetime:
@@ -27,9 +28,8 @@ def a_minute_ago() -> datetime:
     return datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
 
 
-def problem_report(day: int) -> dict[str, Any]:
-    """The part of a report that reach reads: one problem."""
-    return {"product": "p", "product_version": "1.0", "problems": [{"kind": "error", "signature": "E@x.py:1"}]}
+#: A report with one problem, as validation decodes it (what the fold reads).
+PROBLEM_REPORT = decode_stored(orjson.dumps(report(product="p", problems={"E@x.py:1": 1})))
 
 
 GROUP = ("problem", "all", "", "p", "error", "E@x.py:1")
@@ -72,7 +72,7 @@ def test_counts_equal_brute_force(
     deltas: reach.Deltas = reach.Deltas()
     for start in range(0, len(days), batch):  # a batch is stored and read back, as a fold does
         for machine, day in days[start : start + batch]:
-            reach.add(states[machine], problem_report(day), day, deltas)
+            reach.add(states[machine], PROBLEM_REPORT, day, deltas)
         states = defaultdict(dict, {m: reach.decode(reach.encode(s), "p") for m, s in states.items()})
     for machine in deleted:
         reach.remove(states.pop(machine, {}), deltas)
@@ -86,7 +86,7 @@ def test_counts_equal_brute_force(
 def test_state_survives_encoding() -> None:
     state: reach.State = {}
     for day in (3, 4, 9):
-        reach.add(state, problem_report(day), day, reach.Deltas())
+        reach.add(state, PROBLEM_REPORT, day, reach.Deltas())
     assert state[GROUP] == [3, 4, 9, 9] and state["active", "version", "1.0", "p", "", ""] == [3, 4, 9, 9]
     assert reach.decode(reach.encode(state), "p") == state
     assert reach.decode(None, "p") == reach.decode("", "p") == {}
@@ -185,9 +185,12 @@ async def test_a_schema_1_database_is_rebuilt_from_its_reports(aiohttp_client: A
 
 
 def new_report(item: dict[str, Any]) -> NewReport:
-    day = int(datetime.fromisoformat(item["period"]["end"]).timestamp() // 86400)
+    """What ingest hands the storage for a valid item: its fields, its JSON, and what validation decoded."""
+    body = orjson.dumps(item)
+    decoded = decode_stored(body)
+    day = int(decoded.period.end.timestamp() // 86400)
     return NewReport(item["report_id"], item["guid"], item["product"], item["product_version"], day, 0.0,
-                     orjson.dumps(item).decode())  # fmt: skip
+                     body.decode(), decoded)  # fmt: skip
 
 
 async def test_two_workers_folding_one_machines_reports_at_once_stay_exact(database: str) -> None:

@@ -165,7 +165,7 @@ async def test_a_machine_over_its_rate_gets_429_with_retry_after(make_client: An
 
 async def test_health_and_readiness(client: Any) -> None:
     assert (await client.get("/healthz")).status == 200
-    assert await (await client.get("/readyz")).json() == {"status": "ready"}
+    assert await (await client.get("/readyz")).json() == {"status": "ready", "quarantined": 0}
 
 
 async def test_a_request_that_stalls_gets_408(make_client: Any) -> None:
@@ -178,3 +178,58 @@ async def test_a_request_that_stalls_gets_408(make_client: Any) -> None:
     assert status_line.startswith(b"HTTP/1.1 408")
     writer.close()
     assert (await client.get("/healthz")).status == 200
+
+
+def raw_body(*items: bytes) -> bytes:
+    """A gzip batch body of items given as JSON bytes, which may be anything at all."""
+    return gzip.compress(b'{"schema": 1, "items": [' + b", ".join(items) + b"]}", mtime=0)
+
+
+async def test_json_nested_too_deeply_is_refused_with_a_4xx_on_both_endpoints(client: Any) -> None:
+    deep = b"[" * 5000 + b"]" * 5000
+    in_a_field = orjson.dumps(report())[:-1] + b', "config": {"x": ' + deep + b"}}"
+    bodies = {raw_body(deep): "malformed-json", raw_body(orjson.dumps(report()), in_a_field): "malformed-json"}
+    bodies[gzip.compress(deep)] = "malformed"  # not an object: said before it is read any deeper
+    bodies[gzip.compress(b'{"schema": 1, "items": [], "x": ' + deep + b"}")] = "malformed"
+    for path in ("/v1/reports", "/v1/deletions"):
+        for data, reason in bodies.items():
+            response = await client.post(path, data=data, headers=GZIP)
+            assert response.status == 400, await response.text()
+            assert (await response.json())["error"] == reason
+    # Shallower than the recursion limit: refused item by item, the good item of the batch kept.
+    shallow = b"[" * 500 + b"]" * 500
+    response = await client.post("/v1/reports", data=raw_body(shallow, orjson.dumps(good := report())), headers=GZIP)
+    assert response.status == 200
+    first, second = (await response.json())["results"]
+    assert first["status"] == "rejected" and first["reason"] == "malformed"
+    assert second == {"id": good["report_id"], "status": "accepted"}
+
+
+async def test_an_item_that_is_not_utf8_or_holds_a_nul_is_refused_alone(client: Any) -> None:
+    """Each would once fail the whole batch with a 500 (PostgreSQL cannot store a NUL), which clients retry forever."""
+    good, other = report(), report()
+    not_utf8 = orjson.dumps(report()).replace(b"Linux", b"Li\xffux")
+    nul = orjson.dumps({**report(), "product_version": "1.0\x00"})
+    nul_in_a_name = orjson.dumps({**report(), "counters": [{"name": "a\x00b", "value": 1, "label": None}]})
+    items = [orjson.dumps(good), not_utf8, nul, nul_in_a_name, orjson.dumps(other)]
+    response = await client.post("/v1/reports", data=raw_body(*items), headers=GZIP)
+    assert response.status == 200, await response.text()
+    results = (await response.json())["results"]
+    assert [(r["status"], r.get("reason")) for r in results] == [
+        ("accepted", None),
+        ("rejected", "malformed-json"),
+        ("rejected", "invalid"),
+        ("rejected", "invalid"),
+        ("accepted", None),
+    ]
+    assert "NUL" in results[2]["detail"] and "product_version" in results[2]["detail"]
+    # An escaped lone surrogate is not JSON text the batch can be split at (and no ceip client writes one).
+    lone_surrogate = orjson.dumps(report()).replace(b"Linux", b"Li\\ud800ux")
+    response = await client.post("/v1/reports", data=raw_body(orjson.dumps(report()), lone_surrogate), headers=GZIP)
+    assert response.status == 400 and (await response.json())["error"] == "malformed-json"
+    nul_deletion = orjson.dumps({**deletion(good["guid"]), "product": "sample\x00"})
+    response = await client.post("/v1/deletions", data=raw_body(nul_deletion), headers=GZIP)
+    assert response.status == 200
+    assert (await response.json())["results"][0]["reason"] == "invalid"
+    answer = await (await client.get("/v1/query/participation", headers=auth())).json()
+    assert answer["hidden"] == 1  # the two good machines' day (fewer than k): both stored, nothing deleted

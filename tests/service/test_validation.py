@@ -15,7 +15,7 @@ from service.factory import ALLOWLIST, deletion, report
 from ceip_core import wire
 from ceip_core.records import Report
 from ceip_core.service.config import Limits
-from ceip_core.service.validation import Bounds, Rejection, Valid, check_items
+from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, decode_stored
 
 BOUNDS = Bounds.at(time.time(), Limits())
 
@@ -60,11 +60,24 @@ def test_the_service_accepts_only_what_the_wire_decoder_accepts(data: st.DataObj
             del parent[path[-1]]
         elif isinstance(parent, dict):
             parent[data.draw(st.text(max_size=8))] = data.draw(json_values)
-    # What the service stores, the wire decoder takes. (The converse does not quite hold: cattrs takes any
-    # iterable for an array, e.g. {} for []; the service refuses that, as docs/wire-format.md says.)
+    # What the service stores, the wire decoder takes; and what the wire decoder takes, the service refuses
+    # only by a rule of its own (docs/wire-format.md, "HTTP"), never as a format it cannot read.
     verdict = check(copy.deepcopy(raw))
+    try:
+        decoded = wire.structure_item(raw)
+    except wire.WireError:
+        decoded = None
     if isinstance(verdict, Valid):
-        assert isinstance(wire.structure_item(raw), Report)
+        assert isinstance(decoded, Report)
+    elif isinstance(decoded, Report):
+        assert verdict.reason in SERVICE_RULES, (verdict, raw)
+
+
+#: Reasons the service refuses an item the format allows: limits, ids, the allowlist, the clock.
+SERVICE_RULES = {
+    "not-allowlisted", "bad-id", "negative-value", "out-of-range", "too-long", "too-many", "bad-period",
+    "future-timestamp", "too-old",
+}  # fmt: skip
 
 
 def test_every_rule_has_its_reason() -> None:
@@ -104,3 +117,79 @@ def test_configuration_values_may_be_negative_but_counts_may_not() -> None:
     rejection = check(item)
     assert isinstance(rejection, Rejection) and rejection.reason == "negative-value"
     assert rejection.detail.endswith("at `$.diagnostics[...]`") or "$.diagnostics" in rejection.detail
+
+
+def _digits(n: int) -> st.SearchStrategy[str]:
+    return st.text("0123456789", min_size=n, max_size=n)
+
+
+#: Timestamp spellings around the one the wire documents: RFC 3339 and its near misses (case, separators,
+#: fractions, offsets, dates and times out of range, ISO 8601 forms that are not RFC 3339, non-ASCII digits).
+spellings = st.one_of(
+    st.builds(
+        "{}-{}-{}{}{}:{}{}{}{}".format,
+        st.sampled_from(["2026", "0001", "9999", "0000", "+2026", "２０２６"]) | _digits(4),
+        st.sampled_from(["01", "02", "12", "13", "00", "1"]),
+        st.sampled_from(["01", "28", "29", "30", "31", "32", "00", "3"]),
+        st.sampled_from(["T", "t", " ", "_", "", "TT"]),
+        st.sampled_from(["00", "06", "23", "24", "6"]) | _digits(2),
+        st.sampled_from(["00", "56", "59", "60"]),
+        st.sampled_from([":01", ":59", ":60", "", ":5"]),
+        st.sampled_from(["", ".", ",5"]) | st.integers(1, 12).flatmap(lambda n: _digits(n).map(".".__add__)),
+        st.sampled_from(["Z", "z", "", "+00:00", "-00:00", "+0000", "+00", "+05:30", "-23:59", "+24:00", "+23:60"])
+        | st.sampled_from(["+00:00:00", " Z", "Z ", "UTC", "+14:00", "-12:00"]),
+    ),
+    st.text(max_size=30),
+)
+
+
+def _client_reads(item: dict[str, Any]) -> Any:
+    try:
+        return wire.structure_item(item)
+    except wire.WireError:
+        return None
+
+
+@settings(max_examples=500, deadline=None)
+@given(spellings)
+def test_both_ends_read_every_timestamp_spelling_alike(text: str) -> None:
+    """What the service takes the client takes and the other way round, and both read the same instant."""
+    item = deletion("0f3e7a52-0c1e-4c59-9d61-000000000001")
+    item["requested"] = text
+    verdict, decoded = check(item, "deletion"), _client_reads(item)
+    if decoded is None:
+        assert isinstance(verdict, Rejection), (text, verdict)
+        return
+    assert isinstance(verdict, Valid), (text, verdict)
+    ours, theirs = verdict.item.requested, decoded.requested
+    assert (ours, ours.utcoffset()) == (theirs, theirs.utcoffset()), text
+
+
+def test_rfc_3339_spellings_are_read_and_near_misses_refused_at_both_ends() -> None:
+    base = report()
+    for text, expected in {
+        "2026-12-03t06:56:01z": "2026-12-03T06:56:01+00:00",  # RFC 3339 allows lower case t and z
+        "2026-12-03T06:56:01.123456789Z": "2026-12-03T06:56:01.123456+00:00",  # nanoseconds: cut, not rounded
+        "2026-12-03T08:56:01+02:00": "2026-12-03T08:56:01+02:00",
+    }.items():
+        item = deletion(base["guid"])
+        item["requested"] = text
+        verdict = check(item, "deletion")
+        assert isinstance(verdict, Valid) and verdict.item.requested.isoformat() == expected
+        assert _client_reads(item).requested.isoformat() == expected
+    for text in ("2026-12-03 06:56:01Z", "2026-12-03T06:56:01+0000", "20261203T065601Z", "2026-12-03T06:56:01"):
+        item = deletion(base["guid"])
+        item["requested"] = text
+        assert isinstance(check(item, "deletion"), Rejection) and _client_reads(item) is None, text
+
+
+def test_a_stored_report_is_read_back_by_the_ingest_decoder_as_ingest_read_it() -> None:
+    item = report(problems={"E@x.py:1": 2}, timings={"render_ms": [1, 2]})
+    valid = check(item)
+    assert isinstance(valid, Valid)
+    again = decode_stored(valid.raw)
+    assert msgspec.to_builtins(again, enc_hook=str) == msgspec.to_builtins(valid.item, enc_hook=str)
+    # Limits are those of the day it was stored: lowering them later does not make it unreadable.
+    long = {**report(), "product_version": "v" * 300}
+    assert check(long).reason == "too-long"  # type: ignore[union-attr]
+    assert decode_stored(orjson.dumps(long)).product_version == "v" * 300
