@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import click
 
-from ceip_core import dictionary, settings, wire
+from ceip_core import dictionary, settings, statedb, wire
 from ceip_core.agent import read_status as read_agent_status
 from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_entry
 from ceip_core.consent import Change, Consent, ConsentError, State
@@ -220,7 +220,18 @@ def status(as_json: bool) -> None:
         if ":" not in k or k.startswith(("rejected:", "scrubbed:", "scrubber-error:"))
     }
     click.echo("Dropped:        " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "nothing"))
+    if stats.drops.get(statedb.DAMAGED):
+        click.echo(f"Damaged spool:  {_describe_damage(stats.drops)}")
     click.echo(f"Agent:          {_describe_agent(agent)}")
+
+
+def _describe_damage(drops: dict[str, int]) -> str:
+    lost = [f"{drops.get(statedb.LOST_REPORTS, 0)} queued report(s) lost"]
+    if drops.get(statedb.LOST_UNKNOWN):
+        lost.append(f"{drops[statedb.LOST_UNKNOWN]} time(s) an unknown number of queued reports lost")
+    if drops.get(statedb.LOST_DELETIONS):
+        lost.append(f"{drops[statedb.LOST_DELETIONS]} deletion request(s) lost")
+    return f"repaired {drops[statedb.DAMAGED]} time(s); " + ", ".join(lost) + " (the damaged file is kept beside it)"
 
 
 def _describe_agent(agent: dict[str, Any]) -> str:

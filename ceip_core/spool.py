@@ -19,8 +19,9 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ceip_core import vendor_policy
+from ceip_core import deletion_journal, vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
 from ceip_core.statedb import StateDB
 
@@ -74,11 +75,28 @@ class SpoolStats:
 def insert_item(
     conn: sqlite3.Connection, item_id: str, kind: str, product: str, guid: str, data: bytes, now: float | None = None
 ) -> None:
-    """Insert one item inside the caller's transaction (the consent module queues deletion requests)."""
+    """Insert one item inside the caller's transaction (the consent module queues deletion requests).
+    A deletion request is written to the deletion journal first, so it survives damage to the database."""
+    created = time.time() if now is None else now
+    if kind == "deletion":
+        deletion_journal.add(_folder_of(conn), deletion_journal.JournalEntry(item_id, product, guid, created, data))
     conn.execute(
         "INSERT INTO spool (item_id, kind, product, guid, created, size, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (item_id, kind, product, guid, time.time() if now is None else now, len(data), data),
+        (item_id, kind, product, guid, created, len(data), data),
     )
+
+
+def _folder_of(conn: sqlite3.Connection) -> Path:
+    """The state folder of the database ``conn`` has open (the deletion journal lives beside it)."""
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent
+
+
+def _settle_journal(conn: sqlite3.Connection, settled: list[str]) -> None:
+    """Forget delivered deletion requests in the journal; empty it once none is queued."""
+    if conn.execute("SELECT 1 FROM spool WHERE kind = 'deletion' LIMIT 1").fetchone() is None:
+        deletion_journal.clear(_folder_of(conn))
+    else:
+        deletion_journal.done(_folder_of(conn), settled)
 
 
 def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) -> None:
@@ -247,6 +265,12 @@ class Spool:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)", (repr(now),))
 
         self.db.write(work)
+        # Only after the commit: a request is forgotten by the journal once the database no longer has it.
+        settled = [
+            i.item_id for i in lease.items if i.kind == "deletion" and (i.item_id in accepted or i.item_id in rejected)
+        ]
+        if settled:
+            self.db.write(lambda conn: _settle_journal(conn, settled))
 
     # -- inspecting and purging ---------------------------------------------------------------------
 
