@@ -17,7 +17,6 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
@@ -280,7 +279,9 @@ def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Exactly the JSON the receiving service will get.")
 def review(product: str | None, as_json: bool) -> None:
     """Show exactly what is queued to be sent."""
-    items = _spool().items(product)
+    spool = _spool()
+    _check_product(product, spool)
+    items = spool.items(product)
     decoded = []
     for queued in items:
         try:
@@ -302,6 +303,16 @@ def review(product: str | None, as_json: bool) -> None:
             click.echo(line)
 
 
+def _check_product(product: str | None, spool: Spool) -> None:
+    """Refuse a product this machine knows nothing of: no plugin declares it, no choice was made for it
+    and nothing is queued for it (a typo would otherwise show or delete nothing, and say so calmly)."""
+    if product is None:
+        return
+    known = set(_plugins().products) | set(spool.consent.states()) | spool.products()
+    if product not in known:
+        raise click.UsageError(f"unknown product {product!r} (known: {', '.join(sorted(known)) or 'none'})")
+
+
 # -- identity and purge ----------------------------------------------------------------------------------
 
 
@@ -320,9 +331,11 @@ def reset_id() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask.")
 def purge(product: str | None, yes: bool) -> None:
     """Delete queued reports without sending them (deletion requests stay)."""
+    spool = _spool()
+    _check_product(product, spool)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete every queued report{f' of {product}' if product else ''}?", abort=True)
-    n = _spool().purge(product)
+    n = spool.purge(product)
     click.echo(f"Deleted {n} queued report(s).")
 
 
@@ -358,8 +371,6 @@ def config_show(as_json: bool) -> None:
 def config_set(name: str, value: str) -> None:
     """Set NAME to VALUE, e.g. ceip config set upload-url https://ceip.example.com"""
     if name == "upload-url":
-        if not urlsplit(value).scheme:
-            raise click.UsageError(f"give a full URL, e.g. https://ceip.example.com or file:///path, not {value!r}")
         _transport(value)  # refuses what no transport takes (unknown scheme, plain http to a remote host ...)
     StateDB(state_dir()).write(lambda conn: settings.put(conn, name, value))
     click.echo(f"{name} = {value}")
@@ -640,6 +651,10 @@ def allowlist_check(as_json: bool) -> None:
         click.echo(f"The allowlist also names {', '.join(strangers)}, which no installed plugin declares (ignored).")
 
 
+#: ``ceip agent --upload-to none``: queue only, even if the upload-url setting names a destination.
+NO_UPLOAD = "none"
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="Run one full cycle (collect, seal, upload) and exit: for cron and tests.")
 @click.option(
@@ -659,7 +674,7 @@ def allowlist_check(as_json: bool) -> None:
 @click.option(
     "--upload-to",
     "url",
-    help="Send what is queued to this URL after each report (default: the upload-url setting; none: keep it).",
+    help="Send what is queued to this URL after each report (default: the upload-url setting; 'none': keep it).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def agent(once: bool, interval: float, seal_every: float, url: str | None, verbose: bool) -> None:
@@ -674,7 +689,7 @@ def agent(once: bool, interval: float, seal_every: float, url: str | None, verbo
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     plugins = _plugins()
-    url = url or _setting("upload-url")
+    url = None if url == NO_UPLOAD else url or _setting("upload-url")
     if url is not None:
         asyncio.run(_transport(url).close())  # a bad URL is refused now, not after the first report
     config = AgentConfig(state_dir(), {ProcessObserver.name: interval}, seal_every, url, once)

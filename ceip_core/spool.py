@@ -287,6 +287,10 @@ class Spool:
             for i, kind, prod, guid, created, attempts, data in rows
         ]
 
+    def products(self) -> set[str]:
+        """Every product with something queued."""
+        return self.db.read(lambda conn: {p for (p,) in conn.execute("SELECT DISTINCT product FROM spool")})
+
     def stats(self) -> SpoolStats:
         def work(conn: sqlite3.Connection) -> SpoolStats:
             by_kind = dict(conn.execute("SELECT kind, COUNT(*) FROM spool GROUP BY kind").fetchall())

@@ -191,6 +191,18 @@ def test_without_upload_to_the_agent_uses_the_upload_url_setting(home: Path, tmp
     assert queued(home) == []
 
 
+def test_upload_to_none_keeps_the_queue_even_with_an_upload_url_set(home: Path, tmp_path: Path) -> None:
+    """Regression: ``--upload-to none`` (documented as "keep it") moved the queue into a folder ./none."""
+    drop = tmp_path / "configured-drop"
+    subprocess.run([*CLI, "config", "set", "upload-url", f"file://{drop}"], check=True, timeout=60)
+    proc = subprocess.run(
+        [*AGENT, "--once", "--upload-to", "none"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "none").exists() and not drop.exists()
+    assert sorted(r["product"] for r in queued(home)) == ["other", "sample"]
+
+
 def test_stand_ins_that_stop_and_crash_become_session_reports(
     agent, home: Path, apps: dict[str, str], tmp_path: Path, processes
 ) -> None:

@@ -61,11 +61,38 @@ def test_consent_all(sample) -> None:
         (["consent", "in", "sample", "--all"], "not both"),
         (["describe", "--product", "nope"], "unknown product 'nope'"),
         (["upload", "--to", "carrier-pigeon://x"], "no transport for 'carrier-pigeon'"),
+        (["review", "--product", "nope"], "unknown product 'nope' (known: other, sample)"),
+        (["purge", "--product", "nope", "--yes"], "unknown product 'nope' (known: other, sample)"),
         (["consent", "maybe"], "No such command 'maybe'"),
     ],
 )
 def test_bad_input_gets_a_clear_message_and_exit_2(sample, args: list[str], message: str) -> None:
     assert message in ceip(*args, code=2)
+
+
+@pytest.mark.parametrize(
+    "args", [["upload", "--to"], ["agent", "--once", "--upload-to"], ["config", "set", "upload-url"]]
+)
+@pytest.mark.parametrize("target", ["notaurl", "outbox/sub", "None"])
+def test_a_destination_without_a_scheme_is_refused_not_taken_for_a_folder(
+    sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], target: str
+) -> None:
+    """Regression: ``ceip upload --to notaurl`` moved the whole queue into ./notaurl and said "Sent"."""
+    monkeypatch.chdir(tmp_path)
+    ceip("consent", "in", "sample")
+    record_session()
+    out = " ".join(ceip(*args, target, code=2).split())
+    assert f"{target!r} is not a URL: give one with a scheme (known: file://, http://, https://" in out
+    assert not (tmp_path / target.split("/")[0]).exists()  # no folder made
+    assert json.loads(ceip("status", "--json"))["queued_reports"] == 1
+
+
+def test_review_and_purge_take_a_product_that_is_only_queued(sample, ceip_plugins) -> None:
+    ceip("consent", "in", "sample")
+    record_session()
+    ceip_plugins()  # the sample plugin is gone, its report is still queued
+    assert "== sample ==" in ceip("review", "--product", "sample")
+    assert "Deleted 1 queued report(s)." in ceip("purge", "--product", "sample", "--yes")
 
 
 def test_an_uninstalled_product_can_still_be_opted_out(sample, ceip_plugins) -> None:
