@@ -27,7 +27,7 @@ from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.records import DeletionRequest, Report, UnknownItem
 from ceip_core.spool import Spool
-from ceip_core.statedb import StateDB, state_dir
+from ceip_core.statedb import StateDB, StateFolderError, folder_error, state_dir
 from ceip_core.transport import Transport
 from ceip_core.upload import UploadSummary, drain
 
@@ -51,7 +51,23 @@ def _spool() -> Spool:
     return Spool(StateDB(state_dir()))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a state folder this user cannot use ends any command with a message naming
+    the folder and the fix, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            folder = state_dir()
+            in_folder = exc.filename is not None and Path(os.fsdecode(exc.filename)).is_relative_to(folder)
+            unusable = folder_error(folder, exc) if isinstance(exc, StateFolderError) or in_folder else None
+            if unusable is None:
+                raise
+            raise click.ClickException(str(unusable)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),

@@ -81,6 +81,32 @@ LOST_DELETIONS = "corrupt-spool-deletions"
 LOST_UNKNOWN = "corrupt-spool-unmeasured"
 
 
+class StateFolderError(OSError):
+    """The state folder cannot be used by this user: no permission, a read-only disk, a file in the way.
+    The message names the folder and how to fix it."""
+
+
+def folder_error(folder: Path, exc: BaseException) -> StateFolderError | None:
+    """``exc`` in words naming ``folder`` and the fix, if it says the folder is unusable (else None)."""
+    if isinstance(exc, StateFolderError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (3, 8, 14):  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+            return None
+        reason = str(exc)
+    elif isinstance(exc, OSError) and not isinstance(exc, (BlockingIOError, TimeoutError)):
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None:
+            reason += f" ({exc.filename})"
+    else:
+        return None
+    return StateFolderError(
+        f"cannot use the state folder {folder}: {reason}. Make it a folder this user can write to "
+        "(check its owner and permissions), or choose another one with --home or CEIP_HOME"
+    )
+
+
 def state_dir() -> Path:
     """The state folder: ``$CEIP_HOME`` if set, else the platform's per-user data folder."""
     home = os.environ.get("CEIP_HOME")
@@ -140,12 +166,18 @@ class StateDB:
         """The open connection, creating folder, file and schema on first use."""
         if self._conn is None:
             try:
-                self._conn = self._open()
-            except sqlite3.DatabaseError as exc:
-                if not is_corruption(exc) and not _cannot_open(self.path, exc):
+                try:
+                    self._conn = self._open()
+                except sqlite3.DatabaseError as exc:
+                    if not is_corruption(exc) and not _cannot_open(self.path, exc):
+                        raise
+                    self._recover(exc)
+                    self._conn = self._open()
+            except (OSError, sqlite3.OperationalError) as exc:
+                unusable = folder_error(self.folder, exc)
+                if unusable is None:
                     raise
-                self._recover(exc)
-                self._conn = self._open()
+                raise unusable from exc
         return self._conn
 
     def _open(self, *, replacing: bool = False) -> sqlite3.Connection:
@@ -223,7 +255,10 @@ class StateDB:
                 return result
             except sqlite3.DatabaseError as exc:
                 if attempt == 2 or not is_corruption(exc):
-                    raise
+                    unusable = folder_error(self.folder, exc)
+                    if unusable is None:
+                        raise
+                    raise unusable from exc
                 self._recover(exc)
         raise AssertionError("unreachable")
 

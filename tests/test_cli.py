@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
+from helpers import unavailable
 
 import ceip_core
 from ceip_core.cli import cli
@@ -165,4 +167,63 @@ def test_the_installed_console_script_runs(sample) -> None:
     proc = subprocess.run([exe, "consent", "in", "nope"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown product 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- a state folder this user cannot use --------------------------------------------------------------------
+
+
+def as_unprivileged(command: list[str]) -> list[str]:
+    """``command`` run so that file permissions apply to it: as root, without the capabilities that let
+    root write anywhere."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        unavailable("setpriv (util-linux) is needed to run a command as root with permission checks")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+
+
+FIX = (
+    "Make it a folder this user can write to (check its owner and permissions), "
+    "or choose another one with --home or CEIP_HOME"
+)
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["consent", "in", "sample"], ["upload", "--to", "file:///x"], ["agent", "--once"]]
+)
+def test_a_state_folder_in_the_way_of_a_file_is_named_with_the_fix(sample, tmp_path: Path, args: list[str]) -> None:
+    """Regression: a CEIP_HOME that could not be used ended in a traceback."""
+    (tmp_path / "a-file").write_text("")
+    home = tmp_path / "a-file" / "home"
+    result = CliRunner().invoke(cli, ["--home", str(home), *args])
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot use the state folder {home}: Not a directory" in result.output
+    assert FIX in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["empty", "with-a-database"])
+@pytest.mark.parametrize("args", [["consent", "in", "sample"], ["status"], ["agent", "--once"]])
+def test_a_read_only_state_folder_is_named_with_the_fix(sample, tmp_path: Path, args: list[str], exists: bool) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    if exists:
+        ceip("--home", str(home), "status")
+    home.chmod(0o555)
+    try:
+        proc = subprocess.run(
+            as_unprivileged([sys.executable, "-m", "ceip_core", "--home", str(home), *args]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        home.chmod(0o755)
+    if exists and args == ["status"]:  # reading needs no write access
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 1, proc.stderr
+    assert f"Error: cannot use the state folder {home}: " in proc.stderr and FIX in proc.stderr
     assert "Traceback" not in proc.stderr
