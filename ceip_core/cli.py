@@ -26,7 +26,7 @@ from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_en
 from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.records import DeletionRequest, Report, UnknownItem
-from ceip_core.spool import Spool
+from ceip_core.spool import Spool, SpoolStats
 from ceip_core.statedb import StateDB, StateFolderError, folder_error, state_dir
 from ceip_core.transport import Transport
 from ceip_core.upload import UploadSummary, drain
@@ -216,6 +216,7 @@ def status(as_json: bool) -> None:
         "queued_bytes": stats.bytes,
         "queued_by_product": stats.by_product,
         "last_upload": stats.last_upload,
+        "retry": _retry_state(stats),
         "drops": stats.drops,
         "agent": agent,
     }
@@ -229,6 +230,8 @@ def status(as_json: bool) -> None:
     for product, n in sorted(stats.by_product.items()):
         click.echo(f"  {product:<14} {n}")
     click.echo(f"Last upload:    {_when(stats.last_upload)}")
+    if data["retry"] is not None:
+        click.echo(f"Retrying:       {_describe_retry(stats)}")
     totals = {
         k: v
         for k, v in stats.drops.items()
@@ -238,6 +241,29 @@ def status(as_json: bool) -> None:
     if stats.drops.get(statedb.DAMAGED):
         click.echo(f"Damaged spool:  {_describe_damage(stats.drops)}")
     click.echo(f"Agent:          {_describe_agent(agent)}")
+
+
+def _retry_state(stats: SpoolStats) -> dict[str, Any] | None:
+    """Items waiting out a retry delay, and the last error, unless an upload succeeded since it."""
+    failing = stats.last_error_at is not None and (stats.last_upload is None or stats.last_error_at > stats.last_upload)
+    if not stats.waiting and not failing:
+        return None
+    return {
+        "waiting": stats.waiting,
+        "next_try": stats.next_attempt,
+        "last_error": stats.last_error if failing else None,
+        "last_error_at": stats.last_error_at if failing else None,
+    }
+
+
+def _describe_retry(stats: SpoolStats) -> str:
+    state = _retry_state(stats) or {}
+    text = f"{stats.waiting} item(s) wait for a retry"
+    if stats.waiting:
+        text += f"; the next try is at {_when(stats.next_attempt)}"
+    if state.get("last_error"):
+        text += f"; last error: {state['last_error']} (at {_when(state['last_error_at'])})"
+    return text
 
 
 def _describe_damage(drops: dict[str, int]) -> str:
@@ -444,10 +470,17 @@ def upload(url: str | None, detach: bool, as_json: bool) -> None:
                 click.echo("Another upload is running for this state folder; nothing done.")
             return
         summary = _drain(transport)
-    _show(summary, as_json, f"Sent {summary.accepted} item(s) in {summary.batches} batch(es).")
+    stats = _spool().stats()
+    headline = f"Sent {summary.accepted} item(s) in {summary.batches} batch(es)."
+    _show(summary, as_json, headline, waiting=stats.waiting, next_try=stats.next_attempt)
+    if summary.retried or stats.waiting:
+        # Not everything went: say so in the exit status, so that a script or cron job notices.
+        if not as_json:
+            click.echo(_describe_retry(stats) + ". They stay queued.")
+        sys.exit(1)
 
 
-def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: str) -> None:
+def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: Any) -> None:
     if as_json:
         _emit({**vars(summary), "retried": summary.retried, **extra})
         return

@@ -70,6 +70,12 @@ class SpoolStats:
     """Removed items by ``reason`` (and ``reason:product`` for each product)."""
     last_upload: float | None = None
     next_attempt: float | None = None
+    """When the earliest of the ``waiting`` items is tried again."""
+    waiting: int = 0
+    """Items waiting out a retry delay (their next try is in the future)."""
+    last_error: str | None = None
+    """Why the last try that left items to retry failed (a transport's reason: ``timeout``, ``http-503`` ...)."""
+    last_error_at: float | None = None
 
 
 def insert_item(
@@ -287,11 +293,21 @@ class Spool:
             for i, kind, prod, guid, created, attempts, data in rows
         ]
 
+    def note_retry(self, reason: str, now: float | None = None) -> None:
+        """Remember why items were kept for a later try, for ``ceip status`` and ``ceip upload``."""
+        value = f"{time.time() if now is None else now!r} {reason}"
+        self.db.write(
+            lambda conn: conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_retry', ?)", (value,))
+        )
+
     def products(self) -> set[str]:
         """Every product with something queued."""
         return self.db.read(lambda conn: {p for (p,) in conn.execute("SELECT DISTINCT product FROM spool")})
 
-    def stats(self) -> SpoolStats:
+    def stats(self, now: float | None = None) -> SpoolStats:
+        """The queue's counts and retry state; ``waiting`` and ``next_attempt`` are as seen at ``now``."""
+        now = time.time() if now is None else now
+
         def work(conn: sqlite3.Connection) -> SpoolStats:
             by_kind = dict(conn.execute("SELECT kind, COUNT(*) FROM spool GROUP BY kind").fetchall())
             size = conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()[0]
@@ -304,7 +320,11 @@ class Spool:
                 if product != "*":
                     drops[f"{reason}:{product}"] = n
             last = conn.execute("SELECT value FROM meta WHERE key = 'last_upload'").fetchone()
-            nxt = conn.execute("SELECT MIN(not_before) FROM spool WHERE not_before > 0").fetchone()[0]
+            waiting, nxt = conn.execute(
+                "SELECT COUNT(*), MIN(not_before) FROM spool WHERE not_before > ?", (now,)
+            ).fetchone()
+            error = conn.execute("SELECT value FROM meta WHERE key = 'last_retry'").fetchone()
+            error_at, _, reason = error[0].partition(" ") if error else (None, "", None)
             return SpoolStats(
                 reports=by_kind.get("report", 0),
                 deletions=by_kind.get("deletion", 0),
@@ -313,6 +333,9 @@ class Spool:
                 drops=drops,
                 last_upload=float(last[0]) if last else None,
                 next_attempt=nxt,
+                waiting=waiting,
+                last_error=reason,
+                last_error_at=float(error_at) if error_at is not None else None,
             )
 
         return self.db.read(work)
