@@ -115,6 +115,31 @@ def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) 
         )
 
 
+#: Where the agent keeps, between two ``ceip agent --once`` runs, what it collected and did not seal yet.
+_PARTIAL = "agent-partial:"
+
+
+def save_partial(conn: sqlite3.Connection, product: str, epoch: int, data: bytes) -> None:
+    """Keep the agent's unsealed aggregate for ``product``, collected under consent ``epoch``."""
+    value = f"{epoch} {data.decode('utf-8')}"
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_PARTIAL + product, value))
+
+
+def read_partials(conn: sqlite3.Connection) -> dict[str, tuple[int, bytes]]:
+    """Every product's unsealed aggregate with its consent epoch (see :func:`save_partial`)."""
+    found: dict[str, tuple[int, bytes]] = {}
+    for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_PARTIAL + "%",)):
+        epoch, _, data = value.partition(" ")
+        if epoch.isdigit():
+            found[key.removeprefix(_PARTIAL)] = (int(epoch), data.encode("utf-8"))
+    return found
+
+
+def drop_partial(conn: sqlite3.Connection, product: str) -> None:
+    """Forget the unsealed aggregate of ``product`` (an opt-out does, in its own transaction)."""
+    conn.execute("DELETE FROM meta WHERE key = ?", (_PARTIAL + product,))
+
+
 class Spool:
     """The queue in one state folder. Safe to use from several processes at once; one object per thread."""
 
