@@ -267,12 +267,15 @@ def _describe_retry(stats: SpoolStats) -> str:
 
 
 def _describe_damage(drops: dict[str, int]) -> str:
-    lost = [f"{drops.get(statedb.LOST_REPORTS, 0)} queued report(s) lost"]
-    if drops.get(statedb.LOST_UNKNOWN):
-        lost.append(f"{drops[statedb.LOST_UNKNOWN]} time(s) an unknown number of queued reports lost")
+    unmeasured = drops.get(statedb.LOST_UNKNOWN, 0)
+    lost = []
+    if drops.get(statedb.LOST_REPORTS) or not unmeasured:
+        lost.append(f"{drops.get(statedb.LOST_REPORTS, 0)} queued report(s) lost")
+    if unmeasured:
+        lost.append(f"{unmeasured} time(s) the queue was unreadable or gone: an unknown number of reports lost")
     if drops.get(statedb.LOST_DELETIONS):
         lost.append(f"{drops[statedb.LOST_DELETIONS]} deletion request(s) lost")
-    return f"repaired {drops[statedb.DAMAGED]} time(s); " + ", ".join(lost) + " (the damaged file is kept beside it)"
+    return f"repaired {drops[statedb.DAMAGED]} time(s); " + ", ".join(lost)
 
 
 def _describe_agent(agent: dict[str, Any]) -> str:

@@ -73,9 +73,12 @@ def _read(path: Path) -> Salvaged:
             return Salvaged(readable=False)
         result = Salvaged()
         if "spool" in tables:
-            rows, result.lost_rows = _rows(conn, "spool", _SPOOL_COLUMNS, _largest_seq(conn))
+            largest = _largest_seq(conn)
+            rows, failed = _rows(conn, "spool", _SPOOL_COLUMNS, largest)
             result.spool = [row for row in rows if _sound_spool_row(row)]
-            result.lost_rows += len(rows) - len(result.spool)
+            # Rowids that failed past the last row seen were probably never there, unless the file says so.
+            last = largest if largest is not None else max((_rowid(r) for r in result.spool), default=0)
+            result.lost_rows = len(rows) - len(result.spool) + sum(1 for rowid in failed if rowid <= last)
         if "drops" in tables:
             result.drops = [r for r in _rows(conn, "drops", "reason, product, count", None)[0] if _sound_drop(r)]
         if "meta" in tables:
@@ -98,11 +101,15 @@ def _largest_seq(conn: sqlite3.Connection) -> int | None:
     return max(found) if found else None
 
 
+def _rowid(row: tuple[object, ...]) -> int:
+    return row[0] if isinstance(row[0], int) else 0
+
+
 def _rows(
     conn: sqlite3.Connection, table: str, columns: str, largest: int | None
-) -> tuple[list[tuple[object, ...]], int]:
-    """The readable rows of ``table`` in rowid order, and how many rowids up to the last one seen (or
-    ``largest``) failed to read."""
+) -> tuple[list[tuple[object, ...]], list[int]]:
+    """The readable rows of ``table`` in rowid order (up to rowid ``largest`` if known), and the rowids
+    that failed to read."""
     try:
         first = conn.execute(f"SELECT MIN(rowid) FROM {table}").fetchone()[0]
     except sqlite3.DatabaseError:
@@ -131,9 +138,7 @@ def _rows(
         empty_run = 0 if chunk else empty_run + 1
         rows += chunk
         start = end + 1
-    # Rowids that failed after the last row seen were probably never there, unless the file says so.
-    last = largest if largest is not None else max((int(r[0]) for r in rows if isinstance(r[0], int)), default=0)
-    return rows, sum(1 for rowid in failed if rowid <= last) if table == "spool" else 0
+    return rows, failed
 
 
 def _sound_spool_row(row: tuple[object, ...]) -> bool:
