@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
-from helpers import unavailable
+from helpers import as_unprivileged
 
 import ceip_core
 from ceip_core.cli import cli
@@ -171,17 +170,6 @@ def test_the_installed_console_script_runs(sample) -> None:
 
 
 # -- a state folder this user cannot use --------------------------------------------------------------------
-
-
-def as_unprivileged(command: list[str]) -> list[str]:
-    """``command`` run so that file permissions apply to it: as root, without the capabilities that let
-    root write anywhere."""
-    if os.geteuid() != 0:
-        return command
-    setpriv = shutil.which("setpriv")
-    if setpriv is None:
-        unavailable("setpriv (util-linux) is needed to run a command as root with permission checks")
-    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
 
 
 FIX = (

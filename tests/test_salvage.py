@@ -12,12 +12,14 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from helpers import epoch
+from helpers import as_unprivileged, epoch
 
 from ceip_core import deletion_journal
 from ceip_core.cli import cli
@@ -168,6 +170,21 @@ def test_damaged_spool_keeps_what_is_readable_and_counts_the_rest(ceip_home: Pat
     assert spool.put_report("after", "sample", queued.guid, b"{}", consent_epoch=epoch(spool, "sample"))
     if kind != "truncated-to-zero":  # an empty file holds nothing to look at
         assert list(ceip_home.glob(f"{DB_NAME}.corrupt-*")) or lost == 0
+
+
+def test_an_unreadable_database_is_moved_aside_and_deletion_requests_survive(ceip_home: Path, queued: Queue) -> None:
+    (ceip_home / DB_NAME).chmod(0)
+    proc = subprocess.run(
+        as_unprivileged([sys.executable, "-m", "ceip_core", "status"]), capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "an unknown number of reports lost" in proc.stdout
+    [aside] = ceip_home.glob(f"{DB_NAME}.corrupt-*")
+    assert aside.stat().st_mode & 0o777 == 0  # kept as it was
+    spool = Spool(StateDB(ceip_home))
+    assert {i.item_id for i in spool.items()} == queued.deletions
+    assert spool.consent.guid() == queued.guid
+    assert spool.stats().drops == {"corrupt-spool": 1, "corrupt-spool-unmeasured": 1}
 
 
 def test_status_names_what_the_damage_cost(ceip_home: Path, queued: Queue) -> None:
