@@ -23,6 +23,9 @@ CHUNK = 256
 #: Stop looking for more rows after this many empty ranges past the last row found, when the largest
 #: rowid cannot be read from the file itself.
 EMPTY_RANGES_PAST_END = 64
+#: Give up reading a table row by row after this many rows failed (twice the default queue bound): the
+#: damage is then in the table's upper pages, and probing every rowid would take minutes for nothing.
+MAX_FAILED_ROWS = 20_000
 
 _SPOOL_COLUMNS = "seq, item_id, kind, product, guid, created, size, data, attempts, not_before"
 
@@ -39,6 +42,8 @@ class Salvaged:
     """Spool rows that were there and could not be read."""
     readable: bool = True
     """False when nothing could be read at all: the loss is of unknown size."""
+    complete: bool = True
+    """False when reading gave up part-way (see :data:`MAX_FAILED_ROWS`): ``lost_rows`` is a lower bound."""
 
 
 def salvage(damaged: Path) -> Salvaged:
@@ -74,7 +79,7 @@ def _read(path: Path) -> Salvaged:
         result = Salvaged()
         if "spool" in tables:
             largest = _largest_seq(conn)
-            rows, failed = _rows(conn, "spool", _SPOOL_COLUMNS, largest)
+            rows, failed, result.complete = _rows(conn, "spool", _SPOOL_COLUMNS, largest)
             result.spool = [row for row in rows if _sound_spool_row(row)]
             # Rowids that failed past the last row seen were probably never there, unless the file says so.
             last = largest if largest is not None else max((_rowid(r) for r in result.spool), default=0)
@@ -107,9 +112,9 @@ def _rowid(row: tuple[object, ...]) -> int:
 
 def _rows(
     conn: sqlite3.Connection, table: str, columns: str, largest: int | None
-) -> tuple[list[tuple[object, ...]], list[int]]:
-    """The readable rows of ``table`` in rowid order (up to rowid ``largest`` if known), and the rowids
-    that failed to read."""
+) -> tuple[list[tuple[object, ...]], list[int], bool]:
+    """The readable rows of ``table`` in rowid order (up to rowid ``largest`` if known), the rowids that
+    failed to read, and False if it gave up before the end."""
     try:
         first = conn.execute(f"SELECT MIN(rowid) FROM {table}").fetchone()[0]
     except sqlite3.DatabaseError:
@@ -135,10 +140,12 @@ def _rows(
                     chunk += conn.execute(f"SELECT {columns} FROM {table} WHERE rowid = ?", (rowid,)).fetchall()
                 except sqlite3.DatabaseError:
                     failed.append(rowid)
+            if len(failed) > MAX_FAILED_ROWS:
+                return rows + chunk, failed, False
         empty_run = 0 if chunk else empty_run + 1
         rows += chunk
         start = end + 1
-    return rows, failed
+    return rows, failed, True
 
 
 def _sound_spool_row(row: tuple[object, ...]) -> bool:

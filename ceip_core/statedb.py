@@ -327,7 +327,7 @@ class StateDB:
                 exc,
                 base,
                 kept,
-                f"{saved.lost_rows} item(s)" if saved.readable else "an unknown number of items",
+                f"{saved.lost_rows} item(s)" if saved.readable and saved.complete else "an unknown number of items",
             )
             self.close()
 
@@ -379,7 +379,7 @@ def _restore_salvaged(conn: sqlite3.Connection, saved: Salvaged) -> int:
         ).rowcount
     _count(conn, DAMAGED)
     _count(conn, LOST_REPORTS, lost)
-    _count(conn, LOST_UNKNOWN, 0 if saved.readable else 1)
+    _count(conn, LOST_UNKNOWN, 0 if saved.readable and saved.complete else 1)
     return kept
 
 

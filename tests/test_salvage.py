@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from helpers import as_unprivileged, epoch
 
-from ceip_core import deletion_journal
+from ceip_core import deletion_journal, salvage
 from ceip_core.cli import cli
 from ceip_core.consent import Consent, State
 from ceip_core.spool import Spool
@@ -185,6 +185,18 @@ def test_an_unreadable_database_is_moved_aside_and_deletion_requests_survive(cei
     assert {i.item_id for i in spool.items()} == queued.deletions
     assert spool.consent.guid() == queued.guid
     assert spool.stats().drops == {"corrupt-spool": 1, "corrupt-spool-unmeasured": 1}
+
+
+def test_reading_row_by_row_gives_up_in_bounded_time_and_says_the_loss_is_unmeasured(
+    ceip_home: Path, queued: Queue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(salvage, "MAX_FAILED_ROWS", 100)  # 722 rows are cut off below
+    truncated_mid_file(ceip_home)
+    spool = Spool(StateDB(ceip_home))
+    assert spool.stats().reports >= 0.45 * REPORTS  # everything before the damage is still saved
+    drops = spool.stats().drops
+    assert drops["corrupt-spool-unmeasured"] == 1 and 100 < drops["corrupt-spool-reports"] < REPORTS
+    assert {i.item_id for i in spool.items() if i.kind == "deletion"} == queued.deletions
 
 
 def test_status_names_what_the_damage_cost(ceip_home: Path, queued: Queue) -> None:
