@@ -128,12 +128,12 @@ def is_corruption(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
-def _count(conn: sqlite3.Connection, reason: str, n: int = 1) -> None:
+def _count(conn: sqlite3.Connection, reason: str, n: int = 1, product: str = "*") -> None:
     if n:
         conn.execute(
-            "INSERT INTO drops (reason, product, count) VALUES (?, '*', ?) "
+            "INSERT INTO drops (reason, product, count) VALUES (?, ?, ?) "
             "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
-            (reason, n),
+            (reason, product, n),
         )
 
 
@@ -303,11 +303,11 @@ class StateDB:
             base, n = stem, 1
             while any((self.folder / f"{base}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
                 base, n = f"{stem}-{n}", n + 1  # a second repair in the same second must not overwrite the first
-            # The main file goes last: a process that opens the path meanwhile still finds the damaged file
-            # (and waits for this lock) instead of creating a new database whose -wal we would then move.
             from ceip_core.salvage import salvage  # only ever needed here
 
             saved = salvage(self.path)  # reads a copy: the damaged file stays as it was
+            # The main file goes last: a process that opens the path meanwhile still finds the damaged file
+            # (and waits for this lock) instead of creating a new database whose -wal we would then move.
             for suffix in ("-wal", "-shm", ""):
                 src = Path(f"{self.path}{suffix}")
                 if src.exists():
@@ -351,16 +351,13 @@ def _restore_salvaged(conn: sqlite3.Connection, saved: Salvaged) -> int:
 
     Consent and the GUID come from the backup (it is written before each change commits, so it is never
     older than the database). A salvaged report is kept only if its product is opted in under the same
-    GUID now, so a report deleted by an opt-out can never come back; deletion requests are always kept.
+    GUID now, so that a report of a product opted out since, or of an identity reset since, is never sent;
+    deletion requests are always kept.
     """
     for key, value in saved.meta:
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
-    for reason, product, n in saved.drops:
-        conn.execute(
-            "INSERT INTO drops (reason, product, count) VALUES (?, ?, ?) "
-            "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
-            (reason, product, n),
-        )
+    for reason, product, n in saved.drops:  # checked by salvage: text, text, a count
+        _count(conn, str(reason), n, str(product))  # type: ignore[arg-type]
     # Lost rows that were deletion requests came back from the journal: they are not lost.
     from_journal = {i for (i,) in conn.execute("SELECT item_id FROM spool WHERE kind = 'deletion'")}
     lost = max(0, saved.lost_rows - len(from_journal - {row[1] for row in saved.spool}))
@@ -370,7 +367,7 @@ def _restore_salvaged(conn: sqlite3.Connection, saved: Salvaged) -> int:
     kept = 0
     for _seq, item_id, kind, product, item_guid, created, size, data, attempts, not_before in saved.spool:
         if kind == "report" and (product not in opted_in or item_guid != guid):
-            _count(conn, "not-opted-in")
+            _count(conn, "not-opted-in", product=str(product))
             continue
         kept += conn.execute(
             "INSERT OR IGNORE INTO spool (item_id, kind, product, guid, created, size, data, attempts, not_before) "

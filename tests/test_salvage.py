@@ -24,6 +24,7 @@ from helpers import as_unprivileged, epoch
 from ceip_core import deletion_journal, salvage
 from ceip_core.cli import cli
 from ceip_core.consent import Consent, State
+from ceip_core.identity import BACKUP_NAME
 from ceip_core.spool import Spool
 from ceip_core.statedb import DB_NAME, StateDB
 
@@ -197,6 +198,17 @@ def test_reading_row_by_row_gives_up_in_bounded_time_and_says_the_loss_is_unmeas
     drops = spool.stats().drops
     assert drops["corrupt-spool-unmeasured"] == 1 and 100 < drops["corrupt-spool-reports"] < REPORTS
     assert {i.item_id for i in spool.items() if i.kind == "deletion"} == queued.deletions
+
+
+def test_salvage_never_brings_back_reports_of_a_withdrawn_consent(ceip_home: Path, queued: Queue) -> None:
+    """An opt-out writes the backup before it commits; if the damage took the commit, the backup still
+    says "out", and the reports the opt-out deleted are not copied into the new database."""
+    backup = ceip_home / BACKUP_NAME
+    backup.write_text(backup.read_text().replace('"sample": "in"', '"sample": "out"'))
+    page_zeroed(ceip_home)
+    spool = Spool(StateDB(ceip_home))
+    assert [i.kind for i in spool.items()] == ["deletion"] * 3
+    assert spool.stats().drops["not-opted-in:sample"] > 0.98 * REPORTS
 
 
 def test_status_names_what_the_damage_cost(ceip_home: Path, queued: Queue) -> None:
