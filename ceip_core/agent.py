@@ -12,6 +12,9 @@
 - It seals a report per product when a session of it ends, at least every ``seal_every`` seconds
   (daily by default; the time of the last such seal survives restarts), and when it is stopped
   (SIGTERM, SIGINT), always through ``ceip_core.sealing.spool_report``, the one path into the spool.
+- Run with ``once`` (from cron, say every 5 minutes), it looks once and keeps what it did not seal in
+  the state database for the next run, where it also learns which sessions ended in between: it seals
+  when a session has ended or the seal interval is over, not on every run.
 - With an upload URL it drains the spool through that URL's transport after each seal and every minute.
 
 What is spooled is durable. The agent holds in memory only what it has not sealed yet: sessions that
@@ -28,6 +31,7 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -36,13 +40,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
+
+from ceip_core import wire
 from ceip_core.allowlist import Allowlist
 from ceip_core.collectors import CollectContext, Collector, SessionObserved
-from ceip_core.consent import ConsentWatcher
+from ceip_core.consent import ConsentWatcher, read_epochs
 from ceip_core.plugins import Plugins
 from ceip_core.records import EndKind, Period, ProcessSession, Report, SystemInfo
 from ceip_core.sealing import spool_report
-from ceip_core.spool import Spool
+from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
 from ceip_core.statedb import StateDB
 from ceip_core.transport import Transport
 from ceip_core.upload import drain
@@ -71,7 +78,7 @@ class AgentConfig:
     seal_every: float = 86400.0
     upload_to: str | None = None
     once: bool = False
-    """Run every collector once, seal every product, upload, and return."""
+    """Run every collector once, seal what is due, keep the rest for the next run, upload, and return."""
 
 
 # -- one agent per state folder --------------------------------------------------------------------------
@@ -199,13 +206,20 @@ class Agent:
         log.info("agent %d started for %s", os.getpid(), self.config.folder)
         self._write_status("starting")
         self._apply_consent(ConsentWatcher.shared(self.config.folder).subscribe(self))
+        previously_running = self._restore_partials()
         try:
             await asyncio.gather(*(self._collect(c) for c in collectors))
+            self._seal_ended_meanwhile(previously_running)
             if self.config.once:
-                self._seal_all(periodic=True)
+                # One run of many (cron): seal only when the period is over; ended sessions were sealed
+                # above; everything else waits in the state database for the next run.
+                if self._periodic_seal_due():
+                    self._seal_all(periodic=True)
+                self._keep_partials()
                 if transport is not None:
                     await self._upload(transport)
                 return
+            self.spool.db.write(_drop_partials)  # held in memory from now on
             self._write_status("running")
             tasks = [asyncio.create_task(self._collect_every(c)) for c in collectors]
             tasks.append(asyncio.create_task(self._seal_periodically()))
@@ -306,6 +320,76 @@ class Agent:
             log.info("observing: %s", "; ".join(f"{p} ({', '.join(e)})" for p, e in observing.items()) or "nothing")
             self._write_status()
 
+    # -- between two runs of --once -------------------------------------------------------------------
+
+    def _restore_partials(self) -> dict[str, list[ProcessSession]]:
+        """Take back what an earlier ``--once`` run collected for each active product and did not seal
+        (only under the consent epoch it was collected under); returns the sessions that run saw running."""
+        running: dict[str, list[ProcessSession]] = {}
+        active = self._context_now()[1]
+        for product, (epoch, data) in self.spool.db.read(read_partials).items():
+            if product not in active or active[product].epoch != epoch:
+                continue  # consent changed, or the product is inert now: what was kept is dropped
+            try:
+                saved = wire.decode_item(data)
+            except wire.WireError as exc:
+                log.warning("ignoring what an earlier run kept for %s: %s", product, exc)
+                continue
+            if not isinstance(saved, Report):
+                continue
+            held = self.held[product] = _Held(epoch, saved.period.start.timestamp())
+            held.ended = [s for s in saved.sessions if s.ended is not EndKind.RUNNING]
+            running[product] = [s for s in saved.sessions if s.ended is EndKind.RUNNING]
+        return running
+
+    def _seal_ended_meanwhile(self, previously_running: Mapping[str, list[ProcessSession]]) -> None:
+        """Sessions an earlier run saw running and this run's first look does not see have ended in
+        between; how they ended nobody can tell any more (``unknown``), and they last until that last look."""
+        for product, sessions in previously_running.items():
+            held = self.held.get(product)
+            if held is None:
+                continue
+            now_running = [s for group in held.running.values() for s in group]
+            gone = [
+                attrs.evolve(s, ended=EndKind.UNKNOWN)
+                for s in sessions
+                if not any(_same_session(s, other) for other in now_running)
+            ]
+            if gone:
+                held.ended += gone
+                self.status["sessions_ended"] += len(gone)
+                self._seal(product, with_running=False)
+
+    def _periodic_seal_due(self) -> bool:
+        last = self.status["last_periodic_seal"]
+        return last is None or time.time() >= last + self.config.seal_every
+
+    def _keep_partials(self) -> None:
+        """Keep what is held and not sealed for the next ``--once`` run, in the state database; an
+        opt-out deletes it there, in its own transaction."""
+        guid = self.spool.consent.guid()
+        now = time.time()
+
+        def work(conn: sqlite3.Connection) -> None:
+            _drop_partials(conn)
+            epochs = read_epochs(conn)
+            for product, held in self.held.items():
+                if guid is None or epochs.get(product) != held.epoch:
+                    continue
+                sessions = held.ended + [s for group in held.running.values() for s in group]
+                since = datetime.fromtimestamp(held.since, UTC)
+                partial = Report(
+                    report_id=str(uuid.uuid4()),
+                    guid=guid,
+                    product=product,
+                    product_version=UNKNOWN_VERSION,
+                    period=Period(since, max(since, datetime.fromtimestamp(now, UTC))),
+                    sessions=sessions,
+                )
+                save_partial(conn, product, held.epoch, wire.encode_item(partial))
+
+        self.spool.db.write(work)
+
     # -- sealing --------------------------------------------------------------------------------------
 
     async def _seal_periodically(self) -> None:
@@ -394,6 +478,16 @@ class Agent:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
+
+
+def _same_session(a: ProcessSession, b: ProcessSession) -> bool:
+    """The same run of an executable, seen by two looks (start times are rounded to the second)."""
+    return a.executable == b.executable and abs((a.started - b.started).total_seconds()) <= 2
+
+
+def _drop_partials(conn: sqlite3.Connection) -> None:
+    for product in read_partials(conn):
+        drop_partial(conn, product)
 
 
 def run_agent(config: AgentConfig, plugins: Plugins) -> None:

@@ -17,18 +17,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import click
 
-from ceip_core import dictionary, settings, wire
+from ceip_core import dictionary, settings, statedb, wire
 from ceip_core.agent import read_status as read_agent_status
 from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_entry
 from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.records import DeletionRequest, Report, UnknownItem
-from ceip_core.spool import Spool
-from ceip_core.statedb import StateDB, state_dir
+from ceip_core.spool import Spool, SpoolStats
+from ceip_core.statedb import StateDB, StateFolderError, folder_error, state_dir
 from ceip_core.transport import Transport
 from ceip_core.upload import UploadSummary, drain
 
@@ -52,7 +51,23 @@ def _spool() -> Spool:
     return Spool(StateDB(state_dir()))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; a state folder this user cannot use ends any command with a message naming
+    the folder and the fix, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as exc:
+            folder = state_dir()
+            in_folder = exc.filename is not None and Path(os.fsdecode(exc.filename)).is_relative_to(folder)
+            unusable = folder_error(folder, exc) if isinstance(exc, StateFolderError) or in_folder else None
+            if unusable is None:
+                raise
+            raise click.ClickException(str(unusable)) from None
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),
@@ -201,6 +216,7 @@ def status(as_json: bool) -> None:
         "queued_bytes": stats.bytes,
         "queued_by_product": stats.by_product,
         "last_upload": stats.last_upload,
+        "retry": _retry_state(stats),
         "drops": stats.drops,
         "agent": agent,
     }
@@ -214,13 +230,52 @@ def status(as_json: bool) -> None:
     for product, n in sorted(stats.by_product.items()):
         click.echo(f"  {product:<14} {n}")
     click.echo(f"Last upload:    {_when(stats.last_upload)}")
+    if data["retry"] is not None:
+        click.echo(f"Retrying:       {_describe_retry(stats)}")
     totals = {
         k: v
         for k, v in stats.drops.items()
         if ":" not in k or k.startswith(("rejected:", "scrubbed:", "scrubber-error:"))
     }
     click.echo("Dropped:        " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "nothing"))
+    if stats.drops.get(statedb.DAMAGED):
+        click.echo(f"Damaged spool:  {_describe_damage(stats.drops)}")
     click.echo(f"Agent:          {_describe_agent(agent)}")
+
+
+def _retry_state(stats: SpoolStats) -> dict[str, Any] | None:
+    """Items waiting out a retry delay, and the last error, unless an upload succeeded since it."""
+    failing = stats.last_error_at is not None and (stats.last_upload is None or stats.last_error_at > stats.last_upload)
+    if not stats.waiting and not failing:
+        return None
+    return {
+        "waiting": stats.waiting,
+        "next_try": stats.next_attempt,
+        "last_error": stats.last_error if failing else None,
+        "last_error_at": stats.last_error_at if failing else None,
+    }
+
+
+def _describe_retry(stats: SpoolStats) -> str:
+    state = _retry_state(stats) or {}
+    text = f"{stats.waiting} item(s) wait for a retry"
+    if stats.waiting:
+        text += f"; the next try is at {_when(stats.next_attempt)}"
+    if state.get("last_error"):
+        text += f"; last error: {state['last_error']} (at {_when(state['last_error_at'])})"
+    return text
+
+
+def _describe_damage(drops: dict[str, int]) -> str:
+    unmeasured = drops.get(statedb.LOST_UNKNOWN, 0)
+    lost = []
+    if drops.get(statedb.LOST_REPORTS) or not unmeasured:
+        lost.append(f"{drops.get(statedb.LOST_REPORTS, 0)} queued report(s) lost")
+    if unmeasured:
+        lost.append(f"{unmeasured} time(s) the queue was unreadable or gone: an unknown number of reports lost")
+    if drops.get(statedb.LOST_DELETIONS):
+        lost.append(f"{drops[statedb.LOST_DELETIONS]} deletion request(s) lost")
+    return f"repaired {drops[statedb.DAMAGED]} time(s); " + ", ".join(lost)
 
 
 def _describe_agent(agent: dict[str, Any]) -> str:
@@ -269,7 +324,9 @@ def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Exactly the JSON the receiving service will get.")
 def review(product: str | None, as_json: bool) -> None:
     """Show exactly what is queued to be sent."""
-    items = _spool().items(product)
+    spool = _spool()
+    _check_product(product, spool)
+    items = spool.items(product)
     decoded = []
     for queued in items:
         try:
@@ -291,6 +348,16 @@ def review(product: str | None, as_json: bool) -> None:
             click.echo(line)
 
 
+def _check_product(product: str | None, spool: Spool) -> None:
+    """Refuse a product this machine knows nothing of: no plugin declares it, no choice was made for it
+    and nothing is queued for it (a typo would otherwise show or delete nothing, and say so calmly)."""
+    if product is None:
+        return
+    known = set(_plugins().products) | set(spool.consent.states()) | spool.products()
+    if product not in known:
+        raise click.UsageError(f"unknown product {product!r} (known: {', '.join(sorted(known)) or 'none'})")
+
+
 # -- identity and purge ----------------------------------------------------------------------------------
 
 
@@ -309,9 +376,11 @@ def reset_id() -> None:
 @click.option("--yes", is_flag=True, help="Do not ask.")
 def purge(product: str | None, yes: bool) -> None:
     """Delete queued reports without sending them (deletion requests stay)."""
+    spool = _spool()
+    _check_product(product, spool)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete every queued report{f' of {product}' if product else ''}?", abort=True)
-    n = _spool().purge(product)
+    n = spool.purge(product)
     click.echo(f"Deleted {n} queued report(s).")
 
 
@@ -359,8 +428,6 @@ def config_show(as_json: bool) -> None:
 def config_set(name: str, value: str) -> None:
     """Set NAME to VALUE, e.g. ceip config set upload-url https://ceip.example.com"""
     if name == "upload-url":
-        if not urlsplit(value).scheme:
-            raise click.UsageError(f"give a full URL, e.g. https://ceip.example.com or file:///path, not {value!r}")
         _transport(value)  # refuses what no transport takes (unknown scheme, plain http to a remote host ...)
     StateDB(state_dir()).write(lambda conn: settings.put(conn, name, value))
     click.echo(f"{name} = {value}")
@@ -418,10 +485,17 @@ def upload(url: str | None, detach: bool, as_json: bool) -> None:
                 click.echo("Another upload is running for this state folder; nothing done.")
             return
         summary = _drain(transport)
-    _show(summary, as_json, f"Sent {summary.accepted} item(s) in {summary.batches} batch(es).")
+    stats = _spool().stats()
+    headline = f"Sent {summary.accepted} item(s) in {summary.batches} batch(es)."
+    _show(summary, as_json, headline, waiting=stats.waiting, next_try=stats.next_attempt)
+    if summary.retried or stats.waiting:
+        # Not everything went: say so in the exit status, so that a script or cron job notices.
+        if not as_json:
+            click.echo(_describe_retry(stats) + ". They stay queued.")
+        sys.exit(1)
 
 
-def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: str) -> None:
+def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: Any) -> None:
     if as_json:
         _emit({**vars(summary), "retried": summary.retried, **extra})
         return
@@ -641,6 +715,10 @@ def allowlist_check(as_json: bool) -> None:
         click.echo(f"The allowlist also names {', '.join(strangers)}, which no installed plugin declares (ignored).")
 
 
+#: ``ceip agent --upload-to none``: queue only, even if the upload-url setting names a destination.
+NO_UPLOAD = "none"
+
+
 @cli.command()
 @click.option("--once", is_flag=True, help="Run one full cycle (collect, seal, upload) and exit: for cron and tests.")
 @click.option(
@@ -660,7 +738,7 @@ def allowlist_check(as_json: bool) -> None:
 @click.option(
     "--upload-to",
     "url",
-    help="Send what is queued to this URL after each report (default: the upload-url setting; none: keep it).",
+    help="Send what is queued to this URL after each report (default: the upload-url setting; 'none': keep it).",
 )
 @click.option("-v", "--verbose", is_flag=True, help="Log debug messages too.")
 def agent(once: bool, interval: float, seal_every: float, url: str | None, verbose: bool) -> None:
@@ -675,7 +753,7 @@ def agent(once: bool, interval: float, seal_every: float, url: str | None, verbo
         level=logging.DEBUG if verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     plugins = _plugins()
-    url = url or _setting("upload-url")
+    url = None if url == NO_UPLOAD else url or _setting("upload-url")
     if url is not None:
         asyncio.run(_transport(url).close())  # a bad URL is refused now, not after the first report
     config = AgentConfig(state_dir(), {ProcessObserver.name: interval}, seal_every, url, once)

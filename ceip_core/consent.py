@@ -233,7 +233,7 @@ class Consent:
         """Stop participating for ``product``: delete its queued reports, queue one deletion request
         for what the receiver may hold, and discard the GUID if no product remains opted in."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when opting out
-        from ceip_core.spool import insert_item
+        from ceip_core.spool import drop_partial, insert_item
         from ceip_core.wire import encode_item
 
         def work(conn: sqlite3.Connection) -> Change:
@@ -241,6 +241,7 @@ class Consent:
             before = states.get(product, State.UNSET)
             set_state(conn, product, "out")
             deleted = conn.execute("DELETE FROM spool WHERE product = ? AND kind = 'report'", (product,)).rowcount
+            drop_partial(conn, product)  # what `ceip agent --once` collected and has not sealed yet
             if deleted:
                 conn.execute(
                     "INSERT INTO drops (reason, product, count) VALUES ('opted-out', ?, ?) "

@@ -141,13 +141,15 @@ class Plugins:
             raise PluginError(f"unknown product {product_id!r} (known: {known})") from None
 
     def transport_for(self, url: str) -> Transport:
-        """A transport for ``url``, chosen by its scheme."""
-        scheme = urlsplit(url).scheme or "file"
+        """A transport for ``url``, chosen by its scheme. A URL must name its scheme: a bare word or path
+        is refused, never taken for a folder (``file:///path`` names one)."""
+        scheme = urlsplit(url).scheme
         factory = self.transports.get(scheme)
+        known = ", ".join(f"{s}://" for s in self.transports)
+        if not scheme:
+            raise PluginError(f"{url!r} is not a URL: give one with a scheme (known: {known}), e.g. file:///path")
         if factory is None:
-            raise PluginError(
-                f"no transport for {scheme!r} URLs like {url!r} (known schemes: {', '.join(self.transports)})"
-            )
+            raise PluginError(f"no transport for {scheme!r} URLs like {url!r} (known schemes: {known})")
         return factory(url)
 
     # -- lifecycle ----------------------------------------------------------------------------------

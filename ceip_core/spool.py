@@ -19,8 +19,9 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
-from ceip_core import vendor_policy
+from ceip_core import deletion_journal, vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
 from ceip_core.statedb import StateDB
 
@@ -69,16 +70,39 @@ class SpoolStats:
     """Removed items by ``reason`` (and ``reason:product`` for each product)."""
     last_upload: float | None = None
     next_attempt: float | None = None
+    """When the earliest of the ``waiting`` items is tried again."""
+    waiting: int = 0
+    """Items waiting out a retry delay (their next try is in the future)."""
+    last_error: str | None = None
+    """Why the last try that left items to retry failed (a transport's reason: ``timeout``, ``http-503`` ...)."""
+    last_error_at: float | None = None
 
 
 def insert_item(
     conn: sqlite3.Connection, item_id: str, kind: str, product: str, guid: str, data: bytes, now: float | None = None
 ) -> None:
-    """Insert one item inside the caller's transaction (the consent module queues deletion requests)."""
+    """Insert one item inside the caller's transaction (the consent module queues deletion requests).
+    A deletion request is written to the deletion journal first, so it survives damage to the database."""
+    created = time.time() if now is None else now
+    if kind == "deletion":
+        deletion_journal.add(_folder_of(conn), deletion_journal.JournalEntry(item_id, product, guid, created, data))
     conn.execute(
         "INSERT INTO spool (item_id, kind, product, guid, created, size, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (item_id, kind, product, guid, time.time() if now is None else now, len(data), data),
+        (item_id, kind, product, guid, created, len(data), data),
     )
+
+
+def _folder_of(conn: sqlite3.Connection) -> Path:
+    """The state folder of the database ``conn`` has open (the deletion journal lives beside it)."""
+    return Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent
+
+
+def _settle_journal(conn: sqlite3.Connection, settled: list[str]) -> None:
+    """Forget delivered deletion requests in the journal; empty it once none is queued."""
+    if conn.execute("SELECT 1 FROM spool WHERE kind = 'deletion' LIMIT 1").fetchone() is None:
+        deletion_journal.clear(_folder_of(conn))
+    else:
+        deletion_journal.done(_folder_of(conn), settled)
 
 
 def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) -> None:
@@ -89,6 +113,31 @@ def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) 
             "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
             (reason, product, n),
         )
+
+
+#: Where the agent keeps, between two ``ceip agent --once`` runs, what it collected and did not seal yet.
+_PARTIAL = "agent-partial:"
+
+
+def save_partial(conn: sqlite3.Connection, product: str, epoch: int, data: bytes) -> None:
+    """Keep the agent's unsealed aggregate for ``product``, collected under consent ``epoch``."""
+    value = f"{epoch} {data.decode('utf-8')}"
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_PARTIAL + product, value))
+
+
+def read_partials(conn: sqlite3.Connection) -> dict[str, tuple[int, bytes]]:
+    """Every product's unsealed aggregate with its consent epoch (see :func:`save_partial`)."""
+    found: dict[str, tuple[int, bytes]] = {}
+    for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_PARTIAL + "%",)):
+        epoch, _, data = value.partition(" ")
+        if epoch.isdigit():
+            found[key.removeprefix(_PARTIAL)] = (int(epoch), data.encode("utf-8"))
+    return found
+
+
+def drop_partial(conn: sqlite3.Connection, product: str) -> None:
+    """Forget the unsealed aggregate of ``product`` (an opt-out does, in its own transaction)."""
+    conn.execute("DELETE FROM meta WHERE key = ?", (_PARTIAL + product,))
 
 
 class Spool:
@@ -247,6 +296,12 @@ class Spool:
                 conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_upload', ?)", (repr(now),))
 
         self.db.write(work)
+        # Only after the commit: a request is forgotten by the journal once the database no longer has it.
+        settled = [
+            i.item_id for i in lease.items if i.kind == "deletion" and (i.item_id in accepted or i.item_id in rejected)
+        ]
+        if settled:
+            self.db.write(lambda conn: _settle_journal(conn, settled))
 
     # -- inspecting and purging ---------------------------------------------------------------------
 
@@ -263,7 +318,21 @@ class Spool:
             for i, kind, prod, guid, created, attempts, data in rows
         ]
 
-    def stats(self) -> SpoolStats:
+    def note_retry(self, reason: str, now: float | None = None) -> None:
+        """Remember why items were kept for a later try, for ``ceip status`` and ``ceip upload``."""
+        value = f"{time.time() if now is None else now!r} {reason}"
+        self.db.write(
+            lambda conn: conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_retry', ?)", (value,))
+        )
+
+    def products(self) -> set[str]:
+        """Every product with something queued."""
+        return self.db.read(lambda conn: {p for (p,) in conn.execute("SELECT DISTINCT product FROM spool")})
+
+    def stats(self, now: float | None = None) -> SpoolStats:
+        """The queue's counts and retry state; ``waiting`` and ``next_attempt`` are as seen at ``now``."""
+        now = time.time() if now is None else now
+
         def work(conn: sqlite3.Connection) -> SpoolStats:
             by_kind = dict(conn.execute("SELECT kind, COUNT(*) FROM spool GROUP BY kind").fetchall())
             size = conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()[0]
@@ -276,7 +345,11 @@ class Spool:
                 if product != "*":
                     drops[f"{reason}:{product}"] = n
             last = conn.execute("SELECT value FROM meta WHERE key = 'last_upload'").fetchone()
-            nxt = conn.execute("SELECT MIN(not_before) FROM spool WHERE not_before > 0").fetchone()[0]
+            waiting, nxt = conn.execute(
+                "SELECT COUNT(*), MIN(not_before) FROM spool WHERE not_before > ?", (now,)
+            ).fetchone()
+            error = conn.execute("SELECT value FROM meta WHERE key = 'last_retry'").fetchone()
+            error_at, _, reason = error[0].partition(" ") if error else (None, "", None)
             return SpoolStats(
                 reports=by_kind.get("report", 0),
                 deletions=by_kind.get("deletion", 0),
@@ -285,6 +358,9 @@ class Spool:
                 drops=drops,
                 last_upload=float(last[0]) if last else None,
                 next_attempt=nxt,
+                waiting=waiting,
+                last_error=reason,
+                last_error_at=float(error_at) if error_at is not None else None,
             )
 
         return self.db.read(work)

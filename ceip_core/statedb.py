@@ -16,6 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
+from ceip_core import identity
 from ceip_core.lazylog import LazyLogger
 
 TYPE_CHECKING = False  # typing and logging cost more than the recording path's import budget
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from typing import TypeVar
 
     T = TypeVar("T")
+
+    from ceip_core.salvage import Salvaged
 
 log = LazyLogger(__name__)
 
@@ -70,6 +73,39 @@ CREATE TABLE IF NOT EXISTS meta (
 # SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
 _CORRUPT_CODES = {11, 26}
 
+#: Drop reasons counted when the database is found damaged or gone: each time it happens; the reports
+#: and the deletion requests known lost; and each time the loss could not be measured at all.
+DAMAGED = "corrupt-spool"
+LOST_REPORTS = "corrupt-spool-reports"
+LOST_DELETIONS = "corrupt-spool-deletions"
+LOST_UNKNOWN = "corrupt-spool-unmeasured"
+
+
+class StateFolderError(OSError):
+    """The state folder cannot be used by this user: no permission, a read-only disk, a file in the way.
+    The message names the folder and how to fix it."""
+
+
+def folder_error(folder: Path, exc: BaseException) -> StateFolderError | None:
+    """``exc`` in words naming ``folder`` and the fix, if it says the folder is unusable (else None)."""
+    if isinstance(exc, StateFolderError):
+        return exc
+    if isinstance(exc, sqlite3.OperationalError):
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (3, 8, 14):  # SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN
+            return None
+        reason = str(exc)
+    elif isinstance(exc, OSError) and not isinstance(exc, (BlockingIOError, TimeoutError)):
+        reason = exc.strerror or str(exc)
+        if exc.filename is not None:
+            reason += f" ({exc.filename})"
+    else:
+        return None
+    return StateFolderError(
+        f"cannot use the state folder {folder}: {reason}. Make it a folder this user can write to "
+        "(check its owner and permissions), or choose another one with --home or CEIP_HOME"
+    )
+
 
 def state_dir() -> Path:
     """The state folder: ``$CEIP_HOME`` if set, else the platform's per-user data folder."""
@@ -92,10 +128,31 @@ def is_corruption(exc: BaseException) -> bool:
     return "malformed" in text or "not a database" in text
 
 
+def _count(conn: sqlite3.Connection, reason: str, n: int = 1, product: str = "*") -> None:
+    if n:
+        conn.execute(
+            "INSERT INTO drops (reason, product, count) VALUES (?, ?, ?) "
+            "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
+            (reason, product, n),
+        )
+
+
+def _cannot_open(path: Path, exc: sqlite3.DatabaseError) -> bool:
+    """True if ``exc`` came from a file that is there but is no usable database file: a directory in its
+    place, or a file this user may not read and write (in a folder this user may change)."""
+    if getattr(exc, "sqlite_errorcode", None) != 14:  # SQLITE_CANTOPEN
+        return False
+    if path.is_dir():
+        return True
+    return path.exists() and not os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK)
+
+
 class StateDB:
     """The state database of one state folder. Cheap to create; connects lazily, one connection per
-    object (use one object per thread). Corruption is repaired by moving the file aside and starting a
-    fresh one, after which ``on_recreate`` callbacks restore what can be restored (consent, GUID)."""
+    object (use one object per thread). A damaged file is moved aside and replaced by a fresh one, into
+    which ``on_recreate`` callbacks restore what the backup holds (consent, GUID), the deletion journal
+    restores every queued deletion request, and every readable row of the damaged file is copied
+    (``ceip_core.salvage``). What could not be saved is counted by kind."""
 
     def __init__(self, folder: Path | str | None = None) -> None:
         self.folder = Path(folder) if folder is not None else state_dir()
@@ -109,15 +166,36 @@ class StateDB:
         """The open connection, creating folder, file and schema on first use."""
         if self._conn is None:
             try:
-                self._conn = self._open()
-            except sqlite3.DatabaseError as exc:
-                if not is_corruption(exc):
+                try:
+                    self._conn = self._open()
+                except sqlite3.DatabaseError as exc:
+                    if not is_corruption(exc) and not _cannot_open(self.path, exc):
+                        raise
+                    self._recover(exc)
+                    self._conn = self._open()
+            except (OSError, sqlite3.OperationalError) as exc:
+                unusable = folder_error(self.folder, exc)
+                if unusable is None:
                     raise
-                self._recover(exc)
-                self._conn = self._open()
+                raise unusable from exc
         return self._conn
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self, *, replacing: bool = False) -> sqlite3.Connection:
+        """Connect, and make the schema if the file is new. A new file is made under the folder lock, so
+        that it cannot be mistaken for a lost database while another process is replacing a damaged one;
+        ``replacing`` says the caller holds that lock already."""
+        if replacing:
+            return self._connect(lost_if_new=False)
+        try:
+            if self.path.stat().st_size:
+                return self._connect(lost_if_new=False)
+        except FileNotFoundError:
+            pass
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with _folder_lock(self.folder):
+            return self._connect(lost_if_new=True)
+
+    def _connect(self, *, lost_if_new: bool) -> sqlite3.Connection:
         self.folder.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
@@ -138,6 +216,7 @@ class StateDB:
                 if fresh:
                     for restore in self.on_recreate:
                         restore(conn)
+                    self._replay_journal(conn, lost_database=lost_if_new)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -176,14 +255,42 @@ class StateDB:
                 return result
             except sqlite3.DatabaseError as exc:
                 if attempt == 2 or not is_corruption(exc):
-                    raise
+                    unusable = folder_error(self.folder, exc)
+                    if unusable is None:
+                        raise
+                    raise unusable from exc
                 self._recover(exc)
         raise AssertionError("unreachable")
 
     # -- corruption ---------------------------------------------------------------------------------
 
+    def _replay_journal(self, conn: sqlite3.Connection, *, lost_database: bool) -> None:
+        """In a database just created: queue again every deletion request the journal holds. If the
+        folder shows that a database was here before (an identity backup or a journal), it was emptied
+        or deleted behind our back: count that, as a loss whose size nobody can know any more."""
+        from ceip_core import deletion_journal  # a new database is rare: not on the recording path
+
+        entries, unreadable = deletion_journal.pending(self.folder)
+        for e in entries:
+            conn.execute(
+                "INSERT OR IGNORE INTO spool (item_id, kind, product, guid, created, size, data) "
+                "VALUES (?, 'deletion', ?, ?, ?, ?, ?)",
+                (e.item_id, e.product, e.guid, e.created, len(e.data), e.data),
+            )
+        _count(conn, LOST_DELETIONS, unreadable)
+        existed = (self.folder / identity.BACKUP_NAME).exists() or deletion_journal.exists(self.folder)
+        if lost_database and existed:
+            log.error(
+                "state database %s was empty or missing; %d deletion request(s) restored from the journal",
+                self.path,
+                len(entries),
+            )
+            _count(conn, DAMAGED)
+            _count(conn, LOST_UNKNOWN)
+
     def _recover(self, exc: BaseException) -> None:
-        """Move the damaged database aside (it may still be useful for a post-mortem) and start afresh.
+        """Move the damaged database aside (kept as it was, for a post-mortem), start afresh, and copy
+        into the new database every row of the old one that can still be read.
 
         Several processes may find the damage at once; a lock file makes exactly one of them move the
         file, and the others see that it has been replaced already.
@@ -196,22 +303,37 @@ class StateDB:
             base, n = stem, 1
             while any((self.folder / f"{base}{suffix}").exists() for suffix in ("", "-wal", "-shm")):
                 base, n = f"{stem}-{n}", n + 1  # a second repair in the same second must not overwrite the first
+            from ceip_core.salvage import salvage  # only ever needed here
+
+            saved = salvage(self.path)  # reads a copy: the damaged file stays as it was
             # The main file goes last: a process that opens the path meanwhile still finds the damaged file
             # (and waits for this lock) instead of creating a new database whose -wal we would then move.
             for suffix in ("-wal", "-shm", ""):
                 src = Path(f"{self.path}{suffix}")
                 if src.exists():
                     src.replace(self.folder / f"{base}{suffix}")
-            log.error("state database %s was damaged (%s); moved aside, starting a new one", self.path, exc)
             # Create the new file under the lock, so a racing process cannot half-create it.
-            self._conn = self._open()
-            self._conn.execute(
-                "INSERT INTO drops (reason, product, count) VALUES ('corrupt-spool', '*', 1) "
-                "ON CONFLICT (reason, product) DO UPDATE SET count = count + 1"
+            conn = self._conn = self._open(replacing=True)
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                kept = _restore_salvaged(conn, saved)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            log.error(
+                "state database %s was damaged (%s); moved aside as %s and replaced: %d item(s) saved, %s lost",
+                self.path,
+                exc,
+                base,
+                kept,
+                f"{saved.lost_rows} item(s)" if saved.readable and saved.complete else "an unknown number of items",
             )
             self.close()
 
     def _healthy(self) -> bool:
+        if self.path.is_dir():
+            return False
         if not self.path.exists():
             return False
         try:
@@ -222,6 +344,40 @@ class StateDB:
                 conn.close()
         except sqlite3.DatabaseError:
             return False
+
+
+def _restore_salvaged(conn: sqlite3.Connection, saved: Salvaged) -> int:
+    """Copy what ``salvage`` read into the new database and count the damage; returns the items kept.
+
+    Consent and the GUID come from the backup (it is written before each change commits, so it is never
+    older than the database). A salvaged report is kept only if its product is opted in under the same
+    GUID now, so that a report of a product opted out since, or of an identity reset since, is never sent;
+    deletion requests are always kept.
+    """
+    for key, value in saved.meta:
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+    for reason, product, n in saved.drops:  # checked by salvage: text, text, a count
+        _count(conn, str(reason), n, str(product))  # type: ignore[arg-type]
+    # Lost rows that were deletion requests came back from the journal: they are not lost.
+    from_journal = {i for (i,) in conn.execute("SELECT item_id FROM spool WHERE kind = 'deletion'")}
+    lost = max(0, saved.lost_rows - len(from_journal - {row[1] for row in saved.spool}))
+    opted_in = {p for (p,) in conn.execute("SELECT product FROM consent WHERE state = 'in'")}
+    row = conn.execute("SELECT value FROM identity WHERE key = 'guid'").fetchone()
+    guid = row[0] if row else None
+    kept = 0
+    for _seq, item_id, kind, product, item_guid, created, size, data, attempts, not_before in saved.spool:
+        if kind == "report" and (product not in opted_in or item_guid != guid):
+            _count(conn, "not-opted-in", product=str(product))
+            continue
+        kept += conn.execute(
+            "INSERT OR IGNORE INTO spool (item_id, kind, product, guid, created, size, data, attempts, not_before) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (item_id, kind, product, item_guid, created, size, data, attempts, not_before),
+        ).rowcount
+    _count(conn, DAMAGED)
+    _count(conn, LOST_REPORTS, lost)
+    _count(conn, LOST_UNKNOWN, 0 if saved.readable and saved.complete else 1)
+    return kept
 
 
 @contextlib.contextmanager

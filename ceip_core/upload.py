@@ -81,6 +81,8 @@ async def drain(
         progressed = await _send_lease(spool, transport, lease, backoff, summary)
         if not progressed:
             break
+    if summary.retry_reasons:  # what `ceip status` and `ceip upload` show as the last error
+        spool.note_retry(max(summary.retry_reasons, key=summary.retry_reasons.__getitem__))
     return summary
 
 

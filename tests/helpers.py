@@ -78,3 +78,14 @@ def unavailable(reason: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"CI must run this test: {reason}")
     pytest.skip(reason)
+
+
+def as_unprivileged(command: list[str]) -> list[str]:
+    """``command`` run so that file permissions apply to it: as root, without the capabilities that let
+    root write anywhere."""
+    if os.geteuid() != 0:
+        return command
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        unavailable("setpriv (util-linux) is needed to run a command as root with permission checks")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]

@@ -22,7 +22,7 @@ from ceip_core.agent import STATUS_FILE
 from ceip_core.allowlist import Allowlist, default_path
 from ceip_core.consent import Consent
 from ceip_core.default_plugins.file_transport import SUFFIX
-from ceip_core.spool import Spool
+from ceip_core.spool import Spool, read_partials
 from ceip_core.statedb import StateDB
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the agent observes Linux processes")
@@ -189,6 +189,66 @@ def test_without_upload_to_the_agent_uses_the_upload_url_setting(home: Path, tmp
     assert proc.returncode == 0, proc.stderr
     assert sorted(r["product"] for r in delivered(drop)) == ["other", "sample"]  # both opted in and allowlisted
     assert queued(home) == []
+
+
+def test_once_from_cron_seals_when_a_session_ends_or_the_period_is_over_not_on_every_run(
+    home: Path, apps: dict[str, str], tmp_path: Path, processes
+) -> None:
+    """Regression: every ``ceip agent --once`` sealed a near-empty report per product (288 a day from a
+    5-minute cron). What a run does not seal is kept in the state database for the next run."""
+
+    def once(seal_every: str = "3600") -> None:
+        proc = subprocess.run(
+            [*AGENT, "--once", "--seal-every", seal_every], capture_output=True, text=True, timeout=60
+        )
+        assert proc.returncode == 0, proc.stderr
+
+    app = processes(native_executable(tmp_path / "bin", apps["sample"]), "60")
+    once()  # never sealed before: the period is over
+    first = queued(home)
+    assert sorted(r["product"] for r in first) == ["other", "sample"]
+    for _ in range(3):
+        once()
+    assert queued(home) == first  # nothing ended, the period is not over: nothing new
+
+    app.terminate()
+    app.wait()  # gone: the next run sees it no longer running
+    once()
+    [ended_report] = [r for r in queued(home) if r not in first]
+    [session] = ended_report["sessions"]
+    [snapshot] = next(r for r in first if r["product"] == "sample")["sessions"]
+    assert ended_report["product"] == "sample" and session["ended"] == "unknown"
+    assert session["started"] == snapshot["started"] and session["duration_s"] >= snapshot["duration_s"]
+    once()
+    assert len(queued(home)) == 3  # a session is reported ended once
+
+    once(seal_every="0.1")  # the period is over: one report per product, covering every run since
+    periodic = queued(home)[3:]
+    assert sorted(r["product"] for r in periodic) == ["other", "sample"]
+    assert all(r["sessions"] == [] for r in periodic)
+    other = [r for r in queued(home) if r["product"] == "other"]
+    assert other[1]["period"]["start"] == other[0]["period"]["end"]  # one period, however many runs
+
+
+def test_an_opt_out_deletes_what_once_kept_for_the_next_run(home: Path, apps: dict[str, str], tmp_path: Path) -> None:
+    proc = subprocess.run([*AGENT, "--once"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    db = StateDB(home)
+    assert sorted(db.read(read_partials)) == ["other", "sample"]
+    Consent(db).opt_out("sample")
+    assert sorted(db.read(read_partials)) == ["other"]
+
+
+def test_upload_to_none_keeps_the_queue_even_with_an_upload_url_set(home: Path, tmp_path: Path) -> None:
+    """Regression: ``--upload-to none`` (documented as "keep it") moved the queue into a folder ./none."""
+    drop = tmp_path / "configured-drop"
+    subprocess.run([*CLI, "config", "set", "upload-url", f"file://{drop}"], check=True, timeout=60)
+    proc = subprocess.run(
+        [*AGENT, "--once", "--upload-to", "none"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "none").exists() and not drop.exists()
+    assert sorted(r["product"] for r in queued(home)) == ["other", "sample"]
 
 
 def test_stand_ins_that_stop_and_crash_become_session_reports(

@@ -12,6 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
+from helpers import as_unprivileged
 
 import ceip_core
 from ceip_core.cli import cli
@@ -61,11 +62,38 @@ def test_consent_all(sample) -> None:
         (["consent", "in", "sample", "--all"], "not both"),
         (["describe", "--product", "nope"], "unknown product 'nope'"),
         (["upload", "--to", "carrier-pigeon://x"], "no transport for 'carrier-pigeon'"),
+        (["review", "--product", "nope"], "unknown product 'nope' (known: other, sample)"),
+        (["purge", "--product", "nope", "--yes"], "unknown product 'nope' (known: other, sample)"),
         (["consent", "maybe"], "No such command 'maybe'"),
     ],
 )
 def test_bad_input_gets_a_clear_message_and_exit_2(sample, args: list[str], message: str) -> None:
     assert message in ceip(*args, code=2)
+
+
+@pytest.mark.parametrize(
+    "args", [["upload", "--to"], ["agent", "--once", "--upload-to"], ["config", "set", "upload-url"]]
+)
+@pytest.mark.parametrize("target", ["notaurl", "outbox/sub", "None"])
+def test_a_destination_without_a_scheme_is_refused_not_taken_for_a_folder(
+    sample, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], target: str
+) -> None:
+    """Regression: ``ceip upload --to notaurl`` moved the whole queue into ./notaurl and said "Sent"."""
+    monkeypatch.chdir(tmp_path)
+    ceip("consent", "in", "sample")
+    record_session()
+    out = " ".join(ceip(*args, target, code=2).split())
+    assert f"{target!r} is not a URL: give one with a scheme (known: file://, http://, https://" in out
+    assert not (tmp_path / target.split("/")[0]).exists()  # no folder made
+    assert json.loads(ceip("status", "--json"))["queued_reports"] == 1
+
+
+def test_review_and_purge_take_a_product_that_is_only_queued(sample, ceip_plugins) -> None:
+    ceip("consent", "in", "sample")
+    record_session()
+    ceip_plugins()  # the sample plugin is gone, its report is still queued
+    assert "== sample ==" in ceip("review", "--product", "sample")
+    assert "Deleted 1 queued report(s)." in ceip("purge", "--product", "sample", "--yes")
 
 
 def test_an_uninstalled_product_can_still_be_opted_out(sample, ceip_plugins) -> None:
@@ -138,4 +166,52 @@ def test_the_installed_console_script_runs(sample) -> None:
     proc = subprocess.run([exe, "consent", "in", "nope"], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "unknown product 'nope'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# -- a state folder this user cannot use --------------------------------------------------------------------
+
+
+FIX = (
+    "Make it a folder this user can write to (check its owner and permissions), "
+    "or choose another one with --home or CEIP_HOME"
+)
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["consent", "in", "sample"], ["upload", "--to", "file:///x"], ["agent", "--once"]]
+)
+def test_a_state_folder_in_the_way_of_a_file_is_named_with_the_fix(sample, tmp_path: Path, args: list[str]) -> None:
+    """Regression: a CEIP_HOME that could not be used ended in a traceback."""
+    (tmp_path / "a-file").write_text("")
+    home = tmp_path / "a-file" / "home"
+    result = CliRunner().invoke(cli, ["--home", str(home), *args])
+    assert result.exit_code == 1, result.output
+    assert f"Error: cannot use the state folder {home}: Not a directory" in result.output
+    assert FIX in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("exists", [False, True], ids=["empty", "with-a-database"])
+@pytest.mark.parametrize("args", [["consent", "in", "sample"], ["status"], ["agent", "--once"]])
+def test_a_read_only_state_folder_is_named_with_the_fix(sample, tmp_path: Path, args: list[str], exists: bool) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    if exists:
+        ceip("--home", str(home), "status")
+    home.chmod(0o555)
+    try:
+        proc = subprocess.run(
+            as_unprivileged([sys.executable, "-m", "ceip_core", "--home", str(home), *args]),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        home.chmod(0o755)
+    if exists and args == ["status"]:  # reading needs no write access
+        assert proc.returncode == 0, proc.stderr
+        return
+    assert proc.returncode == 1, proc.stderr
+    assert f"Error: cannot use the state folder {home}: " in proc.stderr and FIX in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -279,7 +279,10 @@ def test_plain_http_to_loopback_is_allowed(url: str) -> None:
     [
         ("https://ceip.example.com/?allow_http=1", "allow_http applies to http:// URLs only"),
         ("http://127.0.0.1/?ca=/etc/ca.pem", "a CA file applies to https:// URLs only"),
-        ("https://ceip.example.com/?ca=/no/such/ca.pem", "cannot use the CA file '/no/such/ca.pem'"),
+        (
+            "https://ceip.example.com/?ca=/no/such/ca.pem",
+            "the CA file /no/such/ca.pem (?ca= in the upload URL) does not exist",
+        ),
         ("https://ceip.example.com/?verify=0", "unknown option verify"),
         ("https:///v1", "not an http"),
     ],
@@ -287,6 +290,39 @@ def test_plain_http_to_loopback_is_allowed(url: str) -> None:
 def test_bad_urls_are_refused_with_the_reason(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=re.escape(message)):
         HttpTransport(url)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("hello\n", "holds no PEM certificate: it must contain a '-----BEGIN CERTIFICATE-----' block"),
+        (
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            "holds no PEM certificate (it holds a private key, not a certificate)",
+        ),
+        ("cut", "holds a damaged certificate: cut short, or not the base64 of one"),
+        ("garbled", "holds a damaged certificate: cut short, or not the base64 of one"),
+        (None, "is a folder: give the CA certificate's PEM file"),
+    ],
+)
+def test_a_bad_ca_file_is_named_with_what_is_wrong(
+    sample: Any, tmp_path: Path, content: str | None, message: str
+) -> None:
+    """Regression: a damaged CA file answered only OpenSSL's 'Error: [X509] PEM lib (_ssl.c:4154)'."""
+    cert, _ = self_signed(tmp_path / "tls")
+    ca = tmp_path / "ca.pem"
+    if content is None:
+        ca.mkdir()
+    elif content == "cut":
+        ca.write_text(cert.read_text()[:300])
+    elif content == "garbled":
+        ca.write_text("-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n")
+    else:
+        ca.write_text(content)
+    result = CliRunner().invoke(cli, ["upload", "--to", f"https://127.0.0.1:9/?ca={ca}"])
+    assert result.exit_code == 2
+    assert f"the CA file {ca} (?ca= in the upload URL) {message}" in " ".join(result.output.split()), result.output
+    assert "PEM lib" not in result.output and "_ssl.c" not in result.output
 
 
 def test_the_cli_refuses_plain_http_to_another_host(sample: Any) -> None:

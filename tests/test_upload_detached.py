@@ -110,9 +110,31 @@ def test_ceip_upload_shows_why_items_were_kept(spool: Spool, fake_service: FakeS
     seal(spool)
     fake_service.script.append(Fail(status=503, headers={"Retry-After": "60"}))
     result = CliRunner().invoke(cli, ["upload", "--to", fake_service.url])
-    assert result.exit_code == 0 and "1 kept to retry later: http-503" in result.output
-    as_json = json.loads(CliRunner().invoke(cli, ["upload", "--to", fake_service.url, "--json"]).output)
-    assert as_json["accepted"] == 0 and as_json["retried"] == 0  # not due again for a minute
+    # Regression: a failed upload exited 0, and a second try during the backoff said only "Sent 0 item(s)".
+    assert result.exit_code == 1 and "1 kept to retry later: http-503" in result.output
+    assert "1 item(s) wait for a retry; the next try is at " in result.output
+    assert "last error: http-503" in result.output
+    again = CliRunner().invoke(cli, ["upload", "--to", fake_service.url, "--json"])
+    as_json = json.loads(again.output)
+    assert again.exit_code == 1 and as_json["accepted"] == 0 and as_json["retried"] == 0  # not due for a minute
+    assert as_json["waiting"] == 1 and as_json["next_try"] > time.time() + 30
+    status = json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["retry"]
+    assert status["waiting"] == 1 and status["last_error"] == "http-503"
+    assert status["next_try"] == as_json["next_try"]
+    assert (
+        "Retrying:       1 item(s) wait for a retry; the next try is at" in CliRunner().invoke(cli, ["status"]).output
+    )
+
+
+def test_ceip_upload_exits_0_once_everything_went(spool: Spool, fake_service: FakeService) -> None:
+    seal(spool)
+    fake_service.script.append(Fail(status=503))
+    assert CliRunner().invoke(cli, ["upload", "--to", fake_service.url]).exit_code == 1
+    # The retry delay is over (as if a minute had passed): the next upload sends it.
+    spool.db.write(lambda conn: conn.execute("UPDATE spool SET not_before = 0"))
+    result = CliRunner().invoke(cli, ["upload", "--to", fake_service.url])
+    assert result.exit_code == 0 and "Sent 1 item(s) in 1 batch(es)." in result.output, result.output
+    assert json.loads(CliRunner().invoke(cli, ["status", "--json"]).output)["retry"] is None
 
 
 def test_config_set_show_unset(sample: Any) -> None:

@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
@@ -74,6 +75,31 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def ca_context(path: str) -> ssl.SSLContext:
+    """A client TLS context that trusts only the CA certificate(s) in the PEM file ``path``. Raises
+    ValueError naming the file and what is wrong with it, in words (not OpenSSL's "PEM lib")."""
+    import ssl
+
+    where = f"the CA file {path} (?ca= in the upload URL)"
+    try:
+        text = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{where} does not exist") from None
+    except IsADirectoryError:
+        raise ValueError(f"{where} is a folder: give the CA certificate's PEM file") from None
+    except OSError as exc:
+        raise ValueError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    if b"-----BEGIN CERTIFICATE-----" not in text:
+        found = " (it holds a private key, not a certificate)" if b"PRIVATE KEY-----" in text else ""
+        raise ValueError(
+            f"{where} holds no PEM certificate{found}: it must contain a '-----BEGIN CERTIFICATE-----' block"
+        )
+    try:
+        return ssl.create_default_context(cafile=path)
+    except ssl.SSLError:  # OpenSSL says only "PEM lib"
+        raise ValueError(f"{where} holds a damaged certificate: cut short, or not the base64 of one") from None
+
+
 class HttpTransport:
     """Sends batches to one receiving service over one aiohttp session (made on first use)."""
 
@@ -96,11 +122,8 @@ class HttpTransport:
 
             if "allow_http" in options:
                 raise ValueError(f"allow_http applies to http:// URLs only: {url!r}")
-            try:
-                # With a CA file, only that CA is trusted; without one, the system's CAs are.
-                self._ssl = ssl.create_default_context(cafile=ca or None)
-            except (OSError, ssl.SSLError) as exc:
-                raise ValueError(f"cannot use the CA file {ca!r} given in {url!r}: {exc}") from None
+            # With a CA file, only that CA is trusted; without one, the system's CAs are.
+            self._ssl = ca_context(ca) if ca else ssl.create_default_context()
         elif ca is not None:
             raise ValueError(f"a CA file applies to https:// URLs only: {url!r}")
         elif not is_loopback(self.host) and not allow_http:
