@@ -25,6 +25,8 @@ from ceip_core.service.dashboard import Dashboard, add_routes, signed_in
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.ingest import Ingest, guids_of
 from ceip_core.service.limits import BodyError, RateLimiter, read_batch
+from ceip_core.service.openapi import PATH as OPENAPI_PATH
+from ceip_core.service.openapi import openapi
 from ceip_core.service.storage import Storage, StorageUnavailable, open_storage
 
 log = logging.getLogger(__name__)
@@ -134,6 +136,11 @@ async def readyz(request: web.Request) -> web.Response:
     return _json({"status": "ready"})
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: the OpenAPI description of this API (``ceip_core/service/openapi.py``)."""
+    return _json(openapi(request.app[CONFIG].limits))
+
+
 async def query(request: web.Request) -> web.Response:
     """``GET /v1/query/<name>``: aggregates only, behind the bearer token (or a dashboard session)."""
     token = request.app[TOKEN]
@@ -175,6 +182,7 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
     app.router.add_get("/v1/query/{name}", query)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get(OPENAPI_PATH, get_openapi)
     add_routes(app, Dashboard(app[STORAGE], token, config.k, sorted(config.allowlist)))
     return app
 
