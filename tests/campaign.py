@@ -168,9 +168,11 @@ class Machine:
 class Service:
     """``ceip serve`` on loopback with a SQLite database in ``folder``; restarts on the same port."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, *args: str) -> None:
+        """:param args: more ``ceip serve`` options, e.g. ``--allowlist FILE``."""
         folder.mkdir(parents=True, exist_ok=True)
         self.folder = folder
+        self.args = args
         self.db = folder / "reports.db"
         self.log = folder / "serve.log"
         self.port = 0
@@ -180,7 +182,7 @@ class Service:
 
     def start(self) -> Service:
         command = [*CLI, "serve", "--port", str(self.port), "--db", f"sqlite://{self.db}"]
-        command += ["--data", str(self.folder / "data"), "--token", TOKEN]
+        command += ["--data", str(self.folder / "data"), "--token", TOKEN, *self.args]
         with open(self.log, "a") as out:
             out.write(f"--- start {self.starts}\n")
             out.flush()
@@ -200,6 +202,9 @@ class Service:
         self.port = int(found.group(1))  # type: ignore[attr-defined]
         wait_until(lambda: listening(self.port), START_S, "ceip serve listens")
         return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def _note_peak(self) -> None:
         if self.proc is not None:

@@ -4,7 +4,7 @@ It sits between a client and a real receiving service and, request by request, e
 exchange through or fails it the ways a network and an overloaded service fail:
 
 - ``503`` / ``429``: answered by the proxy itself with ``Retry-After``; the service never sees the request;
-- ``reset-request``: the connection is reset half-way through the request body (nothing reaches the service);
+- ``reset-request``: half of the request body reaches the service, then both connections are reset;
 - ``reset-response``: the request reaches the service (which stores it), then the connection is reset
   half-way through the answer: the client must retry, and the service must not store the items twice;
 - ``garble``: the service's answer has its body replaced by bytes of the same length that are not JSON;
@@ -184,11 +184,6 @@ class FaultProxy:
                 fault = self.choose(method, path)
                 self.faults[fault] += 1
                 length = _content_length(head) or 0
-                if fault == "reset-request":
-                    if length > 1:
-                        await reader.readexactly(length // 2)
-                    _reset(writer)
-                    return
                 try:
                     body = await reader.readexactly(length)
                 except (asyncio.IncompleteReadError, ConnectionError):
@@ -209,6 +204,12 @@ class FaultProxy:
                         _reset(writer)  # the service is down: the client sees a refused exchange, not a 502
                         return
                 up_reader, up_writer = upstream
+                if fault == "reset-request":
+                    up_writer.write(head + body[: length // 2])
+                    await up_writer.drain()
+                    _reset(up_writer)
+                    _reset(writer)
+                    return
                 up_writer.write(head + body)
                 await up_writer.drain()
                 answer = await _read_message(up_reader)
