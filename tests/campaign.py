@@ -11,7 +11,8 @@ What the columns mean:
 - **created**: reports committed to a machine's spool, i.e. acknowledged to whoever made them. A trigger
   added to each test spool copies every inserted item id into a table of its own in the same transaction,
   so the count includes reports the uploader has since sent and deleted;
-- **stored**: those of them the service's database holds; **duplicated**: report ids stored more than once;
+- **stored**: those of them the service's database holds; **duplicated**: report ids the service answered
+  ``accepted`` more than once (each acceptance is folded into the rollups: counted twice), or holds twice;
 - **lost**: created, no longer queued, and not stored; **queued**: still waiting when the scenario ended
   (not lost, but not delivered within its time bound either);
 - **5xx**: answers of the service with a status >= 500; **peak RSS**: the largest resident set (VmHWM) of a
@@ -247,6 +248,8 @@ class Outcome:
     trials: int = 0
     created: int = 0
     stored: int = 0
+    acknowledged: int = 0
+    """Created reports the service answered ``accepted`` for, as the proxy saw (a kill may eat an answer)."""
     lost: int = 0
     duplicated: int = 0
     queued: int = 0
@@ -265,7 +268,9 @@ class Outcome:
             created |= machine.created()
             queued |= machine.queued()
         self.created = len(created)
-        self.stored, self.duplicated = service.stored(created)
+        self.stored, twice = service.stored(created)
+        self.acknowledged = sum(1 for item_id in proxy.accepted if item_id in created)
+        self.duplicated = twice + sum(1 for item_id, n in proxy.accepted.items() if n > 1 and item_id in created)
         stored_ids = created - queued  # what should be stored by now
         held, _ = service.stored(stored_ids)
         self.queued = len(queued)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import random
 import socket
 import struct
@@ -113,6 +114,8 @@ class FaultProxy:
         """Requests by the fault applied (``pass`` included)."""
         self.statuses: collections.Counter[int] = collections.Counter()
         """Statuses the upstream service answered (not those the proxy made up)."""
+        self.accepted: collections.Counter[str] = collections.Counter()
+        """How often the service answered ``accepted`` for each item id (twice: the item was stored twice)."""
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +220,10 @@ class FaultProxy:
                     _reset(writer)  # the service died mid-answer
                     return
                 answer_head, answer_body = answer
-                self.statuses[int(answer_head.split(b" ", 2)[1])] += 1
+                status = int(answer_head.split(b" ", 2)[1])
+                self.statuses[status] += 1
+                if status == 200 and method == "POST":
+                    self._count_accepted(answer_body)
                 if fault == "reset-response":
                     writer.write((answer_head + answer_body)[: len(answer_head) + len(answer_body) // 2])
                     await writer.drain()
@@ -241,6 +247,15 @@ class FaultProxy:
                 upstream[1].close()
             if not writer.is_closing():
                 writer.close()
+
+    def _count_accepted(self, answer: bytes) -> None:
+        try:
+            results = json.loads(answer)["results"]
+        except (ValueError, KeyError, TypeError):
+            return
+        for result in results:
+            if isinstance(result, dict) and result.get("status") == "accepted":
+                self.accepted[str(result.get("id"))] += 1
 
     async def _read_head(self, reader: asyncio.StreamReader) -> bytes | None:
         try:

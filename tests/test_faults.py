@@ -31,7 +31,9 @@ def assert_sound(outcome: Outcome, *, drained: bool = True) -> None:
 
 
 def test_killing_the_uploader_loses_and_duplicates_nothing(run: Campaign) -> None:
-    assert_sound(kill_uploader(run, trials=3, reports=30))
+    outcome = kill_uploader(run, trials=3, reports=30)
+    assert_sound(outcome)
+    assert outcome.acknowledged == outcome.created  # the proxy saw every acceptance (and none twice)
 
 
 def test_killing_the_agent_loses_and_duplicates_nothing(run: Campaign) -> None:
@@ -54,5 +56,6 @@ def test_every_fault_of_the_proxy_once_loses_and_duplicates_nothing(run: Campaig
     faults = [f for f in FAULTS if f != "pass"]
     outcome = flaky_proxy(run, machines=1, reports=10, client_timeout=1.0, deadline_s=60.0, faults=faults)
     assert_sound(outcome)
+    assert outcome.acknowledged == outcome.created
     # Each fault was applied once, and the reports then passed.
     assert all(f"{fault} 1" in outcome.notes[0] for fault in faults), outcome.notes
