@@ -26,6 +26,8 @@ from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.headers import add_security_headers
 from ceip_core.service.ingest import Ingest, guids_of
 from ceip_core.service.limits import BodyError, RateLimiter, read_batch
+from ceip_core.service.openapi import PATH as OPENAPI_PATH
+from ceip_core.service.openapi import openapi
 from ceip_core.service.storage import Storage, StorageUnavailable, open_storage
 
 log = logging.getLogger(__name__)
@@ -136,6 +138,11 @@ async def readyz(request: web.Request) -> web.Response:
     return _json({"status": "ready", "quarantined": quarantined})
 
 
+async def get_openapi(request: web.Request) -> web.Response:
+    """``GET /v1/openapi.json``: the OpenAPI description of this API (``ceip_core/service/openapi.py``)."""
+    return _json(openapi(request.app[CONFIG].limits))
+
+
 async def query(request: web.Request) -> web.Response:
     """``GET /v1/query/<name>``: aggregates only, behind the bearer token (or a dashboard session)."""
     token = request.app[TOKEN]
@@ -179,6 +186,7 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
     app.router.add_get("/v1/query/{name}", query)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    app.router.add_get(OPENAPI_PATH, get_openapi)
     app[DASHBOARD] = Dashboard(app[STORAGE], token, config.k, sorted(config.allowlist))
     add_routes(app, app[DASHBOARD])
     add_security_headers(app)

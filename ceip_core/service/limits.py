@@ -44,11 +44,14 @@ async def read_batch(request: web.Request, max_compressed: int, max_expanded: in
         raise BodyError(413, "too-large", f"body of {request.content_length} bytes (limit {max_compressed})")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(64 * 1024):
-        size += len(chunk)
-        if size > max_compressed:
-            raise BodyError(413, "too-large", f"body larger than {max_compressed} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.content.iter_chunked(64 * 1024):
+            size += len(chunk)
+            if size > max_compressed:
+                raise BodyError(413, "too-large", f"body larger than {max_compressed} bytes")
+            chunks.append(chunk)
+    except ConnectionError:  # the sender went away mid-body: its mistake (or its network's), not the service's
+        raise BodyError(400, "incomplete-body", "the connection closed before the whole body arrived") from None
     try:
         return decode_batch(wire.inflate(b"".join(chunks), max_expanded=max_expanded))
     except wire.WireError as exc:
