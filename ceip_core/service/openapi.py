@@ -24,7 +24,7 @@ from ceip_core.service.config import Limits
 from ceip_core.service.dashboard import DASHBOARD, LOGIN, LOGOUT
 from ceip_core.service.panels import STYLESHEET
 from ceip_core.service.queries import QUERIES
-from ceip_core.service.validation import _decoders  # the validator's own msgspec types, made per limits
+from ceip_core.service.validation import Timestamp, _decoders  # the validator's own msgspec types, made per limits
 
 PATH = "/v1/openapi.json"
 _REF = "#/components/schemas/{name}"
@@ -119,9 +119,18 @@ def _query_operation() -> dict[str, Any]:
     }
 
 
+def _schema_hook(kind: type) -> dict[str, Any]:
+    """The wire's own types: a timestamp is RFC 3339 with an offset, read by ``wire.parse_timestamp``."""
+    if kind is Timestamp:
+        return {"type": "string", "format": "date-time"}
+    raise NotImplementedError(f"no schema for {kind!r}")
+
+
 def _schemas(limits: Limits) -> dict[str, Any]:
     _, report, deletion = _decoders(limits)
-    (report_ref, deletion_ref), components = msgspec.json.schema_components([report, deletion], ref_template=_REF)
+    (report_ref, deletion_ref), components = msgspec.json.schema_components(
+        [report, deletion], ref_template=_REF, schema_hook=_schema_hook
+    )
     batch = {"type": "object", "required": ["schema", "items"], "additionalProperties": False}
     components.update(
         ReportBatch={
