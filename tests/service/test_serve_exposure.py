@@ -4,6 +4,7 @@ unreachable or flood its log, no log line names a sender, and a busy port is ref
 from __future__ import annotations
 
 import re
+import resource
 import signal
 import socket
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 from helpers import wait_for
 from service.factory import GZIP, body, report
@@ -24,13 +26,22 @@ HALF_A_HEAD = b"POST /v1/reports HTTP/1.1\r\nHost: ceip\r\nContent-Encoding: gz"
 class Service:
     """One ``ceip serve`` process on a port of its choosing, its output in files."""
 
-    def __init__(self, folder: Path, *args: str) -> None:
+    def __init__(self, folder: Path, *args: str, open_files: int | None = None) -> None:
         (folder / "allowlist.toml").write_text(ALLOWLIST_TOML)
         self.out, self.err = folder / "stdout.txt", folder / "stderr.txt"
         command = [sys.executable, "-m", "ceip_core", "serve", "--port", "0", "--data", str(folder), "--token", "t"]
         command += ["--allowlist", str(folder / "allowlist.toml"), "--db", f"sqlite:{folder / 'ceip.db'}", *args]
         with self.out.open("w") as out, self.err.open("w") as err:
-            self.proc = subprocess.Popen(command, stdout=out, stderr=err, text=True)
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            self.proc = subprocess.Popen(
+                command,
+                stdout=out,
+                stderr=err,
+                text=True,
+                preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard)))
+                if open_files
+                else None,
+            )
         found = wait_for(lambda: re.search(r"on http://127\.0\.0\.1:(\d+)", self.out.read_text()), timeout=60)
         assert isinstance(found, re.Match)
         self.port = int(found[1])
@@ -51,10 +62,10 @@ class Service:
 def serve(tmp_path: Path) -> Iterator[Any]:
     started: list[Service] = []
 
-    def start(*args: str) -> Service:
+    def start(*args: str, **kwargs: Any) -> Service:
         folder = tmp_path / f"service-{len(started)}"
         folder.mkdir()
-        started.append(Service(folder, *args))
+        started.append(Service(folder, *args, **kwargs))
         return started[-1]
 
     yield start
@@ -200,3 +211,11 @@ def test_workers_share_the_port_of_their_own_service(serve: Any) -> None:
     answers = [ask(service.port, HEALTHZ) for _ in range(20)]
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers)
     assert service.proc.poll() is None
+
+
+def test_the_open_files_limit_is_raised_to_the_hard_limit(serve: Any) -> None:
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard == resource.RLIM_INFINITY or hard <= 256:
+        pytest.fail(f"this test needs a finite hard open-files limit above 256 (it is {hard})")
+    service = serve(open_files=256)
+    assert psutil.Process(service.proc.pid).rlimit(psutil.RLIMIT_NOFILE) == (hard, hard)
