@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 #: What a connection beyond the limit is told before it is closed.
 _BUSY_BODY = b'{"error": "busy", "detail": "too many open connections; retry later"}'
@@ -128,7 +129,9 @@ class _HideAddresses(logging.Filter):
             return True
         exc = record.exc_info[1] if record.exc_info else None
         what = f"{type(exc).__name__}: {str(exc)[:200]}" if exc is not None else "unknown error"
-        self.repeats.note(record.levelno, _ADDRESSED[str(record.msg)] % what, kind=type(exc).__name__)
+        # Unparsable bytes are the sender's problem, not the service's: information, not an error.
+        level = min(record.levelno, logging.INFO) if isinstance(exc, HttpProcessingError) else record.levelno
+        self.repeats.note(level, _ADDRESSED[str(record.msg)] % what, kind=type(exc).__name__)
         return False
 
 
