@@ -35,7 +35,8 @@ _DB = click.option(
     "--db",
     "database",
     envvar="CEIP_SERVICE_DB",
-    help="Database URL: sqlite:///path.db or postgresql://user@host/db (default: reports.db in --data).",
+    help="Database URL: sqlite:relative.db, sqlite:///absolute/path.db or postgresql://user@host/db "
+    "(default: reports.db in --data).",
 )
 _K = click.option(
     "--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hide groups of fewer machines."
