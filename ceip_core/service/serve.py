@@ -8,9 +8,10 @@ connection. The parent supervises: a worker that dies stops the service with an 
 stop the workers gracefully.
 
 What one sender may hold is bounded, so that idle or slow connections cannot make the service unreachable
-(:mod:`ceip_core.service.connections`): a connection must deliver a complete request head within the idle
-timeout (after connecting, or after its last answer), each worker keeps at most ``max_connections`` open
-and answers 503 beyond that, and the open-files limit is raised to its hard limit at start.
+(:mod:`ceip_core.service.connections`): a connection must complete its TLS handshake, and then deliver a
+complete request head, within the idle timeout (after connecting, or after its last answer); each worker
+keeps at most ``max_connections`` open and answers 503 beyond that; and the open-files limit is raised to
+its hard limit at start.
 
 The service never logs who sent anything: the access log, when switched on, has no remote address, and
 aiohttp's and asyncio's error messages are rewritten without it (and rate-limited, so a flood of bad
@@ -166,7 +167,13 @@ async def _serve(options: ServeOptions, sock: socket.socket) -> None:
     assert runner.server is not None
     guard = ConnectionGuard(runner.server, most, repeats)
     context = tls_context(options.tls_cert, options.tls_key) if options.tls_cert else None
-    server = await loop.create_server(guard, sock=sock, ssl=context, backlog=BACKLOG)
+    server = await loop.create_server(
+        guard,
+        sock=sock,
+        backlog=BACKLOG,
+        ssl=context,
+        ssl_handshake_timeout=limits.idle_timeout_s if context else None,  # only allowed with TLS
+    )
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)

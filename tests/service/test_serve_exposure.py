@@ -16,6 +16,7 @@ from typing import Any
 
 import psutil
 import pytest
+from certs import self_signed
 from helpers import wait_for
 from service.factory import GZIP, body, report
 
@@ -42,7 +43,7 @@ class Service:
                 if open_files
                 else None,
             )
-        found = wait_for(lambda: re.search(r"on http://127\.0\.0\.1:(\d+)", self.out.read_text()), timeout=60)
+        found = wait_for(lambda: re.search(r"on https?://127\.0\.0\.1:(\d+)", self.out.read_text()), timeout=60)
         assert isinstance(found, re.Match)
         self.port = int(found[1])
 
@@ -105,14 +106,15 @@ def closed_by_peer(s: socket.socket) -> bool:
         return True
 
 
-def test_a_thousand_half_sent_heads_neither_block_health_checks_nor_flood_the_log(
+def test_a_thousand_idle_and_half_sent_heads_neither_block_health_checks_nor_flood_the_log(
     serve: Any, sockets: list[socket.socket]
 ) -> None:
     service = serve("--idle-timeout", "3")
-    for _ in range(1000):
+    for n in range(1000):
         s = socket.create_connection(("127.0.0.1", service.port), timeout=10)
         sockets.append(s)
-        s.sendall(HALF_A_HEAD)
+        if n % 4:  # and one in four sends nothing at all
+            s.sendall(HALF_A_HEAD)
 
     started = time.monotonic()
     assert ask(service.port, HEALTHZ).startswith(b"HTTP/1.1 200")
@@ -219,3 +221,13 @@ def test_the_open_files_limit_is_raised_to_the_hard_limit(serve: Any) -> None:
         pytest.fail(f"this test needs a finite hard open-files limit above 256 (it is {hard})")
     service = serve(open_files=256)
     assert psutil.Process(service.proc.pid).rlimit(psutil.RLIMIT_NOFILE) == (hard, hard)
+
+
+def test_a_tls_handshake_that_never_comes_is_cut_at_the_idle_timeout(
+    serve: Any, tmp_path: Path, sockets: list[socket.socket]
+) -> None:
+    cert, key = self_signed(tmp_path / "tls")
+    service = serve("--tls-cert", str(cert), "--tls-key", str(key), "--idle-timeout", "2")
+    for _ in range(20):
+        sockets.append(socket.create_connection(("127.0.0.1", service.port), timeout=10))
+    wait_for(lambda: all(closed_by_peer(s) for s in sockets), timeout=30, interval=0.2)
