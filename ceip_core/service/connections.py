@@ -128,7 +128,8 @@ class _HideAddresses(logging.Filter):
         if record.msg not in _ADDRESSED:
             return True
         exc = record.exc_info[1] if record.exc_info else None
-        what = f"{type(exc).__name__}: {str(exc)[:200]}" if exc is not None else "unknown error"
+        # One line, however the sender's bytes (which aiohttp quotes) were broken up.
+        what = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}" if exc is not None else "unknown error"
         # Unparsable bytes are the sender's problem, not the service's: information, not an error.
         level = min(record.levelno, logging.INFO) if isinstance(exc, HttpProcessingError) else record.levelno
         self.repeats.note(level, _ADDRESSED[str(record.msg)] % what, kind=type(exc).__name__)
