@@ -303,6 +303,18 @@ class Spool:
         if settled:
             self.db.write(lambda conn: _settle_journal(conn, settled))
 
+    def reset_backoff(self, now: float | None = None) -> None:
+        """The receiver accepted items again: items waiting out a retry delay are due now, with their
+        backoff started afresh (a backoff measures one outage, not every outage an item has seen)."""
+        now = time.time() if now is None else now
+        self.db.write(
+            lambda conn: conn.execute(
+                "UPDATE spool SET attempts = 0, not_before = MIN(not_before, ?) "
+                "WHERE attempts > 0 AND lease_until <= ?",
+                (now, now),
+            )
+        )
+
     # -- inspecting and purging ---------------------------------------------------------------------
 
     def items(self, product: str | None = None) -> list[SpooledItem]:

@@ -6,6 +6,12 @@ cancelled at once, so no further byte about that product leaves the machine. Ite
 must be retried are rescheduled with exponential backoff and full jitter (or after the receiver's
 ``Retry-After``), and stay queued however long that takes: only the spool's quotas remove them.
 
+The backoff measures how long the receiver has been unreachable, so it ends with the outage: the first
+batch accepted resets every item's backoff, and the drain goes on, batch after batch, through the whole
+backlog. When the receiver asks for a short pause (a rate limit's ``Retry-After`` of at most
+``patience_s``) after accepting batches, the drain waits it out and continues rather than leaving the rest
+of the backlog for the next drain.
+
 Before sending, the uploader refreshes the vendor's kill switch and sampling policy when the transport
 can fetch it and the cached copy is older than ``vendor_policy.MAX_AGE_S`` (see ``ceip_core.vendor_policy``).
 """
@@ -18,7 +24,7 @@ import dataclasses
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from ceip_core import vendor_policy, wire
@@ -57,6 +63,20 @@ class UploadSummary:
         return sum(self.retry_reasons.values())
 
 
+#: Longest ``Retry-After`` a drain waits out itself once the receiver has accepted something.
+PATIENCE_S = 60.0
+
+
+@dataclass
+class _Round:
+    """What one lease's sends came to."""
+
+    accepted: int = 0
+    rejected: int = 0
+    pause: float | None = None
+    """If every retried item came with a ``Retry-After``: the longest; else None."""
+
+
 async def drain(
     spool: Spool,
     transport: Transport,
@@ -65,8 +85,12 @@ async def drain(
     max_rounds: int = 1000,
     policy_max_age: float = vendor_policy.MAX_AGE_S,
     waiting_too: bool = False,
+    patience_s: float = PATIENCE_S,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
 ) -> UploadSummary:
-    """Send everything that is ready now. Stops when nothing is ready or a whole round is retried.
+    """Send everything that is ready now. Stops when nothing is ready or a whole round is retried (unless
+    the receiver, having accepted items in this drain, asked for a pause of at most ``patience_s``:
+    then it waits with ``sleep`` and goes on).
 
     ``waiting_too`` also sends items that are waiting out a retry delay (``ceip export`` does: a person
     carrying the queue away wants all of it)."""
@@ -78,8 +102,13 @@ async def drain(
         lease = spool.lease(due_only=not waiting_too)
         if not lease.items:
             break
-        progressed = await _send_lease(spool, transport, lease, backoff, summary)
-        if not progressed:
+        result = await _send_lease(spool, transport, lease, backoff, summary)
+        if result.accepted:
+            spool.reset_backoff()  # the receiver is back: what waited out the outage is due now
+        elif summary.accepted and result.pause is not None and result.pause <= patience_s:
+            await sleep(result.pause)
+            spool.reset_backoff()  # the pause asked for is over (by whatever clock ``sleep`` keeps)
+        elif not result.rejected:
             break
     if summary.retry_reasons:  # what `ceip status` and `ceip upload` show as the last error
         spool.note_retry(max(summary.retry_reasons, key=summary.retry_reasons.__getitem__))
@@ -100,11 +129,12 @@ async def refresh_policy(spool: Spool, source: PolicySource, max_age: float) -> 
 
 async def _send_lease(
     spool: Spool, transport: Transport, lease: Lease, backoff: Backoff, summary: UploadSummary
-) -> bool:
+) -> _Round:
     attempts = {i.item_id: i.attempts for i in lease.items}
     accepted: list[str] = []
     retry: dict[str, float] = {}
     rejected: dict[str, str] = {}
+    pauses: list[float | None] = []
     start = 0
     try:
         for group in wire.split_batches([i.data for i in lease.items]):
@@ -120,6 +150,7 @@ async def _send_lease(
                     rejected[result.item_id] = reason
                     summary.rejected[reason] = summary.rejected.get(reason, 0) + 1
                 else:
+                    pauses.append(result.retry_after)
                     retry[result.item_id] = (
                         result.retry_after
                         if result.retry_after is not None
@@ -130,7 +161,9 @@ async def _send_lease(
         # Whatever happened (even a cancelled send), settle what we know; the rest is released by the lease.
         spool.settle(lease, accepted, retry, rejected)
     summary.accepted += len(accepted)
-    return bool(accepted or rejected)
+    asked = [p for p in pauses if p is not None]
+    pause = max(asked) if asked and len(asked) == len(pauses) else None
+    return _Round(len(accepted), len(rejected), pause)
 
 
 #: How often consent is re-read while a batch is in flight (the opt-out deadline is one second).

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import sys
 import time
 from collections import Counter
@@ -34,7 +35,8 @@ _DB = click.option(
     "--db",
     "database",
     envvar="CEIP_SERVICE_DB",
-    help="Database URL: sqlite:///path.db or postgresql://user@host/db (default: reports.db in --data).",
+    help="Database URL: sqlite:relative.db, sqlite:///absolute/path.db or postgresql://user@host/db "
+    "(default: reports.db in --data).",
 )
 _K = click.option(
     "--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Hide groups of fewer machines."
@@ -42,7 +44,36 @@ _K = click.option(
 
 
 def _database(database: str | None, data_dir: Path) -> str:
-    return database or f"sqlite://{(data_dir / 'reports.db').absolute()}"
+    """The database URL, with a SQLite file's path made absolute: ``sqlite:ceip.db`` is in the current
+    folder, ``sqlite:///srv/ceip.db`` absolute (so ``sqlite:///ceip.db`` is at the filesystem's root)."""
+    from urllib.parse import quote, urlsplit
+
+    from ceip_core.service.sqlite_store import path_of
+    from ceip_core.service.storage import StorageError
+
+    if not database:
+        return f"sqlite://{quote(str((data_dir / 'reports.db').absolute()))}"
+    if urlsplit(database).scheme != "sqlite":
+        return database
+    try:
+        return f"sqlite://{quote(str(path_of(database).absolute()))}"
+    except StorageError as exc:
+        raise click.BadParameter(str(exc), param_hint="--db") from None
+
+
+def _existing_database(url: str) -> str:
+    """``url`` if it names a database that exists: only ``ceip serve`` creates one, so that a mistyped
+    ``--db`` is an error and not an empty answer from a new, empty database."""
+    from urllib.parse import urlsplit
+
+    from ceip_core.service.sqlite_store import path_of
+
+    if urlsplit(url).scheme == "sqlite" and not (path := path_of(url)).is_file():
+        raise click.ClickException(
+            f"no database at {path}: check --db (sqlite:relative.db or sqlite:///absolute/path.db); "
+            "ceip serve creates it"
+        )
+    return url
 
 
 def _service_config(allowlist: Path | None, policy: Path | None, k: int, **limits: Any) -> Any:
@@ -85,7 +116,42 @@ def _service_config(allowlist: Path | None, policy: Path | None, k: int, **limit
 @_K
 @click.option("--token", envvar="CEIP_SERVICE_TOKEN", help="Query API token (default: generated into --data).")
 @click.option("--request-timeout", type=click.FloatRange(min=1), default=30, show_default=True, help="Seconds.")
+@click.option(
+    "--idle-timeout",
+    type=click.FloatRange(min=0.1),
+    default=20,
+    show_default=True,
+    help="Seconds a connection may wait for a complete request head (new, or kept alive after an answer).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    help="Open connections per worker; more are answered 503.",
+)
+@click.option(
+    "--rate-burst",
+    type=click.FloatRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Items one machine may send at once ...",
+)
+@click.option(
+    "--rate",
+    "rate_per_s",
+    type=click.FloatRange(min=0),
+    default=25,
+    show_default=True,
+    help="... and then per second (per worker); more get 429.",
+)
 @click.option("--access-log", is_flag=True, help="Log each request (never with the sender's address).")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="INFO",
+    show_default=True,
+)
 def serve(
     host: str,
     port: int,
@@ -99,17 +165,31 @@ def serve(
     k: int,
     token: str | None,
     request_timeout: float,
+    idle_timeout: float,
+    max_connections: int,
+    rate_burst: float,
+    rate_per_s: float,
     access_log: bool,
+    log_level: str,
 ) -> None:
     """Run the receiving service: machines upload here; the query API answers with aggregates."""
     from ceip_core.service.auth import TOKEN_FILE, load_or_create_token
-    from ceip_core.service.serve import ServeOptions
+    from ceip_core.service.serve import ServeError, ServeOptions
     from ceip_core.service.serve import serve as run
     from ceip_core.service.storage import StorageError
 
     if tls_key and not tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
-    config = _service_config(allowlist, policy, k, request_timeout_s=request_timeout)
+    config = _service_config(
+        allowlist,
+        policy,
+        k,
+        request_timeout_s=request_timeout,
+        idle_timeout_s=idle_timeout,
+        max_connections=max_connections,
+        rate_burst=rate_burst,
+        rate_per_s=rate_per_s,
+    )
     if token is None:
         token = load_or_create_token(data_dir)
         click.echo(f"Query API token: in {data_dir / TOKEN_FILE}")
@@ -123,10 +203,11 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         access_log=access_log,
+        log_level=log_level.upper(),
     )
     try:
         status = run(options, announce=click.echo)
-    except (StorageError, OSError) as exc:
+    except (ServeError, StorageError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)
 
@@ -187,7 +268,7 @@ def report(
 ) -> None:
     """Print what the query API answers: problems, trends, features, config, timings, participation or versions."""
     from ceip_core.service import queries
-    from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage
+    from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage, redact
 
     params = {"product": product, "version": version, "since": since, "until": until}
     try:
@@ -195,8 +276,10 @@ def report(
     except queries.QueryError as exc:
         raise click.UsageError(str(exc)) from None
 
+    url = _existing_database(_database(database, data_dir))
+
     async def run() -> dict[str, Any]:
-        storage = open_storage(_database(database, data_dir))
+        storage = open_storage(url)
         await storage.open()
         try:
             return await queries.QUERIES[what](storage, filters, k)
@@ -207,6 +290,8 @@ def report(
         answer = asyncio.run(run())
     except (StorageError, StorageUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"{redact(url)} is not a ceip database: {exc}") from None
     if as_json:
         click.echo(json.dumps(answer, indent=2))
         return

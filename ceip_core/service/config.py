@@ -49,12 +49,22 @@ class Limits:
     """How far in the future a timestamp may be, for machines whose clocks run ahead."""
     max_age_days: float = 400
     """Oldest acceptable timestamp: older is a broken clock, not a machine back from a long trip."""
-    rate_burst: float = 200
-    """Items one machine (GUID) may send at once ..."""
-    rate_per_s: float = 0.1
+    rate_burst: float = 1000
+    """Items one machine (GUID) may send at once ...
+
+    A machine back from weeks offline brings up to its spool's 10,000 reports: the burst and the rate
+    below let it through in about 6 minutes (docs/operations.md), while one runaway machine costs at most
+    ``rate_per_s`` of a worker's roughly 700-1,600 stored reports a second."""
+    rate_per_s: float = 25
     """... and how fast that allowance refills (items per second)."""
     request_timeout_s: float = 30
     """Longest a request may take, body upload included; slower ones get 408."""
+    idle_timeout_s: float = 20
+    """Longest a connection may go without a complete request head, after connecting or after its last
+    answer (keep-alive); then it is closed. Longer than the client's own keep-alive (15 s)."""
+    max_connections: int = 4096
+    """Most connections one worker holds open; beyond, a connection is answered 503 and closed (also
+    capped by the open-files limit)."""
 
 
 @frozen

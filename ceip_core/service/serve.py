@@ -1,25 +1,37 @@
-"""Running the receiving service: one process, or N worker processes sharing one port (SO_REUSEPORT).
+"""Running the receiving service: one process, or N worker processes on one listening socket.
 
-The parent prepares what workers must not race on (the schema, the query token), reserves the port (so
-``--port 0`` works with N workers too: a bound, never-listening socket holds the number) and supervises:
-a worker that dies stops the service with an error, and SIGINT/SIGTERM stop the workers gracefully. The
-kernel spreads connections over the workers; each has its own event loop, group committer and rate
-limiter, and the database de-duplicates across them.
+The parent prepares what workers must not race on (the schema, the query token) and binds the port
+itself, without ``SO_REUSEPORT``: a port that another process listens on is refused with a clear error
+instead of being shared with a service that has another database and token. Its workers inherit that one
+socket (so ``--port 0`` works with N workers too), and whichever worker is free accepts the next
+connection. The parent supervises: a worker that dies stops the service with an error, and SIGINT/SIGTERM
+stop the workers gracefully.
 
-The access log, when switched on, has no remote address: the service never records who sent a report.
+What one sender may hold is bounded, so that idle or slow connections cannot make the service unreachable
+(:mod:`ceip_core.service.connections`): a connection must complete its TLS handshake, and then deliver a
+complete request head, within the idle timeout (after connecting, or after its last answer); each worker
+keeps at most ``max_connections`` open and answers 503 beyond that; and the open-files limit is raised to
+its hard limit at start.
+
+The service never logs who sent anything: the access log, when switched on, has no remote address, and
+aiohttp's and asyncio's error messages are rewritten without it (and rate-limited, so a flood of bad
+connections cannot flood the log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
+import resource
 import signal
 import socket
 import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import attrs
 from aiohttp import web
@@ -27,12 +39,22 @@ from attrs import frozen
 
 from ceip_core.service.app import make_app
 from ceip_core.service.config import ServiceConfig
-from ceip_core.service.storage import open_storage
+from ceip_core.service.connections import ConnectionGuard, RepeatLog, hide_addresses
+from ceip_core.service.sqlite_store import path_of
+from ceip_core.service.storage import open_storage, redact
 
 #: aiohttp's access log without ``%a`` (the remote address) and without the user agent.
 ACCESS_LOG_FORMAT = '%t "%r" %s %b %Tf'
+#: Connections the kernel queues for the workers before they accept them.
+BACKLOG = 1024
+#: Open files a worker keeps for itself (database, logs, its own sockets) below the open-files limit.
+RESERVED_FILES = 128
 
 log = logging.getLogger(__name__)
+
+
+class ServeError(Exception):
+    """The service cannot start; the message says why and what to do."""
 
 
 @frozen
@@ -48,6 +70,7 @@ class ServeOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     access_log: bool = False
+    log_level: str = "INFO"
 
     @property
     def url(self) -> str:
@@ -62,13 +85,48 @@ def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
     return context
 
 
-def reserve_port(host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) with SO_REUSEPORT and not listening: it holds the port number."""
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    holder = socket.socket(family, kind, proto)
-    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    holder.bind(address)
-    return holder
+def listen(host: str, port: int) -> socket.socket:
+    """The service's listening socket on (host, port); :class:`ServeError` if another process holds it.
+
+    ``SO_REUSEADDR`` only lets a restarted service bind past connections in TIME_WAIT; on Linux it never
+    shares a port with a live listener. ``SO_REUSEPORT`` is deliberately not set: it would."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ServeError(f"cannot listen on {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ServeError(
+                f"port {port} on {host} is already in use by another process: stop it, or give another --port"
+            ) from None
+        raise ServeError(f"cannot listen on {host} port {port}: {exc.strerror or exc}") from None
+    return sock
+
+
+def raise_open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard limit (each connection is one); the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-files limit from %d to %d: %s", soft, hard, exc)
+    return soft
+
+
+def describe(database: str) -> str:
+    """The database as the start-up line names it: a SQLite file by its absolute path (a URL such as
+    ``sqlite:///ceip.db`` means the filesystem's root, which is easy to miss), else the URL without password."""
+    if urlsplit(database).scheme == "sqlite":
+        return f"{path_of(database).absolute()} (SQLite)"
+    return redact(database)
 
 
 async def prepare(database: str) -> None:
@@ -78,48 +136,82 @@ async def prepare(database: str) -> None:
     await storage.close()
 
 
-def run_worker(options: ServeOptions) -> None:
-    """Serve until SIGINT or SIGTERM (blocking): one worker process."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    app = make_app(options.config, options.database, options.token)
-    web.run_app(
-        app,
-        host=options.host,
-        port=options.port,
-        reuse_port=True,
-        ssl_context=tls_context(options.tls_cert, options.tls_key) if options.tls_cert else None,
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    hide_addresses()
+
+
+def run_worker(options: ServeOptions, sock: socket.socket) -> None:
+    """Serve on ``sock`` until SIGINT or SIGTERM (blocking): one worker process."""
+    _configure_logging(options.log_level)
+    asyncio.run(_serve(options, sock))
+
+
+async def _serve(options: ServeOptions, sock: socket.socket) -> None:
+    loop = asyncio.get_running_loop()
+    repeats = RepeatLog(log)
+    loop.set_exception_handler(repeats.loop_exception)
+    limits = options.config.limits
+    runner = web.AppRunner(
+        make_app(options.config, options.database, options.token),
         access_log=logging.getLogger("aiohttp.access") if options.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
-        print=None,
+        keepalive_timeout=limits.idle_timeout_s,
     )
+    await runner.setup()
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    most = limits.max_connections
+    if soft != resource.RLIM_INFINITY and soft - RESERVED_FILES < most:
+        most = max(1, soft - RESERVED_FILES)
+        log.warning("at most %d connections per worker: the open-files limit is %d", most, soft)
+    assert runner.server is not None
+    guard = ConnectionGuard(runner.server, most, repeats)
+    context = tls_context(options.tls_cert, options.tls_key) if options.tls_cert else None
+    server = await loop.create_server(
+        guard,
+        sock=sock,
+        backlog=BACKLOG,
+        ssl=context,
+        ssl_handshake_timeout=limits.idle_timeout_s if context else None,  # only allowed with TLS
+    )
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await runner.cleanup()
+        repeats.flush()
 
 
 def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int:
-    """Run the service with ``options.workers`` processes; the exit status."""
+    """Run the service with ``options.workers`` processes; the exit status. Raises :class:`ServeError`."""
     if options.tls_cert:
         tls_context(options.tls_cert, options.tls_key)  # fail here, once, not in every worker
-    asyncio.run(prepare(options.database))
-    holder = reserve_port(options.host, options.port)
+    raise_open_files_limit()  # before the workers start: they inherit it
+    sock = listen(options.host, options.port)  # first: a busy port must not leave a new database behind
     try:
-        options = attrs.evolve(options, port=holder.getsockname()[1])
-        announce(
-            f"ceip serve: {options.workers} worker(s) on {options.url}, database {open_storage(options.database).url}"
-        )
+        asyncio.run(prepare(options.database))
+        options = attrs.evolve(options, port=sock.getsockname()[1])
+        announce(f"ceip serve: {options.workers} worker(s) on {options.url}, database {describe(options.database)}")
         if options.workers == 1:
-            run_worker(options)
+            run_worker(options, sock)
             return 0
-        return _supervise(options)
+        return _supervise(options, sock)
     finally:
-        holder.close()
+        sock.close()
 
 
-def _supervise(options: ServeOptions) -> int:
+def _supervise(options: ServeOptions, sock: socket.socket) -> int:
     context = multiprocessing.get_context("spawn")
     workers = [
-        context.Process(target=run_worker, args=(options,), name=f"ceip-worker-{i}") for i in range(options.workers)
+        context.Process(target=run_worker, args=(options, sock), name=f"ceip-worker-{i}")
+        for i in range(options.workers)
     ]
     for worker in workers:
         worker.start()
+    sock.close()  # the workers have their copies; the parent only supervises
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -127,7 +219,7 @@ def _supervise(options: ServeOptions) -> int:
         stopping = True
         for worker in workers:
             if worker.pid is not None and worker.is_alive():
-                worker.terminate()  # SIGTERM: aiohttp shuts down gracefully
+                worker.terminate()  # SIGTERM: the worker shuts down gracefully
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

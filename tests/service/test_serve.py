@@ -73,7 +73,7 @@ def test_two_workers_share_one_port_and_store_a_report_once(start: Any, database
 
     async def send_from_many_connections() -> list[str]:
         async def one() -> str:
-            # A connection of its own each time, so the kernel spreads the requests over both workers.
+            # A connection of its own each time, so that both workers (one socket, whichever is free) take some.
             async with (
                 aiohttp.ClientSession() as session,
                 session.post(f"{url}/v1/reports", data=body(item), headers=GZIP) as response,
