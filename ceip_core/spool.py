@@ -27,12 +27,21 @@ from ceip_core.statedb import StateDB
 
 @dataclass(frozen=True)
 class Quotas:
-    """Bounds on what waits on the machine. Deletion requests are exempt: they are tiny, and they are
-    what a person asked for when opting out."""
+    """Bounds on what waits on the machine, enforced in the transaction that queues a report, from
+    running totals and indexes (so that a full spool queues as fast as an empty one). When one is
+    exceeded the oldest reports go first, each counted as a drop with the quota's name as reason.
+    Deletion requests are exempt: they are tiny, and they are what a person asked for when opting out."""
 
     max_reports: int = 10_000
     max_bytes: int = 50_000_000
+    """Bytes on disk: the pages of the state database in use (reports, their indexes and the
+    bookkeeping beside them), not the reports' encoded length. The write-ahead log beside the database
+    is bounded on its own (``statedb.WAL_LIMIT_BYTES`` after each checkpoint)."""
     max_age_s: float = 30 * 86400
+
+
+#: A quota eviction or purge that removes at least this many items gives the space back at once.
+_BULK_REMOVAL = 1000
 
 
 @dataclass(frozen=True)
@@ -64,11 +73,14 @@ class SpoolStats:
     reports: int
     deletions: int
     bytes: int
+    """The encoded length of everything queued."""
     by_product: dict[str, int]
     drops: dict[str, int] = field(default_factory=dict)
     """Removed items by ``reason`` (and ``reason:product`` for each product)."""
     last_upload: float | None = None
     next_attempt: float | None = None
+    disk_bytes: int = 0
+    """What the byte quota counts: the pages of the state database in use."""
 
 
 def insert_item(
@@ -89,6 +101,28 @@ def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) 
             "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
             (reason, product, n),
         )
+
+
+def disk_bytes(conn: sqlite3.Connection) -> int:
+    """The pages of the database in use, in bytes (free pages, which SQLite reuses, are not counted).
+    Read from the file's header: constant time however full the spool is."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(pages * conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def _queued_reports(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(SUM(items), 0) FROM spool_totals WHERE kind = 'report'").fetchone()[0])
+
+
+def _drop_oldest(conn: sqlite3.Connection, rows: list[tuple[int, str]], reason: str) -> int:
+    """Delete the given (seq, product) rows and count each as dropped for ``reason``."""
+    conn.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq, _ in rows])
+    per_product: dict[str, int] = {}
+    for _, product in rows:
+        per_product[product] = per_product.get(product, 0) + 1
+    for product, n in per_product.items():
+        count_drop(conn, reason, product, n)
+    return len(rows)
 
 
 class Spool:
@@ -124,42 +158,47 @@ class Spool:
                 count_drop(conn, "stale-guid", product)
                 return False
             insert_item(conn, item_id, "report", product, guid, data, now)
-            self._enforce_quotas(conn, now)
+            removed[0] = self._enforce_quotas(conn, now)
             return True
 
-        return self.db.write(work)
+        removed = [0]
+        queued = self.db.write(work)
+        if removed[0] >= _BULK_REMOVAL:
+            self.db.compact()
+        return queued
 
     def count_drop(self, reason: str, product: str, n: int = 1) -> None:
         """Count a report that was dropped before it reached the spool (e.g. by a scrubber)."""
         self.db.write(lambda conn: count_drop(conn, reason, product, n))
 
-    def _enforce_quotas(self, conn: sqlite3.Connection, now: float) -> None:
+    def _enforce_quotas(self, conn: sqlite3.Connection, now: float) -> int:
+        """Apply the quotas after an insert; returns how many reports were pushed out. Every query here
+        reads an index or the running totals, never the whole queue."""
         q = self.quotas
-        for product, n in conn.execute(
-            "SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND created < ? GROUP BY product",
-            (now - q.max_age_s,),
-        ).fetchall():
-            count_drop(conn, "quota-age", product, n)
-        conn.execute("DELETE FROM spool WHERE kind = 'report' AND created < ?", (now - q.max_age_s,))
-        count, size = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE kind = 'report'"
-        ).fetchone()
-        if count <= q.max_reports and size <= q.max_bytes:
-            return
-        # Walk from the oldest and drop until both bounds hold again.
-        doomed: list[tuple[int, str, str]] = []
-        for seq, product, item_size in conn.execute(
-            "SELECT seq, product, size FROM spool WHERE kind = 'report' ORDER BY seq"
-        ):
-            if count <= q.max_reports and size <= q.max_bytes:
-                break
-            reason = "quota-count" if count > q.max_reports else "quota-bytes"
-            doomed.append((seq, product, reason))
-            count -= 1
-            size -= item_size
-        conn.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq, _, _ in doomed])
-        for _, product, reason in doomed:
-            count_drop(conn, reason, product)
+        removed = 0
+        cutoff = now - q.max_age_s
+        if conn.execute("SELECT 1 FROM spool WHERE kind = 'report' AND created < ? LIMIT 1", (cutoff,)).fetchone():
+            old = conn.execute("SELECT seq, product FROM spool WHERE kind = 'report' AND created < ?", (cutoff,))
+            removed += _drop_oldest(conn, old.fetchall(), "quota-age")
+        excess = _queued_reports(conn) - q.max_reports
+        if excess > 0:
+            oldest = "SELECT seq, product FROM spool WHERE kind = 'report' ORDER BY seq LIMIT ?"
+            removed += _drop_oldest(conn, conn.execute(oldest, (excess,)).fetchall(), "quota-count")
+        while (over := disk_bytes(conn) - q.max_bytes) > 0:
+            # Walk from the oldest until their length covers the excess; pages are freed only as they empty,
+            # so measure again and go on if need be.
+            doomed: list[tuple[int, str]] = []
+            for seq, product, size in conn.execute(
+                "SELECT seq, product, size FROM spool WHERE kind = 'report' ORDER BY seq LIMIT 256"
+            ):
+                doomed.append((seq, product))
+                over -= size
+                if over <= 0:
+                    break
+            if not doomed:
+                break  # nothing left to push out: the rest is bookkeeping and deletion requests
+            removed += _drop_oldest(conn, doomed, "quota-bytes")
+        return removed
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -264,12 +303,19 @@ class Spool:
         ]
 
     def stats(self) -> SpoolStats:
+        """The queue's totals, read from the running totals and indexes (constant time in its length)."""
+
         def work(conn: sqlite3.Connection) -> SpoolStats:
-            by_kind = dict(conn.execute("SELECT kind, COUNT(*) FROM spool GROUP BY kind").fetchall())
-            size = conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()[0]
-            by_product = dict(
-                conn.execute("SELECT product, COUNT(*) FROM spool WHERE kind = 'report' GROUP BY product")
-            )
+            by_kind: dict[str, int] = {}
+            by_product: dict[str, int] = {}
+            size = 0
+            for kind, product, n, item_bytes in conn.execute(
+                "SELECT kind, product, items, bytes FROM spool_totals WHERE items > 0 ORDER BY product"
+            ):
+                by_kind[kind] = by_kind.get(kind, 0) + n
+                size += item_bytes
+                if kind == "report":
+                    by_product[product] = n
             drops: dict[str, int] = {}
             for reason, product, n in conn.execute("SELECT reason, product, count FROM drops ORDER BY reason, product"):
                 drops[reason] = drops.get(reason, 0) + n
@@ -285,6 +331,7 @@ class Spool:
                 drops=drops,
                 last_upload=float(last[0]) if last else None,
                 next_attempt=nxt,
+                disk_bytes=disk_bytes(conn),
             )
 
         return self.db.read(work)
@@ -305,4 +352,7 @@ class Spool:
             conn.execute(f"DELETE FROM spool WHERE {where}", args)
             return sum(n for _, n in counts)
 
-        return self.db.write(work)
+        purged = self.db.write(work)
+        if purged >= _BULK_REMOVAL:
+            self.db.compact()
+        return purged
