@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import math
 import os
 import threading
@@ -96,8 +95,34 @@ def bucket_of(value: float) -> int:
     return max(math.floor(math.log2(value) * BUCKETS_PER_OCTAVE), ZERO_BUCKET)
 
 
+class _Shard:
+    """One thread's feature counters. Only that thread writes ``uses`` (so ``+= 1`` needs no lock and
+    loses nothing, with or without a GIL); a seal reads a copy and keeps it as ``sealed``, so that the
+    next seal reports the difference. Nothing is ever swapped away from under a writer."""
+
+    __slots__ = ("sealed", "thread", "uses")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.uses: dict[Any, int] = {}
+        self.sealed: dict[Any, int] = {}
+
+
+class _ThreadCounters(threading.local):
+    """The calling thread's shard, created (and listed for sealing) on the thread's first call."""
+
+    def __init__(self, shards: list[_Shard], lock: threading.Lock) -> None:
+        shard = _Shard(threading.current_thread())
+        self.uses = shard.uses
+        with lock:
+            shards.append(shard)
+
+
 class Recorder:
-    """Records one product's use in this process. Create it with :func:`ceip_core.recorder`."""
+    """Records one product's use in this process. Create it with :func:`ceip_core.recorder`.
+
+    Exact under concurrency: ``feature()`` counts into the calling thread's own counters, merged at a
+    seal; the other calls update shared aggregates under a lock."""
 
     def __init__(
         self,
@@ -116,6 +141,10 @@ class Recorder:
         self._epoch: int | None = None
         self._closed = False
         self._errors: dict[str, int] = {}
+        self._shards: list[_Shard] = []
+        self._threads = _ThreadCounters(self._shards, self._lock)  # never touched under the lock
+        self._series: set[Any] = set()
+        """Every counter series admitted so far (they live as long as the recorder: see ``_Shard``)."""
         self._reset(time.time())
         self._timer: threading.Timer | None = None
         self._seal_every = seal_every
@@ -154,7 +183,7 @@ class Recorder:
         """Count one use of a feature, e.g. ``rec.feature("export", "pdf")``."""
         if self._active:
             try:
-                next(self._uses[name if label is None else (name, label)])
+                self._threads.uses[name if label is None else (name, label)] += 1
             except KeyError:
                 self._first_use(name, label)
             except Exception:
@@ -172,7 +201,8 @@ class Recorder:
             with self._lock:
                 if key in self._extra:
                     self._extra[key] += n
-                elif self._valid_series(name, label, self._uses.keys() | self._extra.keys()):
+                elif key in self._series or self._valid_series(name, label, self._series):
+                    self._series.add(key)
                     self._extra[key] = n
         except Exception:
             self._error("invalid_call")
@@ -245,15 +275,16 @@ class Recorder:
     # -- the slow paths of recording ------------------------------------------------------------------
 
     def _first_use(self, name: Any, label: Any) -> None:
+        """A series' first use in this thread: admit it (once per recorder), then count it."""
         try:
+            uses = self._threads.uses
+            key = name if label is None else (name, label)
             with self._lock:
-                key = name if label is None else (name, label)
-                counter = self._uses.get(key)
-                if counter is None:
-                    if not self._valid_series(name, label, self._uses.keys() | self._extra.keys()):
+                if key not in self._series:
+                    if not self._valid_series(name, label, self._series):
                         return
-                    counter = self._uses[key] = itertools.count()
-            next(counter)
+                    self._series.add(key)
+            uses[key] = uses.get(key, 0) + 1
         except Exception:
             self._error("invalid_call")
 
@@ -279,8 +310,8 @@ class Recorder:
     # -- sealing ------------------------------------------------------------------------------------
 
     def _reset(self, now: float) -> None:
+        """Start a new period (called under the lock, or before any other thread can see the recorder)."""
         self._start = now
-        self._uses: dict[Any, itertools.count[int]] = {}
         self._extra: dict[Any, int] = {}
         self._hists: dict[tuple[Any, Any], list[Any]] = {}
         self._problems: dict[tuple[str, str], int] = {}
@@ -290,8 +321,19 @@ class Recorder:
     def _take(self) -> SessionData:
         """Swap in empty aggregates and return what was recorded since the last seal."""
         now = time.time()
+        counters: dict[tuple[Any, Any], int] = {}
         with self._lock:
-            uses, extra, hists = self._uses, self._extra, self._hists
+            for shard in list(self._shards):
+                alive = shard.thread.is_alive()  # before the copy: a dead thread's counts are final
+                uses = shard.uses.copy()
+                for key, n in uses.items():
+                    if n != shard.sealed.get(key, 0):
+                        k = key if isinstance(key, tuple) else (key, None)
+                        counters[k] = counters.get(k, 0) + n - shard.sealed.get(key, 0)
+                shard.sealed = uses
+                if not alive:
+                    self._shards.remove(shard)
+            extra, hists = self._extra, self._hists
             data = SessionData(
                 self.product,
                 self.version,
@@ -303,9 +345,6 @@ class Recorder:
                 consent_epoch=self._epoch,
             )
             self._reset(now)
-        counters: dict[tuple[Any, Any], int] = {}
-        for key, counter in uses.items():
-            counters[key if isinstance(key, tuple) else (key, None)] = next(counter)
         for key, n in extra.items():
             k = key if isinstance(key, tuple) else (key, None)
             counters[k] = counters.get(k, 0) + n
@@ -361,6 +400,8 @@ class Recorder:
             return
         self._active = False
         with self._lock:
+            for shard in self._shards:
+                shard.sealed = shard.uses.copy()  # what was counted so far is discarded, not reported
             self._reset(time.time())
             self._epoch = epoch
         self._active = epoch is not None

@@ -6,6 +6,9 @@ import json
 import math
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -89,7 +92,7 @@ def test_bounded_memory_for_endless_distinct_names(opted_in: Spool) -> None:
     rec = ceip_core.recorder("sample", "1.0")
     for i in range(5000):
         rec.feature(f"f{i}")
-    assert len(rec._uses) == 1000
+    assert len(rec._series) == 1000
     rec.close()
     [report] = queued_reports(opted_in)
     assert report.diagnostics["recorder.too_many_series"] == 4000
@@ -180,3 +183,61 @@ def test_a_recorder_created_right_after_an_opt_in_records_at_once(sample, ceip_h
     assert rec.active
     rec.feature("open_file")
     assert rec.close() is True
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Threads switch every microsecond (instead of every 5 ms) for the test."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_counts_are_exact_while_threads_hammer_and_seals_happen(opted_in: Spool) -> None:
+    """Every call counted exactly once across the reports, however the seals fall between the calls;
+    threads that end before a seal are counted too. Threads switch every microsecond, so that a switch
+    inside a call (between finding a counter and counting) happens many times."""
+    rec = ceip_core.recorder("sample", "1.0", seal_every=None)
+    threads_n, seals_wanted = 6, 20
+    stop = threading.Event()
+    done: list[int] = [0] * threads_n
+    running = threading.Barrier(threads_n + 1)
+
+    def hammer(n: int) -> None:
+        running.wait()
+        i = 0
+        while not stop.is_set() or i < 1000:  # some threads end early: every one ends with a few more calls
+            rec.feature("open_file")
+            if i % 4 == 0:
+                rec.feature("export", "pdf")
+            if i % 100 == 0:
+                rec.count("open_file", 2)
+            i += 1
+            if n == 0 and i == 5000:
+                break
+        done[n] = i
+
+    workers = [threading.Thread(target=hammer, args=(n,)) for n in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    running.wait()
+    seals = 0
+    deadline = time.monotonic() + 60
+    while seals < seals_wanted and time.monotonic() < deadline:  # each seal while the threads run: one report
+        seals += rec.flush()
+    stop.set()
+    for worker in workers:
+        worker.join(60)
+    assert not any(w.is_alive() for w in workers)
+    rec.close()
+    totals: dict[tuple[str, str | None], int] = {}
+    for report in queued_reports(opted_in):
+        for c in report.counters:
+            totals[(c.name, c.label)] = totals.get((c.name, c.label), 0) + c.value
+    assert seals >= seals_wanted
+    assert totals == {
+        ("open_file", None): sum(i + 2 * ((i + 99) // 100) for i in done),
+        ("export", "pdf"): sum((i + 3) // 4 for i in done),
+    }
