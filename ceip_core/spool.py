@@ -14,6 +14,7 @@ Standard library only; the spool stores bytes and knows nothing of records.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 
 from ceip_core import vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
-from ceip_core.statedb import StateDB
+from ceip_core.statedb import WAL_LIMIT_BYTES, StateDB
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,8 @@ class Quotas:
     max_reports: int = 10_000
     max_bytes: int = 50_000_000
     """Bytes on disk: the pages of the state database in use (reports, their indexes and the
-    bookkeeping beside them), not the reports' encoded length. The write-ahead log beside the database
-    is bounded on its own (``statedb.WAL_LIMIT_BYTES`` after each checkpoint)."""
+    bookkeeping beside them, not just the reports' encoded length) plus the most the write-ahead log
+    beside it keeps after a checkpoint (``statedb.WAL_LIMIT_BYTES``, 4 MiB)."""
     max_age_s: float = 30 * 86400
 
 
@@ -80,7 +81,7 @@ class SpoolStats:
     last_upload: float | None = None
     next_attempt: float | None = None
     disk_bytes: int = 0
-    """What the byte quota counts: the pages of the state database in use."""
+    """On disk now: the pages of the state database in use and its write-ahead log."""
 
 
 def insert_item(
@@ -114,15 +115,20 @@ def _queued_reports(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(SUM(items), 0) FROM spool_totals WHERE kind = 'report'").fetchone()[0])
 
 
-def _drop_oldest(conn: sqlite3.Connection, rows: list[tuple[int, str]], reason: str) -> int:
-    """Delete the given (seq, product) rows and count each as dropped for ``reason``."""
-    conn.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq, _ in rows])
-    per_product: dict[str, int] = {}
-    for _, product in rows:
-        per_product[product] = per_product.get(product, 0) + 1
-    for product, n in per_product.items():
+def _drop_reports(conn: sqlite3.Connection, where: str, args: tuple[float, ...], reason: str) -> int:
+    """Delete the reports matching ``where`` (one range of an index) and count them per product."""
+    counts = conn.execute(
+        f"SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND {where} GROUP BY product", args
+    ).fetchall()
+    for product, n in counts:
         count_drop(conn, reason, product, n)
-    return len(rows)
+    conn.execute(f"DELETE FROM spool WHERE kind = 'report' AND {where}", args)
+    return sum(n for _, n in counts)
+
+
+#: The oldest reports, in queue order; ``NOT INDEXED`` walks the table itself (ordered by ``seq``) from
+#: its start, where the planner would otherwise sort everything the kind index finds.
+_OLDEST = "SELECT seq, size FROM spool NOT INDEXED WHERE kind = 'report' ORDER BY seq"
 
 
 class Spool:
@@ -178,26 +184,22 @@ class Spool:
         removed = 0
         cutoff = now - q.max_age_s
         if conn.execute("SELECT 1 FROM spool WHERE kind = 'report' AND created < ? LIMIT 1", (cutoff,)).fetchone():
-            old = conn.execute("SELECT seq, product FROM spool WHERE kind = 'report' AND created < ?", (cutoff,))
-            removed += _drop_oldest(conn, old.fetchall(), "quota-age")
+            removed += _drop_reports(conn, "created < ?", (cutoff,), "quota-age")
         excess = _queued_reports(conn) - q.max_reports
         if excess > 0:
-            oldest = "SELECT seq, product FROM spool WHERE kind = 'report' ORDER BY seq LIMIT ?"
-            removed += _drop_oldest(conn, conn.execute(oldest, (excess,)).fetchall(), "quota-count")
-        while (over := disk_bytes(conn) - q.max_bytes) > 0:
+            last = conn.execute(f"{_OLDEST} LIMIT 1 OFFSET ?", (excess - 1,)).fetchone()[0]
+            removed += _drop_reports(conn, "seq <= ?", (last,), "quota-count")
+        while (over := disk_bytes(conn) + WAL_LIMIT_BYTES - q.max_bytes) > 0:
             # Walk from the oldest until their length covers the excess; pages are freed only as they empty,
             # so measure again and go on if need be.
-            doomed: list[tuple[int, str]] = []
-            for seq, product, size in conn.execute(
-                "SELECT seq, product, size FROM spool WHERE kind = 'report' ORDER BY seq LIMIT 256"
-            ):
-                doomed.append((seq, product))
-                over -= size
+            last = None
+            for seq, size in conn.execute(f"{_OLDEST} LIMIT 256"):
+                last, over = seq, over - size
                 if over <= 0:
                     break
-            if not doomed:
+            if last is None:
                 break  # nothing left to push out: the rest is bookkeeping and deletion requests
-            removed += _drop_oldest(conn, doomed, "quota-bytes")
+            removed += _drop_reports(conn, "seq <= ?", (last,), "quota-bytes")
         return removed
 
     # -- sending ------------------------------------------------------------------------------------
@@ -331,10 +333,16 @@ class Spool:
                 drops=drops,
                 last_upload=float(last[0]) if last else None,
                 next_attempt=nxt,
-                disk_bytes=disk_bytes(conn),
+                disk_bytes=disk_bytes(conn) + self._wal_bytes(),
             )
 
         return self.db.read(work)
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(f"{self.db.path}-wal")
+        except OSError:
+            return 0
 
     def purge(self, product: str | None = None) -> int:
         """Delete queued reports (of one product, or all) without sending them; deletion requests stay,
