@@ -6,9 +6,11 @@ It never raises into the product; a call it cannot honour is counted in the repo
 Nothing is kept while the product is not opted in, and an opt-out made by any process on the machine
 switches recording off within a fraction of a second (see ``ConsentWatcher``).
 
-On ``close()`` (also on leaving a ``with`` block, and at interpreter exit) the session is sealed into a
-report, scrubbed and written to the spool by ``ceip_core.sealing``, which is where the heavy imports
-happen. Uploading is left to the agent or a detached uploader: the product never waits on the network.
+On ``close()`` (also on leaving a ``with`` block) the session is sealed into a report, scrubbed and
+written to the spool by ``ceip_core.sealing``, which is where the heavy imports happen. At interpreter
+exit the session is handed to a sealing process instead (``ceip_core.detached.seal_detached``), so that
+the product's exit does not wait for those imports. Uploading is left to the agent or a detached
+uploader: the product never waits on the network.
 
 This module imports only the standard library; ``python -X importtime`` shows it.
 """
@@ -160,7 +162,7 @@ class Recorder:
         except Exception:
             log.exception("ceip: cannot read consent for %s; not recording", product)
             self._active = False
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
         self._arm_timer()
 
     @property
@@ -352,13 +354,18 @@ class Recorder:
         data.histograms = hists
         return data
 
-    def flush(self) -> bool:
+    def flush(self, *, detach: bool = False) -> bool:
         """Seal what was recorded so far into a report in the spool, and start a new period.
-        Returns True if a report was queued. Never raises."""
+        Returns True if a report was queued (with ``detach``: handed to a sealing process). Never raises."""
         try:
             data = self._take()
             if not self._active or data.is_empty():
                 return False
+            if detach:
+                from ceip_core.detached import seal_detached  # standard library only, and light
+
+                if seal_detached(data, self.folder):
+                    return True
             from ceip_core.sealing import seal_session  # the heavy part, loaded on first seal
 
             return seal_session(data, self.folder)
@@ -366,19 +373,25 @@ class Recorder:
             log.exception("ceip: sealing a session of %s failed", self.product)
             return False
 
-    def close(self) -> bool:
-        """Seal the session and stop recording. Safe to call more than once. Never raises."""
+    def close(self, *, detach: bool = False) -> bool:
+        """Seal the session and stop recording. Safe to call more than once. Never raises. With
+        ``detach`` the session goes to a process of its own that seals it (see
+        ``ceip_core.detached.seal_detached``), so that the caller does not wait for it."""
         if self._closed:
             return False
         try:
-            sealed = self.flush()
+            sealed = self.flush(detach=detach)
         finally:
             self._closed = True
             self._active = False
             if self._timer is not None:
                 self._timer.cancel()
-            atexit.unregister(self.close)
+            atexit.unregister(self._close_at_exit)
         return sealed
+
+    def _close_at_exit(self) -> None:
+        """At interpreter exit the product is done: it must not wait for the seal."""
+        self.close(detach=True)
 
     def _arm_timer(self) -> None:
         """Long-running products (servers) seal a report every ``seal_every`` seconds."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -12,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_python, wait_for
+from helpers import epoch, run_python, wait_for
 
 import ceip_core
 from ceip_core import wire
@@ -142,8 +144,46 @@ def test_long_running_products_seal_periodically(opted_in: Spool) -> None:
 
 def test_session_is_sealed_at_interpreter_exit(opted_in: Spool) -> None:
     run_python("import ceip_core\nrec = ceip_core.recorder('sample', '1.0')\nrec.feature('open_file')\n")
-    [report] = queued_reports(opted_in)
+    [report] = wait_for(lambda: queued_reports(opted_in), timeout=30)  # sealed by a process of its own
     assert report.counters[0].value == 1
+
+
+def test_at_exit_nothing_unscrubbed_reaches_the_disk(opted_in: Spool, tmp_path: Path) -> None:
+    """The product exits at once; its session goes over a pipe to a sealing process, which scrubs before
+    it writes. An undeclared name and a path in a user's home are recorded; once the report has arrived, no file the
+    product or the sealer could have written (state folder, temporary folder, working folder) holds them."""
+    marker = "zq" + secrets.token_hex(8)
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    code = (
+        "import ceip_core\nrec = ceip_core.recorder('sample', '1.0')\nrec.feature('open_file')\n"
+        f"rec.feature('undeclared_{marker}')\nrec.config('theme', '/home/{marker}/secret')\n"
+    )
+    run_python(code, cwd=work, env={**os.environ, "TMPDIR": str(tmp)})
+    [report] = wait_for(lambda: queued_reports(opted_in), timeout=30)
+    assert {(c.name, c.value) for c in report.counters} == {("open_file", 1)}
+    assert report.config == {"theme": "~/secret"}
+    assert marker not in wire.encode_item(report).decode()
+    opted_in.db.close()  # checkpoint: everything the spool wrote is in its files now
+    for folder in (opted_in.db.folder, work, tmp):
+        for path in folder.rglob("*"):
+            assert not path.is_file() or marker.encode() not in path.read_bytes(), path
+
+
+def test_a_sealing_process_checks_consent_again(opted_in: Spool) -> None:
+    """Consent withdrawn (and given again) between the product's exit and the seal: the session, recorded
+    under the old consent, is refused by the sealer and the refusal is counted."""
+    from ceip_core.detached import seal_detached
+    from ceip_core.recording import SessionData
+
+    recorded = epoch(opted_in, "sample")
+    opted_in.consent.opt_out("sample")
+    opted_in.consent.opt_in("sample")
+    data = SessionData("sample", "1.0", 0.0, 1.0, counters={("open_file", None): 3}, consent_epoch=recorded)
+    assert seal_detached(data, opted_in.db.folder)
+    wait_for(lambda: opted_in.stats().drops.get("stale-consent:sample"), timeout=30)
+    assert queued_reports(opted_in) == []
 
 
 @pytest.mark.parametrize(
