@@ -115,20 +115,24 @@ def _queued_reports(conn: sqlite3.Connection) -> int:
     return int(conn.execute("SELECT COALESCE(SUM(items), 0) FROM spool_totals WHERE kind = 'report'").fetchone()[0])
 
 
-def _drop_reports(conn: sqlite3.Connection, where: str, args: tuple[float, ...], reason: str) -> int:
-    """Delete the reports matching ``where`` (one range of an index) and count them per product."""
-    counts = conn.execute(
-        f"SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND {where} GROUP BY product", args
-    ).fetchall()
+def _drop_reports(conn: sqlite3.Connection, reports: str, args: tuple[float, ...], reason: str) -> int:
+    """Delete ``reports`` (a table and condition that select one range of an index) and count them per
+    product."""
+    counts = conn.execute(f"SELECT product, COUNT(*) FROM {reports} GROUP BY product", args).fetchall()
     for product, n in counts:
         count_drop(conn, reason, product, n)
-    conn.execute(f"DELETE FROM spool WHERE kind = 'report' AND {where}", args)
+    conn.execute(f"DELETE FROM {reports}", args)
     return sum(n for _, n in counts)
 
 
-#: The oldest reports, in queue order; ``NOT INDEXED`` walks the table itself (ordered by ``seq``) from
-#: its start, where the planner would otherwise sort everything the kind index finds.
+# ``NOT INDEXED`` has the planner walk the table itself, ordered by ``seq``, from its start; it would
+# otherwise pick an index on ``kind`` and visit (and sort) every report.
+#: The oldest reports, in queue order.
 _OLDEST = "SELECT seq, size FROM spool NOT INDEXED WHERE kind = 'report' ORDER BY seq"
+#: The reports up to a ``seq``.
+_UP_TO = "spool NOT INDEXED WHERE kind = 'report' AND seq <= ?"
+#: The reports created before a time: a range of the age index.
+_OLDER = "spool INDEXED BY spool_age WHERE kind = 'report' AND created < ?"
 
 
 class Spool:
@@ -184,11 +188,11 @@ class Spool:
         removed = 0
         cutoff = now - q.max_age_s
         if conn.execute("SELECT 1 FROM spool WHERE kind = 'report' AND created < ? LIMIT 1", (cutoff,)).fetchone():
-            removed += _drop_reports(conn, "created < ?", (cutoff,), "quota-age")
+            removed += _drop_reports(conn, _OLDER, (cutoff,), "quota-age")
         excess = _queued_reports(conn) - q.max_reports
         if excess > 0:
             last = conn.execute(f"{_OLDEST} LIMIT 1 OFFSET ?", (excess - 1,)).fetchone()[0]
-            removed += _drop_reports(conn, "seq <= ?", (last,), "quota-count")
+            removed += _drop_reports(conn, _UP_TO, (last,), "quota-count")
         while (over := disk_bytes(conn) + WAL_LIMIT_BYTES - q.max_bytes) > 0:
             # Walk from the oldest until their length covers the excess; pages are freed only as they empty,
             # so measure again and go on if need be.
@@ -199,7 +203,7 @@ class Spool:
                     break
             if last is None:
                 break  # nothing left to push out: the rest is bookkeeping and deletion requests
-            removed += _drop_reports(conn, "seq <= ?", (last,), "quota-bytes")
+            removed += _drop_reports(conn, _UP_TO, (last,), "quota-bytes")
         return removed
 
     # -- sending ------------------------------------------------------------------------------------
