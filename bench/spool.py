@@ -11,6 +11,7 @@ the 217 MB per 100,000 of the issue's measurement). Targets (issue 11):
 
 1. queue one report: <= 2 ms p95 at every fill level up to 100,000 queued, and at 100,000 <= 2x empty;
    at the count quota (10,000 queued, default quotas, each insert pushes one out) as fast as below it.
+   Wall time is the target; the CPU p95 beside it shows how much of a slow insert a busy machine added.
 2. on disk: the write-ahead log bounded (<= 4 MB after checkpoints); with the default quotas, a spool
    that was offered 100,000 reports holds <= 50 MB on disk.
 3. ``ceip status`` on 100,000 queued: <= 0.15 s (the whole command; its ``Spool.stats()`` part beside it).
@@ -70,14 +71,20 @@ def worker(home: Path) -> dict[str, object]:
         return time.perf_counter() - start
 
     def put_ms(target: Spool, samples: int, budget_s: float) -> list[float]:
+        """Wall milliseconds per insert; the CPU milliseconds go to ``out["cpu"]`` under the same key."""
         times: list[float] = []
+        cpu: list[float] = []
         deadline = time.perf_counter() + budget_s
         while len(times) < samples and (len(times) < 5 or time.perf_counter() < deadline):
             data = os.urandom(REPORT_BYTES)
-            start = time.perf_counter()
+            start, used = time.perf_counter(), time.process_time()
             assert target.put_report(uuid.uuid4().hex, "sample", guid, data, consent_epoch=epoch)
             times.append((time.perf_counter() - start) * 1000)
+            cpu.append((time.process_time() - used) * 1000)
+        cpu_times.append(cpu)
         return times
+
+    cpu_times: list[list[float]] = []
 
     seeding = 0.0
     for level in LEVELS:
@@ -86,6 +93,7 @@ def worker(home: Path) -> dict[str, object]:
         queued += len(times)
         out[f"put@{level}"] = times
     out["seed_s"] = seeding
+    out["cpu"] = {f"put@{level}": cpu for level, cpu in zip(LEVELS, cpu_times, strict=True)}
     out["queued"] = queued
 
     start = time.perf_counter()
@@ -110,6 +118,7 @@ def worker(home: Path) -> dict[str, object]:
     put_ms(spool, 1, 0)
     out["evict_s"] = time.perf_counter() - start
     out["put@quota"] = put_ms(spool, 200, 10.0)
+    out["cpu"]["put@quota"] = cpu_times[-1]  # type: ignore[index]
     out["disk_quota"] = _disk(home)
     out["left"] = spool.stats().reports
     spool.db.close()
@@ -165,16 +174,17 @@ def main() -> None:
     def row(what: str, before: str, after: str, target: str, ok: bool | None) -> None:
         rows.append((what, before, after, target, "-" if ok is None else ("yes" if ok else "NO")))
 
-    def ms(times: object) -> str:
+    def ms(result: dict[str, object], key: str) -> str:
+        times, cpu = result[key], result["cpu"][key]  # type: ignore[index]
         assert isinstance(times, list)
-        return f"{statistics.median(times):.2f} / {p95(times):.2f} ms ({len(times)})"
+        return f"{statistics.median(times):.2f} / {p95(times):.2f} ms, CPU p95 {p95(cpu):.2f} ({len(times)})"
 
     for level in LEVELS:
         key = f"put@{level}"
         row(
-            f"queue one report, {level:,} queued (median / p95, n)",
-            ms(old[key]),
-            ms(new[key]),
+            f"queue one report, {level:,} queued (wall median / p95, CPU p95, n)",
+            ms(old, key),
+            ms(new, key),
             "p95 <= 2 ms",
             p95(new[key]) <= 2,
         )
@@ -188,8 +198,8 @@ def main() -> None:
     )
     row(
         "queue one report at the count quota (10,000)",
-        ms(old["put@quota"]),
-        ms(new["put@quota"]),
+        ms(old, "put@quota"),
+        ms(new, "put@quota"),
         "p95 <= 2 ms",
         p95(new["put@quota"]) <= 2,
     )

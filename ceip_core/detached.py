@@ -86,8 +86,11 @@ def seal_detached(data: SessionData, folder: Path) -> bool:
         return False
     payload = marshal.dumps((_SESSION_FORMAT, {name: getattr(data, name) for name in type(data).__slots__}))
     argv = [sys.executable, "-m", "ceip_core.detached", "seal", str(folder)]
+    # The product's import path, so that the sealer finds this ceip_core and the product's plugins even
+    # where the product set its path up at run time.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
     try:
-        pipe = _spawn_with_stdin(argv)
+        pipe = _spawn_with_stdin(argv, env)
     except OSError:
         log.warning("ceip: could not start a sealing process; sealing here", exc_info=True)
         return False
@@ -100,7 +103,7 @@ def seal_detached(data: SessionData, folder: Path) -> bool:
     return True
 
 
-def _spawn_with_stdin(argv: list[str]) -> Any:
+def _spawn_with_stdin(argv: list[str], env: dict[str, str]) -> Any:
     """Start ``argv`` detached (its own session, stdout and stderr on the null device) and return a
     writable file on its stdin. It is never waited for: it runs on after this process exits.
 
@@ -110,7 +113,7 @@ def _spawn_with_stdin(argv: list[str]) -> Any:
         import subprocess
 
         proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **_DETACH
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **_DETACH
         )
         proc.returncode = 0  # not to be waited for, and no warning about it
         return proc.stdin
@@ -119,7 +122,7 @@ def _spawn_with_stdin(argv: list[str]) -> Any:
         os.posix_spawn(
             argv[0],
             argv,
-            os.environ,
+            env,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, read_end, 0),
                 (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
