@@ -145,17 +145,21 @@ class StateDB:
 
     def _open(self) -> sqlite3.Connection:
         self.folder.mkdir(parents=True, exist_ok=True)
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
-            # Free pages go back to the file system on ``compact()`` (takes effect in new databases only:
-            # an existing one would need a VACUUM, and reuses its free pages instead).
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            if new_file:
+                # Free pages go back to the file system on ``compact()``. Only a database without tables
+                # can take it (an older one reuses its free pages instead), and setting it costs a write.
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives any process crash (kill -9); only an OS crash or power loss can
             # lose the last commits. FULL would fsync every report, which the seal budget cannot afford.
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             conn.execute("PRAGMA wal_autocheckpoint=1000")  # pages: the log is checkpointed at about 4 MB
+            # The running totals' triggers make each insert keep a statement journal; in memory, not a file.
+            conn.execute("PRAGMA temp_store=MEMORY")
             if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
                 return conn  # the usual case: the schema is complete and current, no write lock needed
             # Schema and restore in one transaction: no other process can see a new database before the
