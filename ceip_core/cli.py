@@ -214,6 +214,8 @@ def status(as_json: bool) -> None:
         "queued_reports": stats.reports,
         "queued_deletions": stats.deletions,
         "queued_bytes": stats.bytes,
+        "disk_bytes": stats.disk_bytes,
+        "quotas": vars(spool.quotas),
         "queued_by_product": stats.by_product,
         "last_upload": stats.last_upload,
         "retry": _retry_state(stats),
@@ -229,6 +231,11 @@ def status(as_json: bool) -> None:
     click.echo(f"Queued:         {stats.reports} report(s), {stats.deletions} deletion request(s), {stats.bytes} bytes")
     for product, n in sorted(stats.by_product.items()):
         click.echo(f"  {product:<14} {n}")
+    q = spool.quotas
+    click.echo(
+        f"Limits:         {q.max_reports:,} reports, {q.max_bytes / 1e6:g} MB on disk (now "
+        f"{stats.disk_bytes / 1e6:.1f} MB), {q.max_age_s / 86400:g} days; beyond them the oldest go first"
+    )
     click.echo(f"Last upload:    {_when(stats.last_upload)}")
     if data["retry"] is not None:
         click.echo(f"Retrying:       {_describe_retry(stats)}")

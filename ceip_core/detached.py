@@ -1,4 +1,9 @@
-"""Uploading in the background, so that a product never waits on the network.
+"""Sealing and uploading in the background, so that a product's exit waits on neither.
+
+At interpreter exit a recorder hands its session to :func:`seal_detached`: a detached process of this
+interpreter reads the session from a pipe, re-checks consent, and seals, scrubs and spools it (the
+imports of attrs, cattrs, pluggy and the plugins are its to pay). The session travels in memory only;
+nothing unscrubbed is ever written to disk.
 
 A product calls :func:`spawn_uploader` at exit (``ceip upload --detach`` does the same from a shell). If
 something is queued, an upload URL is known and no uploader is running, it starts ``ceip upload`` as a
@@ -6,32 +11,39 @@ detached process (a new session, stdio on the null device) and returns at once; 
 the upload goes on. Every ``ceip upload`` takes the state folder's upload lock first and quits if another
 process holds it, so that products exiting together start at most one upload between them.
 
-Standard library only, and cheap: one small SQLite read and, at most, one process start.
+Standard library only, and cheap to import (no typing, logging or shutil): one small SQLite read and, at
+most, one process start.
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
+import marshal
 import os
-import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ceip_core import settings
+from ceip_core.lazylog import LazyLogger
 from ceip_core.statedb import StateDB, state_dir
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # typing, logging and shutil would cost a product's exit more than the rest
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+    from ceip_core.recording import SessionData
+
+log = LazyLogger(__name__)
 
 #: The lock file, in the state folder, that one uploader at a time holds.
 LOCK_NAME = "upload.lock"
 
 _DETACH: dict[str, Any]
 if sys.platform == "win32":
+    import subprocess
+
     _DETACH = {"creationflags": subprocess.DETACHED_PROCESS | subprocess.CREATE_NEW_PROCESS_GROUP}
 else:
     _DETACH = {"start_new_session": True}  # out of the product's session: its terminal closing does not stop it
@@ -59,6 +71,86 @@ def uploader_lock(folder: Path) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+#: The shape of a session on the pipe; a sealer refuses any other (it comes from the same installation).
+_SESSION_FORMAT = 1
+
+
+def seal_detached(data: SessionData, folder: Path) -> bool:
+    """Start a detached process that seals ``data`` into the spool of ``folder``, and return at once.
+
+    The session is written to the process's stdin (``marshal``: standard library, and both ends are the
+    same interpreter), never to a file. The sealer checks consent and the GUID again, in the spool's own
+    transaction, as an in-process seal does. Returns False, without raising, if no sealer could be
+    started (a frozen executable has no interpreter to start): the caller then seals in its own process."""
+    if not sys.executable or getattr(sys, "frozen", False):
+        return False
+    payload = marshal.dumps((_SESSION_FORMAT, {name: getattr(data, name) for name in type(data).__slots__}))
+    argv = [sys.executable, "-m", "ceip_core.detached", "seal", str(folder)]
+    # The product's import path, so that the sealer finds this ceip_core and the product's plugins even
+    # where the product set its path up at run time.
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    try:
+        pipe = _spawn_with_stdin(argv, env)
+    except OSError:
+        log.warning("ceip: could not start a sealing process; sealing here", exc_info=True)
+        return False
+    try:
+        with pipe:
+            pipe.write(payload)  # a pipe holds 64 KiB: a larger session waits for the sealer to read it
+    except OSError:  # the sealer died at once: nothing reached it, so nothing was spooled
+        log.warning("ceip: the sealing process did not take the session; sealing here", exc_info=True)
+        return False
+    return True
+
+
+def _spawn_with_stdin(argv: list[str], env: dict[str, str]) -> Any:
+    """Start ``argv`` detached (its own session, stdout and stderr on the null device) and return a
+    writable file on its stdin. It is never waited for: it runs on after this process exits.
+
+    ``os.posix_spawn`` where there is one: it needs no import of ``subprocess`` and no copy of the
+    product's memory, which is most of what handing over a session costs."""
+    if not hasattr(os, "posix_spawn"):
+        import subprocess
+
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, **_DETACH
+        )
+        proc.returncode = 0  # not to be waited for, and no warning about it
+        return proc.stdin
+    read_end, write_end = os.pipe()  # both close-on-exec; only the copy on fd 0 reaches the sealer
+    try:
+        os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_DUP2, read_end, 0),
+                (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+            setsid=True,
+        )
+    except BaseException:
+        os.close(write_end)
+        raise
+    finally:
+        os.close(read_end)
+    return open(write_end, "wb")
+
+
+def _seal_from_stdin(folder: Path) -> int:
+    """The sealer's side of :func:`seal_detached`: read the session first (the product is exiting),
+    then pay for the imports and seal it."""
+    form, fields = marshal.loads(sys.stdin.buffer.read())
+    if form != _SESSION_FORMAT:
+        log.error("ceip: a session in an unknown format %r was handed over; dropped", form)
+        return 1
+    from ceip_core.recording import SessionData
+    from ceip_core.sealing import seal_session
+
+    return 0 if seal_session(SessionData(**fields), folder) else 1
+
+
 def spawn_uploader(url: str | None = None, *, home: str | os.PathLike[str] | None = None) -> bool:
     """Start a detached ``ceip upload`` of the queue in ``home`` (default: the state folder) to ``url``
     (default: the ``upload-url`` setting). Returns True if one was started; False if there was nothing
@@ -72,6 +164,8 @@ def spawn_uploader(url: str | None = None, *, home: str | os.PathLike[str] | Non
         with uploader_lock(folder) as free:
             if not free:
                 return False
+        import subprocess
+
         subprocess.Popen(
             [*command, "--home", str(folder), "upload", "--to", url],
             stdin=subprocess.DEVNULL,
@@ -106,5 +200,13 @@ def _ceip_command() -> list[str] | None:
     ``sys.executable`` is the product itself), in which case the ``ceip`` script on PATH, if any."""
     if sys.executable and not getattr(sys, "frozen", False):
         return [sys.executable, "-m", "ceip_core"]
+    import shutil
+
     script = shutil.which("ceip")
     return [script] if script else None
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["seal"] and len(sys.argv) == 3:
+    if hasattr(os, "nice"):
+        os.nice(10)  # background work: on a busy machine the product's own exit goes first
+    sys.exit(_seal_from_stdin(Path(sys.argv[2])))

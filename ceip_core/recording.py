@@ -6,9 +6,11 @@ It never raises into the product; a call it cannot honour is counted in the repo
 Nothing is kept while the product is not opted in, and an opt-out made by any process on the machine
 switches recording off within a fraction of a second (see ``ConsentWatcher``).
 
-On ``close()`` (also on leaving a ``with`` block, and at interpreter exit) the session is sealed into a
-report, scrubbed and written to the spool by ``ceip_core.sealing``, which is where the heavy imports
-happen. Uploading is left to the agent or a detached uploader: the product never waits on the network.
+On ``close()`` (also on leaving a ``with`` block) the session is sealed into a report, scrubbed and
+written to the spool by ``ceip_core.sealing``, which is where the heavy imports happen. At interpreter
+exit the session is handed to a sealing process instead (``ceip_core.detached.seal_detached``), so that
+the product's exit does not wait for those imports. Uploading is left to the agent or a detached
+uploader: the product never waits on the network.
 
 This module imports only the standard library; ``python -X importtime`` shows it.
 """
@@ -17,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import itertools
 import math
 import os
 import threading
@@ -96,8 +97,34 @@ def bucket_of(value: float) -> int:
     return max(math.floor(math.log2(value) * BUCKETS_PER_OCTAVE), ZERO_BUCKET)
 
 
+class _Shard:
+    """One thread's feature counters. Only that thread writes ``uses`` (so ``+= 1`` needs no lock and
+    loses nothing, with or without a GIL); a seal reads a copy and keeps it as ``sealed``, so that the
+    next seal reports the difference. Nothing is ever swapped away from under a writer."""
+
+    __slots__ = ("sealed", "thread", "uses")
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self.thread = thread
+        self.uses: dict[Any, int] = {}
+        self.sealed: dict[Any, int] = {}
+
+
+class _ThreadCounters(threading.local):
+    """The calling thread's shard, created (and listed for sealing) on the thread's first call."""
+
+    def __init__(self, shards: list[_Shard], lock: threading.Lock) -> None:
+        shard = _Shard(threading.current_thread())
+        self.uses = shard.uses
+        with lock:
+            shards.append(shard)
+
+
 class Recorder:
-    """Records one product's use in this process. Create it with :func:`ceip_core.recorder`."""
+    """Records one product's use in this process. Create it with :func:`ceip_core.recorder`.
+
+    Exact under concurrency: ``feature()`` counts into the calling thread's own counters, merged at a
+    seal; the other calls update shared aggregates under a lock."""
 
     def __init__(
         self,
@@ -116,6 +143,10 @@ class Recorder:
         self._epoch: int | None = None
         self._closed = False
         self._errors: dict[str, int] = {}
+        self._shards: list[_Shard] = []
+        self._threads = _ThreadCounters(self._shards, self._lock)  # never touched under the lock
+        self._series: set[Any] = set()
+        """Every counter series admitted so far (they live as long as the recorder: see ``_Shard``)."""
         self._reset(time.time())
         self._timer: threading.Timer | None = None
         self._seal_every = seal_every
@@ -131,7 +162,7 @@ class Recorder:
         except Exception:
             log.exception("ceip: cannot read consent for %s; not recording", product)
             self._active = False
-        atexit.register(self.close)
+        atexit.register(self._close_at_exit)
         self._arm_timer()
 
     @property
@@ -154,7 +185,7 @@ class Recorder:
         """Count one use of a feature, e.g. ``rec.feature("export", "pdf")``."""
         if self._active:
             try:
-                next(self._uses[name if label is None else (name, label)])
+                self._threads.uses[name if label is None else (name, label)] += 1
             except KeyError:
                 self._first_use(name, label)
             except Exception:
@@ -172,7 +203,8 @@ class Recorder:
             with self._lock:
                 if key in self._extra:
                     self._extra[key] += n
-                elif self._valid_series(name, label, self._uses.keys() | self._extra.keys()):
+                elif key in self._series or self._valid_series(name, label, self._series):
+                    self._series.add(key)
                     self._extra[key] = n
         except Exception:
             self._error("invalid_call")
@@ -245,15 +277,16 @@ class Recorder:
     # -- the slow paths of recording ------------------------------------------------------------------
 
     def _first_use(self, name: Any, label: Any) -> None:
+        """A series' first use in this thread: admit it (once per recorder), then count it."""
         try:
+            uses = self._threads.uses
+            key = name if label is None else (name, label)
             with self._lock:
-                key = name if label is None else (name, label)
-                counter = self._uses.get(key)
-                if counter is None:
-                    if not self._valid_series(name, label, self._uses.keys() | self._extra.keys()):
+                if key not in self._series:
+                    if not self._valid_series(name, label, self._series):
                         return
-                    counter = self._uses[key] = itertools.count()
-            next(counter)
+                    self._series.add(key)
+            uses[key] = uses.get(key, 0) + 1
         except Exception:
             self._error("invalid_call")
 
@@ -279,8 +312,8 @@ class Recorder:
     # -- sealing ------------------------------------------------------------------------------------
 
     def _reset(self, now: float) -> None:
+        """Start a new period (called under the lock, or before any other thread can see the recorder)."""
         self._start = now
-        self._uses: dict[Any, itertools.count[int]] = {}
         self._extra: dict[Any, int] = {}
         self._hists: dict[tuple[Any, Any], list[Any]] = {}
         self._problems: dict[tuple[str, str], int] = {}
@@ -290,8 +323,19 @@ class Recorder:
     def _take(self) -> SessionData:
         """Swap in empty aggregates and return what was recorded since the last seal."""
         now = time.time()
+        counters: dict[tuple[Any, Any], int] = {}
         with self._lock:
-            uses, extra, hists = self._uses, self._extra, self._hists
+            for shard in list(self._shards):
+                alive = shard.thread.is_alive()  # before the copy: a dead thread's counts are final
+                uses = shard.uses.copy()
+                for key, n in uses.items():
+                    if n != shard.sealed.get(key, 0):
+                        k = key if isinstance(key, tuple) else (key, None)
+                        counters[k] = counters.get(k, 0) + n - shard.sealed.get(key, 0)
+                shard.sealed = uses
+                if not alive:
+                    self._shards.remove(shard)
+            extra, hists = self._extra, self._hists
             data = SessionData(
                 self.product,
                 self.version,
@@ -303,9 +347,6 @@ class Recorder:
                 consent_epoch=self._epoch,
             )
             self._reset(now)
-        counters: dict[tuple[Any, Any], int] = {}
-        for key, counter in uses.items():
-            counters[key if isinstance(key, tuple) else (key, None)] = next(counter)
         for key, n in extra.items():
             k = key if isinstance(key, tuple) else (key, None)
             counters[k] = counters.get(k, 0) + n
@@ -313,13 +354,18 @@ class Recorder:
         data.histograms = hists
         return data
 
-    def flush(self) -> bool:
+    def flush(self, *, detach: bool = False) -> bool:
         """Seal what was recorded so far into a report in the spool, and start a new period.
-        Returns True if a report was queued. Never raises."""
+        Returns True if a report was queued (with ``detach``: handed to a sealing process). Never raises."""
         try:
             data = self._take()
             if not self._active or data.is_empty():
                 return False
+            if detach:
+                from ceip_core.detached import seal_detached  # standard library only, and light
+
+                if seal_detached(data, self.folder):
+                    return True
             from ceip_core.sealing import seal_session  # the heavy part, loaded on first seal
 
             return seal_session(data, self.folder)
@@ -327,19 +373,25 @@ class Recorder:
             log.exception("ceip: sealing a session of %s failed", self.product)
             return False
 
-    def close(self) -> bool:
-        """Seal the session and stop recording. Safe to call more than once. Never raises."""
+    def close(self, *, detach: bool = False) -> bool:
+        """Seal the session and stop recording. Safe to call more than once. Never raises. With
+        ``detach`` the session goes to a process of its own that seals it (see
+        ``ceip_core.detached.seal_detached``), so that the caller does not wait for it."""
         if self._closed:
             return False
         try:
-            sealed = self.flush()
+            sealed = self.flush(detach=detach)
         finally:
             self._closed = True
             self._active = False
             if self._timer is not None:
                 self._timer.cancel()
-            atexit.unregister(self.close)
+            atexit.unregister(self._close_at_exit)
         return sealed
+
+    def _close_at_exit(self) -> None:
+        """At interpreter exit the product is done: it must not wait for the seal."""
+        self.close(detach=True)
 
     def _arm_timer(self) -> None:
         """Long-running products (servers) seal a report every ``seal_every`` seconds."""
@@ -361,6 +413,8 @@ class Recorder:
             return
         self._active = False
         with self._lock:
+            for shard in self._shards:
+                shard.sealed = shard.uses.copy()  # what was counted so far is discarded, not reported
             self._reset(time.time())
             self._epoch = epoch
         self._active = epoch is not None

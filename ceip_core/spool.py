@@ -14,6 +14,7 @@ Standard library only; the spool stores bytes and knows nothing of records.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -23,17 +24,26 @@ from pathlib import Path
 
 from ceip_core import deletion_journal, vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
-from ceip_core.statedb import StateDB
+from ceip_core.statedb import WAL_LIMIT_BYTES, StateDB
 
 
 @dataclass(frozen=True)
 class Quotas:
-    """Bounds on what waits on the machine. Deletion requests are exempt: they are tiny, and they are
-    what a person asked for when opting out."""
+    """Bounds on what waits on the machine, enforced in the transaction that queues a report, from
+    running totals and indexes (so that a full spool queues as fast as an empty one). When one is
+    exceeded the oldest reports go first, each counted as a drop with the quota's name as reason.
+    Deletion requests are exempt: they are tiny, and they are what a person asked for when opting out."""
 
     max_reports: int = 10_000
     max_bytes: int = 50_000_000
+    """Bytes on disk: the pages of the state database in use (reports, their indexes and the
+    bookkeeping beside them, not just the reports' encoded length) plus the most the write-ahead log
+    beside it keeps after a checkpoint (``statedb.WAL_LIMIT_BYTES``, 4 MiB)."""
     max_age_s: float = 30 * 86400
+
+
+#: A quota eviction or purge that removes at least this many items gives the space back at once.
+_BULK_REMOVAL = 1000
 
 
 @dataclass(frozen=True)
@@ -65,6 +75,7 @@ class SpoolStats:
     reports: int
     deletions: int
     bytes: int
+    """The encoded length of everything queued."""
     by_product: dict[str, int]
     drops: dict[str, int] = field(default_factory=dict)
     """Removed items by ``reason`` (and ``reason:product`` for each product)."""
@@ -76,6 +87,8 @@ class SpoolStats:
     last_error: str | None = None
     """Why the last try that left items to retry failed (a transport's reason: ``timeout``, ``http-503`` ...)."""
     last_error_at: float | None = None
+    disk_bytes: int = 0
+    """On disk now: the pages of the state database in use and its write-ahead log."""
 
 
 def insert_item(
@@ -140,6 +153,37 @@ def drop_partial(conn: sqlite3.Connection, product: str) -> None:
     conn.execute("DELETE FROM meta WHERE key = ?", (_PARTIAL + product,))
 
 
+def disk_bytes(conn: sqlite3.Connection) -> int:
+    """The pages of the database in use, in bytes (free pages, which SQLite reuses, are not counted).
+    Read from the file's header: constant time however full the spool is."""
+    pages = conn.execute("PRAGMA page_count").fetchone()[0] - conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int(pages * conn.execute("PRAGMA page_size").fetchone()[0])
+
+
+def _queued_reports(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COALESCE(SUM(items), 0) FROM spool_totals WHERE kind = 'report'").fetchone()[0])
+
+
+def _drop_reports(conn: sqlite3.Connection, reports: str, args: tuple[float, ...], reason: str) -> int:
+    """Delete ``reports`` (a table and condition that select one range of an index) and count them per
+    product."""
+    counts = conn.execute(f"SELECT product, COUNT(*) FROM {reports} GROUP BY product", args).fetchall()
+    for product, n in counts:
+        count_drop(conn, reason, product, n)
+    conn.execute(f"DELETE FROM {reports}", args)
+    return sum(n for _, n in counts)
+
+
+# ``NOT INDEXED`` has the planner walk the table itself, ordered by ``seq``, from its start; it would
+# otherwise pick an index on ``kind`` and visit (and sort) every report.
+#: The oldest reports, in queue order.
+_OLDEST = "SELECT seq, size FROM spool NOT INDEXED WHERE kind = 'report' ORDER BY seq"
+#: The reports up to a ``seq``.
+_UP_TO = "spool NOT INDEXED WHERE kind = 'report' AND seq <= ?"
+#: The reports created before a time: a range of the age index.
+_OLDER = "spool INDEXED BY spool_age WHERE kind = 'report' AND created < ?"
+
+
 class Spool:
     """The queue in one state folder. Safe to use from several processes at once; one object per thread."""
 
@@ -173,42 +217,43 @@ class Spool:
                 count_drop(conn, "stale-guid", product)
                 return False
             insert_item(conn, item_id, "report", product, guid, data, now)
-            self._enforce_quotas(conn, now)
+            removed[0] = self._enforce_quotas(conn, now)
             return True
 
-        return self.db.write(work)
+        removed = [0]
+        queued = self.db.write(work)
+        if removed[0] >= _BULK_REMOVAL:
+            self.db.compact()
+        return queued
 
     def count_drop(self, reason: str, product: str, n: int = 1) -> None:
         """Count a report that was dropped before it reached the spool (e.g. by a scrubber)."""
         self.db.write(lambda conn: count_drop(conn, reason, product, n))
 
-    def _enforce_quotas(self, conn: sqlite3.Connection, now: float) -> None:
+    def _enforce_quotas(self, conn: sqlite3.Connection, now: float) -> int:
+        """Apply the quotas after an insert; returns how many reports were pushed out. Every query here
+        reads an index or the running totals, never the whole queue."""
         q = self.quotas
-        for product, n in conn.execute(
-            "SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND created < ? GROUP BY product",
-            (now - q.max_age_s,),
-        ).fetchall():
-            count_drop(conn, "quota-age", product, n)
-        conn.execute("DELETE FROM spool WHERE kind = 'report' AND created < ?", (now - q.max_age_s,))
-        count, size = conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM spool WHERE kind = 'report'"
-        ).fetchone()
-        if count <= q.max_reports and size <= q.max_bytes:
-            return
-        # Walk from the oldest and drop until both bounds hold again.
-        doomed: list[tuple[int, str, str]] = []
-        for seq, product, item_size in conn.execute(
-            "SELECT seq, product, size FROM spool WHERE kind = 'report' ORDER BY seq"
-        ):
-            if count <= q.max_reports and size <= q.max_bytes:
-                break
-            reason = "quota-count" if count > q.max_reports else "quota-bytes"
-            doomed.append((seq, product, reason))
-            count -= 1
-            size -= item_size
-        conn.executemany("DELETE FROM spool WHERE seq = ?", [(seq,) for seq, _, _ in doomed])
-        for _, product, reason in doomed:
-            count_drop(conn, reason, product)
+        removed = 0
+        cutoff = now - q.max_age_s
+        if conn.execute("SELECT 1 FROM spool WHERE kind = 'report' AND created < ? LIMIT 1", (cutoff,)).fetchone():
+            removed += _drop_reports(conn, _OLDER, (cutoff,), "quota-age")
+        excess = _queued_reports(conn) - q.max_reports
+        if excess > 0:
+            last = conn.execute(f"{_OLDEST} LIMIT 1 OFFSET ?", (excess - 1,)).fetchone()[0]
+            removed += _drop_reports(conn, _UP_TO, (last,), "quota-count")
+        while (over := disk_bytes(conn) + WAL_LIMIT_BYTES - q.max_bytes) > 0:
+            # Walk from the oldest until their length covers the excess; pages are freed only as they empty,
+            # so measure again and go on if need be.
+            last = None
+            for seq, size in conn.execute(f"{_OLDEST} LIMIT 256"):
+                last, over = seq, over - size
+                if over <= 0:
+                    break
+            if last is None:
+                break  # nothing left to push out: the rest is bookkeeping and deletion requests
+            removed += _drop_reports(conn, _UP_TO, (last,), "quota-bytes")
+        return removed
 
     # -- sending ------------------------------------------------------------------------------------
 
@@ -342,15 +387,21 @@ class Spool:
         return self.db.read(lambda conn: {p for (p,) in conn.execute("SELECT DISTINCT product FROM spool")})
 
     def stats(self, now: float | None = None) -> SpoolStats:
-        """The queue's counts and retry state; ``waiting`` and ``next_attempt`` are as seen at ``now``."""
+        """The queue's totals, read from the running totals and indexes (constant time in its length), and
+        its retry state; ``waiting`` and ``next_attempt`` are as seen at ``now``."""
         now = time.time() if now is None else now
 
         def work(conn: sqlite3.Connection) -> SpoolStats:
-            by_kind = dict(conn.execute("SELECT kind, COUNT(*) FROM spool GROUP BY kind").fetchall())
-            size = conn.execute("SELECT COALESCE(SUM(size), 0) FROM spool").fetchone()[0]
-            by_product = dict(
-                conn.execute("SELECT product, COUNT(*) FROM spool WHERE kind = 'report' GROUP BY product")
-            )
+            by_kind: dict[str, int] = {}
+            by_product: dict[str, int] = {}
+            size = 0
+            for kind, product, n, item_bytes in conn.execute(
+                "SELECT kind, product, items, bytes FROM spool_totals WHERE items > 0 ORDER BY product"
+            ):
+                by_kind[kind] = by_kind.get(kind, 0) + n
+                size += item_bytes
+                if kind == "report":
+                    by_product[product] = n
             drops: dict[str, int] = {}
             for reason, product, n in conn.execute("SELECT reason, product, count FROM drops ORDER BY reason, product"):
                 drops[reason] = drops.get(reason, 0) + n
@@ -373,9 +424,16 @@ class Spool:
                 waiting=waiting,
                 last_error=reason,
                 last_error_at=float(error_at) if error_at is not None else None,
+                disk_bytes=disk_bytes(conn) + self._wal_bytes(),
             )
 
         return self.db.read(work)
+
+    def _wal_bytes(self) -> int:
+        try:
+            return os.path.getsize(f"{self.db.path}-wal")
+        except OSError:
+            return 0
 
     def purge(self, product: str | None = None) -> int:
         """Delete queued reports (of one product, or all) without sending them; deletion requests stay,
@@ -393,4 +451,7 @@ class Spool:
             conn.execute(f"DELETE FROM spool WHERE {where}", args)
             return sum(n for _, n in counts)
 
-        return self.db.write(work)
+        purged = self.db.write(work)
+        if purged >= _BULK_REMOVAL:
+            self.db.compact()
+        return purged

@@ -58,6 +58,25 @@ CREATE TABLE IF NOT EXISTS spool (
     lease_token TEXT
 );
 CREATE INDEX IF NOT EXISTS spool_product ON spool (product, kind);
+CREATE INDEX IF NOT EXISTS spool_age ON spool (kind, created);
+CREATE INDEX IF NOT EXISTS spool_due ON spool (not_before);
+-- Running totals of the queue, kept by triggers in the writing transaction itself, whoever writes:
+-- the quota check on every insert and `ceip status` read them instead of scanning the queue.
+CREATE TABLE IF NOT EXISTS spool_totals (
+    kind    TEXT NOT NULL,
+    product TEXT NOT NULL,
+    items   INTEGER NOT NULL,
+    bytes   INTEGER NOT NULL,
+    PRIMARY KEY (kind, product)
+);
+CREATE TRIGGER IF NOT EXISTS spool_totals_insert AFTER INSERT ON spool BEGIN
+    INSERT INTO spool_totals (kind, product, items, bytes) VALUES (NEW.kind, NEW.product, 1, NEW.size)
+    ON CONFLICT (kind, product) DO UPDATE SET items = items + 1, bytes = bytes + excluded.bytes;
+END;
+CREATE TRIGGER IF NOT EXISTS spool_totals_delete AFTER DELETE ON spool BEGIN
+    UPDATE spool_totals SET items = items - 1, bytes = bytes - OLD.size
+    WHERE kind = OLD.kind AND product = OLD.product;
+END;
 CREATE TABLE IF NOT EXISTS drops (
     reason  TEXT NOT NULL,
     product TEXT NOT NULL,
@@ -69,6 +88,13 @@ CREATE TABLE IF NOT EXISTS meta (
     value TEXT NOT NULL
 );
 """
+
+#: Raised whenever ``_SCHEMA`` changes; an older database is brought up to date when it is opened.
+SCHEMA_VERSION = 2
+
+#: The write-ahead log is truncated back to this size after each checkpoint, so that one large
+#: transaction (a bulk removal, a busy hour) does not leave a log the size of the database behind.
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 # SQLite's primary result codes for a damaged file: SQLITE_CORRUPT and SQLITE_NOTADB.
 _CORRUPT_CODES = {11, 26}
@@ -197,26 +223,42 @@ class StateDB:
 
     def _connect(self, *, lost_if_new: bool) -> sqlite3.Connection:
         self.folder.mkdir(parents=True, exist_ok=True)
+        new_file = not self.path.exists() or self.path.stat().st_size == 0
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
+            if new_file:
+                # Free pages go back to the file system on ``compact()``. Only a database without tables
+                # can take it (an older one reuses its free pages instead), and setting it costs a write.
+                conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
             conn.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode survives any process crash (kill -9); only an OS crash or power loss can
             # lose the last commits. FULL would fsync every report, which the seal budget cannot afford.
             conn.execute("PRAGMA synchronous=NORMAL")
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'meta'").fetchone():
-                return conn  # the usual case: the schema is complete (meta is created last), no write lock needed
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            conn.execute("PRAGMA wal_autocheckpoint=1000")  # pages: the log is checkpointed at about 4 MB
+            # The running totals' triggers make each insert keep a statement journal; in memory, not a file.
+            conn.execute("PRAGMA temp_store=MEMORY")
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return conn  # the usual case: the schema is complete and current, no write lock needed
             # Schema and restore in one transaction: no other process can see a new database before the
             # backup is restored into it (it would read "not participating"), and a crash in between
             # leaves no half-made database behind.
             conn.execute("BEGIN IMMEDIATE")
             try:
-                fresh = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'consent'").fetchone() is None
-                for statement in filter(str.strip, _SCHEMA.split(";")):
+                tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                for statement in _statements(_SCHEMA):
                     conn.execute(statement)
-                if fresh:
+                if "spool" in tables and "spool_totals" not in tables:
+                    # A database from before the running totals: count what it already holds, once.
+                    conn.execute(
+                        "INSERT INTO spool_totals (kind, product, items, bytes) "
+                        "SELECT kind, product, COUNT(*), SUM(size) FROM spool GROUP BY kind, product"
+                    )
+                if "consent" not in tables:
                     for restore in self.on_recreate:
                         restore(conn)
                     self._replay_journal(conn, lost_database=lost_if_new)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
@@ -230,6 +272,15 @@ class StateDB:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def compact(self) -> None:
+        """Give the space of removed items back to the file system: free pages of the database (where
+        auto-vacuum is on) and the write-ahead log beyond ``WAL_LIMIT_BYTES``. Called after a bulk
+        removal; never needed for correctness. Skipped quietly while other processes hold the log."""
+        conn = self.connect()
+        with contextlib.suppress(sqlite3.OperationalError):
+            conn.executescript("PRAGMA incremental_vacuum")  # execute() would free only the first page
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
 
     # -- transactions -------------------------------------------------------------------------------
 
@@ -378,6 +429,20 @@ def _restore_salvaged(conn: sqlite3.Connection, saved: Salvaged) -> int:
     _count(conn, LOST_REPORTS, lost)
     _count(conn, LOST_UNKNOWN, 0 if saved.readable and saved.complete else 1)
     return kept
+
+
+def _statements(script: str) -> list[str]:
+    """The statements of ``script`` (``sqlite3.complete_statement`` keeps a trigger's body whole)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        if line.lstrip().startswith("--"):
+            continue
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    return out
 
 
 @contextlib.contextmanager

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import secrets
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import run_python, wait_for
+from helpers import epoch, run_python, wait_for
 
 import ceip_core
 from ceip_core import wire
@@ -89,7 +94,7 @@ def test_bounded_memory_for_endless_distinct_names(opted_in: Spool) -> None:
     rec = ceip_core.recorder("sample", "1.0")
     for i in range(5000):
         rec.feature(f"f{i}")
-    assert len(rec._uses) == 1000
+    assert len(rec._series) == 1000
     rec.close()
     [report] = queued_reports(opted_in)
     assert report.diagnostics["recorder.too_many_series"] == 4000
@@ -139,8 +144,46 @@ def test_long_running_products_seal_periodically(opted_in: Spool) -> None:
 
 def test_session_is_sealed_at_interpreter_exit(opted_in: Spool) -> None:
     run_python("import ceip_core\nrec = ceip_core.recorder('sample', '1.0')\nrec.feature('open_file')\n")
-    [report] = queued_reports(opted_in)
+    [report] = wait_for(lambda: queued_reports(opted_in), timeout=30)  # sealed by a process of its own
     assert report.counters[0].value == 1
+
+
+def test_at_exit_nothing_unscrubbed_reaches_the_disk(opted_in: Spool, tmp_path: Path) -> None:
+    """The product exits at once; its session goes over a pipe to a sealing process, which scrubs before
+    it writes. An undeclared name and a path in a user's home are recorded; once the report has arrived, no file the
+    product or the sealer could have written (state folder, temporary folder, working folder) holds them."""
+    marker = "zq" + secrets.token_hex(8)
+    work, tmp = tmp_path / "work", tmp_path / "tmp"
+    work.mkdir()
+    tmp.mkdir()
+    code = (
+        "import ceip_core\nrec = ceip_core.recorder('sample', '1.0')\nrec.feature('open_file')\n"
+        f"rec.feature('undeclared_{marker}')\nrec.config('theme', '/home/{marker}/secret')\n"
+    )
+    run_python(code, cwd=work, env={**os.environ, "TMPDIR": str(tmp)})
+    [report] = wait_for(lambda: queued_reports(opted_in), timeout=30)
+    assert {(c.name, c.value) for c in report.counters} == {("open_file", 1)}
+    assert report.config == {"theme": "~/secret"}
+    assert marker not in wire.encode_item(report).decode()
+    opted_in.db.close()  # checkpoint: everything the spool wrote is in its files now
+    for folder in (opted_in.db.folder, work, tmp):
+        for path in folder.rglob("*"):
+            assert not path.is_file() or marker.encode() not in path.read_bytes(), path
+
+
+def test_a_sealing_process_checks_consent_again(opted_in: Spool) -> None:
+    """Consent withdrawn (and given again) between the product's exit and the seal: the session, recorded
+    under the old consent, is refused by the sealer and the refusal is counted."""
+    from ceip_core.detached import seal_detached
+    from ceip_core.recording import SessionData
+
+    recorded = epoch(opted_in, "sample")
+    opted_in.consent.opt_out("sample")
+    opted_in.consent.opt_in("sample")
+    data = SessionData("sample", "1.0", 0.0, 1.0, counters={("open_file", None): 3}, consent_epoch=recorded)
+    assert seal_detached(data, opted_in.db.folder)
+    wait_for(lambda: opted_in.stats().drops.get("stale-consent:sample"), timeout=30)
+    assert queued_reports(opted_in) == []
 
 
 @pytest.mark.parametrize(
@@ -180,3 +223,61 @@ def test_a_recorder_created_right_after_an_opt_in_records_at_once(sample, ceip_h
     assert rec.active
     rec.feature("open_file")
     assert rec.close() is True
+
+
+@pytest.fixture
+def fast_switching() -> Iterator[None]:
+    """Threads switch every microsecond (instead of every 5 ms) for the test."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    yield
+    sys.setswitchinterval(before)
+
+
+@pytest.mark.usefixtures("fast_switching")
+def test_counts_are_exact_while_threads_hammer_and_seals_happen(opted_in: Spool) -> None:
+    """Every call counted exactly once across the reports, however the seals fall between the calls;
+    threads that end before a seal are counted too. Threads switch every microsecond, so that a switch
+    inside a call (between finding a counter and counting) happens many times."""
+    rec = ceip_core.recorder("sample", "1.0", seal_every=None)
+    threads_n, seals_wanted = 6, 20
+    stop = threading.Event()
+    done: list[int] = [0] * threads_n
+    running = threading.Barrier(threads_n + 1)
+
+    def hammer(n: int) -> None:
+        running.wait()
+        i = 0
+        while not stop.is_set() or i < 1000:  # some threads end early: every one ends with a few more calls
+            rec.feature("open_file")
+            if i % 4 == 0:
+                rec.feature("export", "pdf")
+            if i % 100 == 0:
+                rec.count("open_file", 2)
+            i += 1
+            if n == 0 and i == 5000:
+                break
+        done[n] = i
+
+    workers = [threading.Thread(target=hammer, args=(n,)) for n in range(threads_n)]
+    for worker in workers:
+        worker.start()
+    running.wait()
+    seals = 0
+    deadline = time.monotonic() + 60
+    while seals < seals_wanted and time.monotonic() < deadline:  # each seal while the threads run: one report
+        seals += rec.flush()
+    stop.set()
+    for worker in workers:
+        worker.join(60)
+    assert not any(w.is_alive() for w in workers)
+    rec.close()
+    totals: dict[tuple[str, str | None], int] = {}
+    for report in queued_reports(opted_in):
+        for c in report.counters:
+            totals[(c.name, c.label)] = totals.get((c.name, c.label), 0) + c.value
+    assert seals >= seals_wanted
+    assert totals == {
+        ("open_file", None): sum(i + 2 * ((i + 99) // 100) for i in done),
+        ("export", "pdf"): sum((i + 3) // 4 for i in done),
+    }

@@ -7,6 +7,7 @@ These tests need no plugins: they use ``ceip_home`` (a fresh state folder) and s
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import tempfile
 import threading
 import time
@@ -21,8 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ceip_core.consent import Consent, Policy, State
 from ceip_core.records import DeletionRequest
-from ceip_core.spool import Lease, Quotas, Spool, SpooledItem, insert_item
-from ceip_core.statedb import StateDB
+from ceip_core.spool import Lease, Quotas, Spool, SpooledItem, SpoolStats, disk_bytes, insert_item
+from ceip_core.statedb import WAL_LIMIT_BYTES, StateDB
 from ceip_core.wire import decode_item
 
 DATA = b'{"n": 1}'
@@ -373,16 +374,95 @@ def test_quota_count_drops_the_oldest(spool: Spool) -> None:
     assert q.stats().drops == {"quota-count": 2, "quota-count:sample": 2}
 
 
-def test_quota_bytes_drops_the_oldest_not_the_largest(spool: Spool) -> None:
-    q = quota_spool(spool, max_bytes=260)
-    put(q, "small-old", data=b"x" * 50)
-    put(q, "large", data=b"x" * 200)
-    put(q, "small-new", data=b"x" * 50)  # 300 > 260: the oldest goes, though the large one would free more
+KIB = 1024
+
+
+def test_quota_bytes_counts_the_disk_and_drops_the_oldest_not_the_largest(spool: Spool) -> None:
+    base = spool.db.read(disk_bytes) + WAL_LIMIT_BYTES  # an empty database, and room for its log
+    q = quota_spool(spool, max_bytes=base + 275 * KIB)
+    put(q, "small-old", data=b"x" * 50 * KIB)
+    put(q, "large", data=b"x" * 200 * KIB)
+    put(q, "small-new", data=b"x" * 50 * KIB)  # 300 > 275: the oldest goes, though the large one would free more
     assert ids(q.items()) == ["large", "small-new"]
-    assert q.stats().bytes == 250
-    put(q, "another", data=b"x" * 100)  # 350 > 260: now the large one is the oldest
+    assert q.stats().bytes == 250 * KIB
+    assert 250 * KIB < q.db.read(disk_bytes) + WAL_LIMIT_BYTES <= base + 275 * KIB  # data and bookkeeping
+    put(q, "another", data=b"x" * 100 * KIB)  # 350 > 275: now the large one is the oldest
     assert ids(q.items()) == ["small-new", "another"]
     assert q.stats().drops == {"quota-bytes": 2, "quota-bytes:sample": 2}
+
+
+def test_the_byte_quota_bounds_the_files_on_disk(spool: Spool) -> None:
+    quota = WAL_LIMIT_BYTES + 2_000_000
+    q = quota_spool(spool, max_bytes=quota)
+    for n in range(300):  # 6 MB offered, in reports of 20 KiB
+        assert put(q, f"r{n}", data=bytes([n % 251]) * 20 * KIB)
+    stats = q.stats()
+    assert 80 <= stats.reports < 100
+    assert stats.drops["quota-bytes"] == 300 - stats.reports
+    q.db.compact()
+    files = [Path(f"{q.db.path}{suffix}").stat().st_size for suffix in ("", "-wal")]
+    assert files[0] <= quota - WAL_LIMIT_BYTES + 64 * KIB  # the pages in use, and a few free ones
+    assert files[1] <= WAL_LIMIT_BYTES
+    assert q.stats().disk_bytes <= quota
+
+
+def test_a_bulk_removal_gives_the_space_back(spool: Spool) -> None:
+    for n in range(1200):
+        put(spool, f"r{n}", data=b"y" * 4 * KIB)
+    db_file = spool.db.path
+    full = db_file.stat().st_size
+    assert spool.purge() == 1200
+    assert db_file.stat().st_size < full / 4
+    assert Path(f"{db_file}-wal").stat().st_size <= WAL_LIMIT_BYTES
+
+
+def test_running_totals_follow_every_writer(spool: Spool) -> None:
+    """Totals are kept by triggers, so a removal by consent (not by the spool) is counted too."""
+    spool.consent.opt_in("other")
+    for n in range(5):
+        put(spool, f"s{n}", data=b"s" * 10)
+        put(spool, f"o{n}", product="other", data=b"o" * 7)
+    spool.consent.opt_out("other")  # deletes its reports in consent's own transaction, queues a deletion
+    stats = spool.stats()
+    assert (stats.reports, stats.deletions, stats.by_product) == (5, 1, {"sample": 5})
+    assert stats.bytes == 50 + len(next(i for i in spool.items() if i.kind == "deletion").data)
+    assert stats == scanned_stats(spool)
+
+
+def scanned_stats(spool: Spool) -> SpoolStats:
+    """The totals the slow way, to check the running ones against."""
+    items = spool.items()
+    reports = [i for i in items if i.kind == "report"]
+    by_product: dict[str, int] = {}
+    for i in reports:
+        by_product[i.product] = by_product.get(i.product, 0) + 1
+    stats = spool.stats()
+    return SpoolStats(
+        reports=len(reports),
+        deletions=len(items) - len(reports),
+        bytes=sum(len(i.data) for i in items),
+        by_product=by_product,
+        drops=stats.drops,
+        last_upload=stats.last_upload,
+        next_attempt=stats.next_attempt,
+        disk_bytes=stats.disk_bytes,
+    )
+
+
+def test_a_database_from_before_the_running_totals_is_counted_when_opened(spool: Spool) -> None:
+    for n in range(3):
+        put(spool, f"r{n}", data=b"z" * 10)
+    spool.db.close()
+    conn = sqlite3.connect(spool.db.path)
+    conn.executescript(
+        "DROP TRIGGER spool_totals_insert; DROP TRIGGER spool_totals_delete; DROP TABLE spool_totals; "
+        "DROP INDEX spool_age; DROP INDEX spool_due; PRAGMA user_version = 0;"
+    )
+    conn.close()
+    reopened = other_spool(spool)
+    assert (reopened.stats().reports, reopened.stats().bytes) == (3, 30)
+    assert put(reopened, "r3", data=b"z" * 10)
+    assert reopened.stats() == scanned_stats(reopened)
 
 
 def test_quota_age_drops_the_old(spool: Spool) -> None:
@@ -414,7 +494,7 @@ def test_quotas_never_drop_deletion_requests(spool: Spool) -> None:
     deletion = spool.items()[0]
     assert deletion.kind == "deletion"
 
-    q = quota_spool(spool, max_reports=1, max_bytes=20, max_age_s=10)
+    q = quota_spool(spool, max_reports=1, max_age_s=10)
     t = time.time() + 1000  # the deletion request is far older than max_age_s
     for n in range(4):
         assert put(q, f"r{n}", data=b"x" * 10, now=t + n)
@@ -422,6 +502,11 @@ def test_quotas_never_drop_deletion_requests(spool: Spool) -> None:
     stats = q.stats()
     assert (stats.deletions, stats.reports) == (1, 1)
     assert stats.drops["quota-count"] == 3
+
+    tiny = quota_spool(spool, max_bytes=20)  # less than the database itself: every report is pushed out
+    assert put(tiny, "r4", data=b"x" * 10, now=t + 4)
+    assert [i.item_id for i in tiny.items()] == [deletion.item_id]
+    assert tiny.stats().drops["quota-bytes"] == 2  # r3 and r4
 
 
 # -- opt-out -----------------------------------------------------------------------------------------------
@@ -513,7 +598,8 @@ class SpoolMachine(RuleBasedStateMachine):
     def setup(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="ceip-spool-model-"))
         Consent(StateDB(self.home), Policy()).opt_in("sample")
-        self.spool = Spool(StateDB(self.home), quotas=Quotas(max_reports=6, max_bytes=400), policy=Policy())
+        room = StateDB(self.home).read(disk_bytes) + WAL_LIMIT_BYTES + 40 * KIB
+        self.spool = Spool(StateDB(self.home), quotas=Quotas(max_reports=6, max_bytes=room), policy=Policy())
         self.now = time.time()
         self.n = 0
         self.acked: set[str] = set()
@@ -526,7 +612,7 @@ class SpoolMachine(RuleBasedStateMachine):
             self.spool.db.close()
             shutil.rmtree(self.home, ignore_errors=True)
 
-    @rule(size=st.integers(1, 120))
+    @rule(size=st.integers(1, 12 * KIB))
     def put(self, size: int) -> None:
         item_id = f"r{self.n}"
         self.n += 1
@@ -587,6 +673,7 @@ class SpoolMachine(RuleBasedStateMachine):
         counted -= self.rejected_deletions  # the receiver may reject a deletion request too
         assert queued <= self.acked
         assert len(self.acked) == len(queued) + len(self.accepted) + counted
+        assert self.spool.stats() == scanned_stats(self.spool)
 
 
 SpoolMachine.TestCase.settings = settings(
