@@ -3,9 +3,12 @@
 A damaged spool must not cost the whole queue: a bad page loses the rows on that page, not the rest.
 The damaged file is copied (the original stays as it was, for a post-mortem) and each table is read in
 ranges of rowids; a range that fails is read again row by row, and the rows that still fail are counted
-as lost. This works for damage SQLite can still find its way around (a bad page in the middle, a file
-cut short, a garbage WAL); a file whose 100-byte header is smashed gets a sound header first. What is
-beyond reach this way (the schema page itself gone) counts as a loss of unknown size.
+as lost. A range read can also end early *without* an error: a garbled page may hold a cell with a huge
+rowid, and the scan stops there. So every rowid a range did not return is looked up on its own too; a
+lookup starts from the root of the table and is misled only by the page it ends on. This works for damage
+SQLite can still find its way around (a bad page in the middle, a file cut short, a garbage WAL); a file
+whose 100-byte header is smashed gets a sound header first. What is beyond reach this way (the schema
+page itself gone) counts as a loss of unknown size.
 
 Standard library only, like the rest of the state database.
 """
@@ -84,6 +87,11 @@ def _read(path: Path) -> Salvaged:
             # Rowids that failed past the last row seen were probably never there, unless the file says so.
             last = largest if largest is not None else max((_rowid(r) for r in result.spool), default=0)
             result.lost_rows = len(rows) - len(result.spool) + sum(1 for rowid in failed if rowid <= last)
+            # A row whose cell was garbled can vanish without an error; the running totals, where they can
+            # still be read, say how many items there were.
+            queued = _queued_items(conn) if "spool_totals" in tables else None
+            if queued is not None:
+                result.lost_rows = max(result.lost_rows, queued - len(result.spool))
         if "drops" in tables:
             result.drops = [r for r in _rows(conn, "drops", "reason, product, count", None)[0] if _sound_drop(r)]
         if "meta" in tables:
@@ -91,6 +99,15 @@ def _read(path: Path) -> Salvaged:
         return result
     finally:
         conn.close()
+
+
+def _queued_items(conn: sqlite3.Connection) -> int | None:
+    """How many items the spool held, by its running totals (``spool_totals``), if they can be read."""
+    try:
+        row = conn.execute("SELECT SUM(items) FROM spool_totals").fetchone()
+    except sqlite3.DatabaseError:
+        return None
+    return row[0] if row is not None and isinstance(row[0], int) else None
 
 
 def _largest_seq(conn: sqlite3.Connection) -> int | None:
@@ -130,18 +147,27 @@ def _rows(
             break
         end = start + CHUNK - 1
         try:
-            chunk = conn.execute(
-                f"SELECT {columns} FROM {table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid", (start, end)
-            ).fetchall()
+            found = dict(
+                (r[0], r[1:])
+                for r in conn.execute(
+                    f"SELECT rowid, {columns} FROM {table} WHERE rowid BETWEEN ? AND ? ORDER BY rowid", (start, end)
+                )
+            )
         except sqlite3.DatabaseError:
-            chunk = []
-            for rowid in range(start, end + 1):
-                try:
-                    chunk += conn.execute(f"SELECT {columns} FROM {table} WHERE rowid = ?", (rowid,)).fetchall()
-                except sqlite3.DatabaseError:
-                    failed.append(rowid)
-            if len(failed) > MAX_FAILED_ROWS:
-                return rows + chunk, failed, False
+            found = {}
+        for rowid in range(start, end + 1):
+            if rowid in found:
+                continue
+            try:
+                row = conn.execute(f"SELECT {columns} FROM {table} WHERE rowid = ?", (rowid,)).fetchone()
+            except sqlite3.DatabaseError:
+                failed.append(rowid)
+                continue
+            if row is not None:
+                found[rowid] = row
+        chunk = [found[rowid] for rowid in sorted(found)]
+        if len(failed) > MAX_FAILED_ROWS:
+            return rows + chunk, failed, False
         empty_run = 0 if chunk else empty_run + 1
         rows += chunk
         start = end + 1

@@ -177,28 +177,46 @@ def test_opt_out_in_one_process_silences_a_recording_process_within_a_second(sam
     assert spool.consent.guid() is not None  # "other" is still opted in
 
 
-def test_the_watcher_fails_closed_when_the_database_cannot_be_read(ceip_home: Path) -> None:
-    """A consent database that cannot be read means nothing is allowed, never "as before".
+class Listener:
+    def __init__(self) -> None:
+        self.seen: list[Mapping[str, int]] = []
 
-    (A damaged file is repaired from the backup beside it, consent included; a path that is no database
-    at all cannot be.)"""
+    def consent_changed(self, allowed: Mapping[str, int]) -> None:
+        self.seen.append(allowed)
+
+
+def test_the_watcher_follows_a_database_another_process_replaced(ceip_home: Path) -> None:
+    """After another process repaired the database (moved it aside, made a new one), an opt-out written to
+    the new file reaches the watcher: it must not go on reading the file that was moved aside."""
     Consent(StateDB(ceip_home)).opt_in("sample")
-
-    class Listener:
-        def __init__(self) -> None:
-            self.seen: list[Mapping[str, int]] = []
-
-        def consent_changed(self, allowed: Mapping[str, int]) -> None:
-            self.seen.append(allowed)
-
     listener = Listener()
     watcher = ConsentWatcher(ceip_home)
     try:
         assert list(watcher.subscribe(listener)) == ["sample"]
         database = StateDB(ceip_home).path
         for part in database.parent.glob(database.name + "*"):
-            part.unlink()
-        database.mkdir()  # in its place: a folder, which no process can open as a database
+            part.rename(part.with_name("aside-" + part.name))
+        for change in ("opt_out", "opt_in"):  # each written to the new file by another process
+            code = (
+                "from ceip_core.consent import Consent; from ceip_core.statedb import StateDB; "
+                f"Consent(StateDB({str(ceip_home)!r})).{change}('sample')"
+            )
+            subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+            expected = [] if change == "opt_out" else ["sample"]
+            wait_for(lambda: listener.seen and list(listener.seen[-1]) == expected, timeout=5)  # noqa: B023
+    finally:
+        watcher.stop()
+
+
+def test_the_watcher_fails_closed_when_the_state_folder_cannot_be_used(ceip_home: Path, tmp_path: Path) -> None:
+    """A consent database that cannot be read at all means nothing is allowed, never "as before"."""
+    Consent(StateDB(ceip_home)).opt_in("sample")
+    listener = Listener()
+    watcher = ConsentWatcher(ceip_home)
+    try:
+        assert list(watcher.subscribe(listener)) == ["sample"]
+        ceip_home.rename(tmp_path / "moved")
+        ceip_home.write_text("a file where the state folder was")  # no database can be made here
         wait_for(lambda: listener.seen and listener.seen[-1] == {}, timeout=5)
     finally:
         watcher.stop()

@@ -78,6 +78,21 @@ def page_size(path: Path) -> int:
         conn.close()
 
 
+def middle_leaf_pages(path: Path) -> int:
+    """A page number in the middle of the file that holds queued items, and so does the page after it.
+
+    The damage below lands on rows, the readable part salvage is about: a spoilt interior page of the
+    table's b-tree hides every row beneath it from SQL, which no row-by-row reading can get back (see
+    ``ceip_core/salvage.py``)."""
+    conn = sqlite3.connect(path)
+    try:
+        leaves = [n for (n,) in conn.execute("SELECT pageno FROM dbstat WHERE name = 'spool' AND pagetype = 'leaf'")]
+    finally:
+        conn.close()
+    pairs = [n for n in sorted(leaves) if n + 1 in leaves]
+    return pairs[len(pairs) // 2]
+
+
 def truncated_to_zero(home: Path) -> None:
     os.truncate(home / DB_NAME, 0)
 
@@ -89,8 +104,9 @@ def truncated_mid_file(home: Path) -> None:
 
 def garbage_in_the_middle(home: Path) -> None:
     path = home / DB_NAME
+    start = (middle_leaf_pages(path) - 1) * page_size(path) + 1234  # pages count from 1
     with open(path, "r+b") as handle:
-        handle.seek(path.stat().st_size // 2 + 1234)  # not aligned to a page: it spoils two
+        handle.seek(start)  # not aligned to a page: it spoils two
         handle.write(random.Random(1).randbytes(4096))
 
 
@@ -106,9 +122,8 @@ def wal_garbage(home: Path) -> None:
 def page_zeroed(home: Path) -> None:
     path = home / DB_NAME
     size = page_size(path)
-    pages = path.stat().st_size // size
     with open(path, "r+b") as handle:
-        handle.seek(random.Random(3).randrange(pages // 4, 3 * pages // 4) * size)
+        handle.seek((middle_leaf_pages(path) - 1) * size)
         handle.write(bytes(size))
 
 
@@ -137,7 +152,9 @@ def test_damaged_spool_keeps_what_is_readable_and_counts_the_rest(ceip_home: Pat
     damage, least_saved, measurable = MATRIX[kind]
     damage(ceip_home)
 
-    result = CliRunner().invoke(cli, ["status"])  # the first ordinary use meets the damage
+    first = CliRunner().invoke(cli, ["review"])  # the first use that reads the queue meets the damage
+    assert first.exit_code == 0, first.output
+    result = CliRunner().invoke(cli, ["status"])  # (status reads running totals, not the queue itself)
     assert result.exit_code == 0, result.output
 
     spool = Spool(StateDB(ceip_home))
@@ -213,6 +230,7 @@ def test_salvage_never_brings_back_reports_of_a_withdrawn_consent(ceip_home: Pat
 
 def test_status_names_what_the_damage_cost(ceip_home: Path, queued: Queue) -> None:
     garbage_in_the_middle(ceip_home)
+    CliRunner().invoke(cli, ["review"])  # reads every item, and so finds the damage (status reads totals)
     output = CliRunner().invoke(cli, ["status"]).output
     drops = Spool(StateDB(ceip_home)).stats().drops
     line = f"Damaged spool:  repaired 1 time(s); {drops['corrupt-spool-reports']} queued report(s) lost"

@@ -445,6 +445,9 @@ def scanned_stats(spool: Spool) -> SpoolStats:
         drops=stats.drops,
         last_upload=stats.last_upload,
         next_attempt=stats.next_attempt,
+        waiting=stats.waiting,
+        last_error=stats.last_error,
+        last_error_at=stats.last_error_at,
         disk_bytes=stats.disk_bytes,
     )
 
