@@ -16,6 +16,7 @@ import functools
 import ipaddress
 import re
 import unicodedata
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ceip_core.default_plugins import _detectors as detect
 from ceip_core.default_plugins._series import (
     merge_counters,
     merge_histograms,
@@ -46,6 +48,11 @@ PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
         "serial": "<serial>",
         "host": "<host>",
         "user": "<user>",
+        "secret": "<secret>",
+        "value": "<value>",
+        "national_id": "<id>",
+        "geo": "<geo>",
+        "encoded": "<encoded>",
     }
 )
 #: What a version field that does not look like a version becomes.
@@ -133,7 +140,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # Phone numbers (see docs/scrubbing.md for the heuristic). International: +, a 1-3 digit country code,
 # then 1-6 groups, 8-15 digits in all (checked after matching).
 _PHONE_INTL = re.compile(
-    r"\+(?<![0-9A-Za-z+].)[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])(?![.-][0-9])"
+    r"\+(?<![0-9A-Za-z+].)[1-9][0-9]{0,2}\)?(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])(?![.-][0-9])"
 )
 _LAST_GROUP = re.compile(r"[ .-]?(?:\([0-9]+\)|[0-9]+)$")
 # National: (area) 123-4567, a trunk 0 with separated groups (020 7946 0958), or NANP 555-123-4567.
@@ -154,6 +161,23 @@ _TOKEN = re.compile(
 _HEX = frozenset("0123456789abcdefABCDEF")
 _LETTER_DIGIT_SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
 
+# Update, advisory and knowledge-base article numbers name a fix, not a machine: KB5034441, CVE-2024-3094.
+_ARTICLE = re.compile(
+    r"(?i)(?:KB|Q)[0-9]{5,8}|(?:CVE|CAN)-[0-9]{4}-[0-9]{4,7}|MS[0-9]{2}-[0-9]{3}|ADV[0-9]{6}"
+    r"|(?:RHSA|RHBA|RHEA|USN|DSA|DLA|ELSA|ALAS|GHSA|PYSEC|RUSTSEC|GO|TALOS|ZDI|CWE|BID|JDK|SUSE)(?:-[0-9A-Za-z]+)+"
+)
+# Hex digests that name content, not a machine: after one of these words, or of a digest's length.
+_HASH_WORDS = ("sha", "md5", "hash", "digest", "checksum", "commit", "rev", "build", "etag", "git", "blob", "tree",
+               "object", "crc", "integrity", "ref", "head", "fingerprint", "signature")
+_DIGEST_LENGTHS = frozenset({40, 56, 64, 96, 128})
+_ID_WORDS = ("device", "machine", "id", "token", "key", "secret", "session", "serial", "guid", "user", "account",
+             "install", "client")
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# IPv4-shaped text preceded by one of these is a version: v1.2.3.4, "version 1.0.0.0".
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?<![A-Za-z0-9])v|(?<![A-Za-z])(?:version|ver\.?|build|release|rev)[ :=]{1,3}+)$")
+# The most of a string that is scanned (in characters): the limits scrubber cuts strings to a quarter of
+# this at most, so nothing longer is ever stored, and the scan stays bounded whatever a product passes.
+_SCAN_FACTOR = 4
 _HAS_DIGIT = re.compile(r"[0-9]")
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
 # Letters, "_" and spaces only: no detector but the machine's names can match, so the rest is skipped.
@@ -186,7 +210,10 @@ def _machine_patterns(machine: MachineIdentifiers) -> _MachinePatterns:
     if ordered:
         alternatives = "|".join(f"(?P<n{i}>{re.escape(n)})" for i, (n, _) in enumerate(ordered))
         # Placeholders match first so that a user called "user" does not turn "<user>" into "<<user>>".
-        names_re = re.compile(rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
+        # A name followed by digits (alice2, vm01) is still the name.
+        names_re = re.compile(
+            rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})[0-9]*+(?![^\W_])", re.IGNORECASE
+        )
     folded = tuple(sorted({_ascii_fold(n) for n, _ in ordered}))
     return _MachinePatterns(homes=home_re, names=names_re, kinds=kinds, folded=folded)
 
@@ -205,16 +232,42 @@ def _ascii_fold(name: str) -> str:
 class TextScrubber:
     """Scrubs free text for one machine, adding what it replaced to ``counts`` (by kind, unprefixed)."""
 
-    def __init__(self, machine: MachineIdentifiers, counts: Counter[str] | None = None) -> None:
+    def __init__(
+        self, machine: MachineIdentifiers, counts: Counter[str] | None = None, max_chars: int | None = None
+    ) -> None:
         self.machine = _machine_patterns(machine)
+        self.max_chars = max_chars
+        """Text beyond this many characters is not scanned but cut (the limits scrubber cuts shorter)."""
         self.counts: Counter[str] = Counter() if counts is None else counts
+        self._version_mode = False
 
     def __call__(self, text: str) -> str:
         """``text`` with every identifier replaced by its placeholder. Same input, same output."""
+        if self.max_chars is not None and len(text) > self.max_chars:
+            text = text[: self.max_chars]
         text = self._normalise(text)
         m = self.machine
         if _PLAIN.fullmatch(text):
             return m.names.sub(self._name, text) if m.names is not None and self._may_hold_names(text) else text
+        if "%" in text and _PERCENT.search(text):
+            decoded = _percent_decoded(text)
+            if decoded != text:
+                counts, self.counts = self.counts, Counter()
+                try:
+                    scrubbed = self._scrub(decoded)
+                finally:
+                    found, self.counts = self.counts, counts
+                if scrubbed != decoded:
+                    self.counts.update(found)
+                    self.counts["encoded"] += 1
+                    return scrubbed
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        m = self.machine
+        hit = self._hit
+        text = detect.credentials(text, hit)
+        text = detect.urls(text, hit)
         # Counted once: replacements only remove these characters, so the counts stay upper bounds.
         colons, dashes, dots = text.count(":"), text.count("-"), text.count(".")
         if "/" in text or "\\" in text:
@@ -223,10 +276,13 @@ class TextScrubber:
             lower = text.lower()
             if any(hint in lower for hint in _HOME_HINTS):
                 text = self._sub(_HOME, "~", "home_dir", text)
+        text = detect.user_paths(text, hit)
         if "@" in text:
             text = self._emails(text)
         if m.names is not None and self._may_hold_names(text):
             text = m.names.sub(self._name, text)
+        text = detect.host_names(text, hit)
+        text = detect.national_ids(text, hit)
         if dashes >= 4:
             text = self._sub(_UUID, PLACEHOLDERS["uuid"], "uuid", text)
         if colons >= 2:
@@ -235,6 +291,7 @@ class TextScrubber:
             text = self._sub(_MAC, PLACEHOLDERS["mac"], "mac", text)
         # Every number detector needs at least 7 characters (1.2.3.4).
         if len(text) >= 7 and _HAS_DIGIT.search(text):
+            text = detect.ipv4_spellings(text, hit)
             if dots >= 3:
                 text = _IPV4.sub(self._ipv4, text)
             if len(text) >= 13:
@@ -242,8 +299,19 @@ class TextScrubber:
             if "+" in text:
                 text = _PHONE_INTL.sub(self._phone, text)
             text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
+            text = detect.device_and_phone_numbers(text, hit)
+            text = detect.encoded_text(text, hit, self._decoded_view)
+            text = detect.random_tokens(text, hit)
             text = _TOKEN.sub(self._serial, text)
         return text
+
+    def _decoded_view(self, text: str) -> str:
+        """Scrub decoded text without counting (the caller counts the encoded run once)."""
+        counts, self.counts = self.counts, Counter()
+        try:
+            return self(text)
+        finally:
+            self.counts = counts
 
     def _may_hold_names(self, text: str) -> bool:
         if not text.isascii():
@@ -252,9 +320,16 @@ class TextScrubber:
         return any(name in lower for name in self.machine.folded)
 
     def version(self, text: str) -> str:
-        """``text`` if it looks like a version, else ``<invalid>`` (counted as ``bad_version``)."""
+        """``text`` if it looks like a version and holds no identifier, else ``<invalid>`` (counted as
+        ``bad_version``). A dotted quad is a version here unless its first number is 100 or more."""
         if VERSION.fullmatch(text):
-            return text
+            self._version_mode = True
+            try:
+                clean = self(text) == text
+            finally:
+                self._version_mode = False
+            if clean:
+                return text
         self.counts["bad_version"] += 1
         return INVALID
 
@@ -338,13 +413,44 @@ class TextScrubber:
         return self._hit("phone") + m.group()[len(number) :]
 
     def _ipv4(self, m: re.Match[str]) -> str:
-        if all(int(octet) <= 255 for octet in m.group().split(".")):
-            return self._hit("ip")
-        return m.group()
+        octets = [int(octet) for octet in m.group().split(".")]
+        if any(octet > 255 for octet in octets):
+            return m.group()
+        if self._version_mode:
+            return self._hit("ip") if octets[0] >= 100 else m.group()
+        if octets[2] == octets[3] == 0:
+            return m.group()  # a network (10.0.0.0, 0.0.0.0) or a version (4.0.0.0, 2.5.0.0), never one machine
+        if _VERSION_BEFORE.search(m.string, max(0, m.start() - 12), m.start()):
+            return m.group()
+        return self._hit("ip")
 
     def _serial(self, m: re.Match[str]) -> str:
         token = m.group()
-        return self._hit("serial") if _looks_like_serial(token.replace("-", "")) else token
+        if not _looks_like_serial(token.replace("-", "")) or _ARTICLE.fullmatch(token):
+            return token
+        if all(c in _HEX for c in token.replace("-", "")) and _is_digest(token, m.string[max(0, m.start() - 24) : m.start()].lower()):
+            return token
+        if self._version_mode and all(c in _HEX for c in token):
+            return token  # 1.2.3+g3f2a9c1d5e6f: a commit in a version
+        return self._hit("serial")
+
+
+def _is_digest(token: str, before: str) -> bool:
+    """A hex run that names content: a word such as ``sha256`` or ``commit`` before it, or a digest's length
+    and no word such as ``device`` or ``token`` before it."""
+    if any(w in before for w in _HASH_WORDS):
+        return True
+    return len(token) in _DIGEST_LENGTHS and not any(w in before for w in _ID_WORDS)
+
+
+def _percent_decoded(text: str) -> str:
+    """``text`` with percent-encoding undone, up to three times (double-encoded ``%2540``)."""
+    for _ in range(3):
+        decoded = urllib.parse.unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def _is_code_location(local: str, domain: re.Match[str]) -> bool:
@@ -414,7 +520,7 @@ class IdentifiersScrubber:
     order = 200
 
     def scrub(self, report: Report, ctx: ScrubContext) -> Report | None:
-        scrub = TextScrubber(ctx.machine)
+        scrub = TextScrubber(ctx.machine, max_chars=ctx.limits.max_string_bytes * _SCAN_FACTOR)
         counters = _scrub_labels(report.counters, scrub, merge_counters)
         histograms = _scrub_labels(report.histograms, scrub, merge_histograms)
         problems = [
