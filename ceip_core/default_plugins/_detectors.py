@@ -37,7 +37,7 @@ _AUTH_SCHEME = re.compile(
 _SECRET_WORDS = (
     "password|passwd|passphrase|passcode|pwd|pswd|secret|token|api[_-]?key|apikey|access[_-]?key|"
     "private[_-]?key|signing[_-]?key|encryption[_-]?key|credentials?|session[_-]?id|sessionid|sessid|"
-    "cookie|auth[_-]?key|client[_-]?secret|pin[_-]?code|otp|accountkey|sharedaccesskey|connectionstring"
+    "cookie|auth[_-]?key|client[_-]?secret|pin[_-]?code|otp|accountkey|sharedaccesskey|connectionstring|pass(?![a-z])"
 )
 _KEY_VALUE = re.compile(
     rf"(?i)(?P<key>(?:{_SECRET_WORDS})[A-Za-z0-9_.-]{{0,24}}+)"
@@ -111,7 +111,11 @@ def _credential_like(value: str) -> bool:
 
 def _auth(m: re.Match[str], hit: Hit) -> str:
     cred = m.group("cred")
-    if cred.startswith("<") or not _credential_like(cred):
+    if cred.startswith("<"):
+        return m.group()
+    # Base64 without digits still changes case inside words (dXNlcjpwYXNz); "Authentication" does not.
+    mixed_case = len(cred) >= 8 and any(a.islower() and b.isupper() for a, b in zip(cred, cred[1:], strict=False))
+    if not _credential_like(cred) and not (m.group("scheme").lower() in ("basic", "bearer") and mixed_case):
         return m.group()
     return m.group("scheme") + m.group("sep") + hit("secret")
 
@@ -121,8 +125,12 @@ def _key_value(m: re.Match[str], hit: Hit) -> str:
     bare = value.strip("\"'")
     if not bare or bare.startswith("<") or bare.lower() in _NOT_SECRET:
         return m.group()
-    if m.group("key").lower().endswith(_NOT_SECRET_KEYS):
+    key = m.group("key").lower()
+    if key.endswith(_NOT_SECRET_KEYS):
         return m.group()  # max_tokens=512, token_ttl=3600, password_policy=strict
+    short = key in ("pass", "pwd", "otp")
+    if short and (m.start() and m.string[m.start() - 1].islower() or not sep.strip()):
+        return m.group()  # bypass=1, compass north: short words inside longer ones, or before a plain word
     if not sep.strip() and not _credential_like(bare):
         return m.group()  # "token expired": a word after the key, not a value
     quote = value[0] if value[0] in "\"'" else ""
@@ -138,7 +146,9 @@ _URL = re.compile(
     r"(?P<path>/[^\s?#]*+)?(?P<query>\?[^\s#]*+)?(?P<fragment>#\S*+)?"
 )
 # A query string after a path or a page without a scheme: "/cb?code=...&state=...".
-_QUERY = re.compile(r"(?<=[A-Za-z0-9_./-])\?(?=[A-Za-z0-9_.\[\]%-]{1,64}+=)[^\s#]*+(?:#\S*+)?")
+_QUERY = re.compile(
+    r"(?<=[A-Za-z0-9_./-])(?:\?(?=[A-Za-z0-9_.\[\]%-]{1,64}+=)[^\s#]*+(?:#\S*+)?|#(?=[A-Za-z0-9_.-]{1,64}+=)\S*+)"
+)
 _PAIR = re.compile(r"(?P<key>[^=&;]*+)(?:=(?P<value>[^&;]*+))?")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
@@ -149,7 +159,7 @@ def urls(text: str, hit: Hit) -> str:
     are dropped. A query string after a path without a scheme loses its values too."""
     if "://" in text:
         text = _URL.sub(lambda m: _url(m, hit), text)
-    if "?" in text and "=" in text:
+    if ("?" in text or "#" in text) and "=" in text:
         text = _QUERY.sub(lambda m: _query(m.group(), hit), text)
     return text
 
@@ -216,10 +226,16 @@ _UNC = re.compile(
 # DOMAIN\user: an upper-case NetBIOS domain (at most 15 characters) and a name that does not go on
 # as a path. Registry hives and NT AUTHORITY are not users' domains.
 _DOMAIN_USER = re.compile(
-    r"(?<![A-Za-z0-9_.\\/%$-])(?P<domain>[A-Z][A-Z0-9-]{1,14}+|NT AUTHORITY)\\"
+    r"(?<![A-Za-z0-9_.\\/%$-])(?P<domain>[A-Za-z][A-Za-z0-9-]{1,14}+|NT AUTHORITY)\\"
     r"(?P<user>[A-Za-z][A-Za-z0-9._-]{0,62}+)(?![\\/A-Za-z0-9])"
 )
-_NOT_DOMAINS = frozenset({"HKLM", "HKCU", "HKCR", "HKU", "HKCC", "HKEY", "NT AUTHORITY", "BUILTIN", "NT SERVICE"})
+# A name after a backslash that ends in one of these is a file in a relative path, not a user.
+_FILE_SUFFIX = re.compile(
+    r"(?i)\.(?:txt|log|py|exe|dll|sys|json|xml|csv|ini|cfg|conf|dat|tmp|md|html?|js|lnk|bat|cmd|ps1|msi|zip|pdf|docx?"
+    r"|xlsx?|pptx?|png|jpe?g|gif|svg|db|sqlite|bak|yaml|yml|toml|so|h|c|cpp|cs|java|ts)$"
+)
+_NOT_DOMAINS = frozenset({"hklm", "hkcu", "hkcr", "hku", "hkcc", "hkey", "nt authority", "builtin", "nt service",
+                          "software", "system", "windows", "program files", "temp", "src", "lib", "bin", "docs"})
 # ~name (another user's home folder in shells), and escapes from a home folder to a sibling one.
 _TILDE_USER = re.compile(r"(?<![A-Za-z0-9~])~(?P<user>[A-Za-z_][A-Za-z0-9._-]{0,31}+)(?=[\\/\s:'\"]|$)")
 _HOME_ESCAPE = re.compile(
@@ -234,10 +250,16 @@ def user_paths(text: str, hit: Hit) -> str:
     if "\\\\" in text or "//" in text:
         text = _UNC.sub(lambda m: _unc(m, hit), text)
     if "\\" in text:
-        text = _DOMAIN_USER.sub(lambda m: m.group() if m.group("domain") in _NOT_DOMAINS else hit("user"), text)
+        text = _DOMAIN_USER.sub(lambda m: _domain_user(m, hit), text)
     if "~" in text:
         text = _TILDE_USER.sub(lambda m: "~", text)
     return text
+
+
+def _domain_user(m: re.Match[str], hit: Hit) -> str:
+    if m.group("domain").lower() in _NOT_DOMAINS or _FILE_SUFFIX.search(m.group("user")):
+        return m.group()
+    return hit("user")
 
 
 def _unc(m: re.Match[str], hit: Hit) -> str:
@@ -250,19 +272,43 @@ def _unc(m: re.Match[str], hit: Hit) -> str:
     return sep * 2 + hit("host") + (sep + "…" if len(parts) > (1 if kept else 0) else "") + (sep + kept if kept else "")
 
 
+# -- e-mail addresses written to dodge filters ----------------------------------------------------------------
+
+_OBFUSCATED_EMAIL = re.compile(
+    r"(?i)[A-Za-z0-9._%+-](?<![A-Za-z0-9._%+-].)[A-Za-z0-9._%+-]{0,63}+(?:[ ]*+[\[({]at[\])}]|[ ]++at[ ])[ ]*+"
+    r"[A-Za-z0-9-]{1,63}+(?:(?:[ ]*+[\[({]dot[\])}]|[ ]++dot[ ]|\.)[ ]*+[A-Za-z0-9-]{1,63}+){1,4}+"
+)
+_DODGE_WORDS = re.compile(r"(?i)[\[({]at[\])}]|[ ]at[ ].*[ ]dot[ ]")
+
+
+def obfuscated_emails(text: str, hit: Hit) -> str:
+    """``alice [at] example [dot] com`` and ``alice at example dot com``."""
+    if len(text) >= 10 and _DODGE_WORDS.search(text):
+        text = _OBFUSCATED_EMAIL.sub(lambda m: _obfuscated(m, hit), text)
+    return text
+
+
+def _obfuscated(m: re.Match[str], hit: Hit) -> str:
+    text = m.group().lower()
+    if "[" in text or "(" in text or "{" in text or " dot " in text:
+        return hit("email")
+    return m.group()
+
+
 # -- other machines' names ---------------------------------------------------------------------------------
 
 #: Top-level domains that end a host name whatever the labels before them look like.
 _STRONG_TLDS = frozenset(
     "com net org edu gov mil local lan internal intranet corp localdomain home arpa priv private example invalid "
     "uk de fr nl jp cn ru br au ca es se ch eu be at dk fi cz ie nz kr tw hk sg za mx ar gr hu ro tr il us biz "
-    "su ua kz by lt lv ee sk si hr bg rs vn th my id ph pk eg ng ke cl pe ve".split()
+    "su ua kz by lt lv ee sk si hr bg rs vn th my id ph pk eg ng ke cl pe ve domain localnet workgroup".split()
 )
-#: Top-level domains that are also common words or file and attribute names: a host name must have a digit
-#: or a dash in a label, or at least three labels.
-_WEAK_TLDS = frozenset(
-    "io ai app dev cloud me tv info in it no co xyz online site tech ly gg to int cc ws fm am nu sh pw top".split()
-)
+#: Top-level domains that are also words or file names: a host name must have a digit or a dash in a
+#: label, or at least three labels.
+_WEAK_TLDS = frozenset("io dev cloud me tv co xyz online site tech ly gg nu pw top ws fm".split())
+#: Top-level domains that are also attribute or file names (``logger.info``, ``Analyst.app``): a host name
+#: must have a digit or a dash in a label.
+_WEAKEST_TLDS = frozenset("info int it no to app ai".split())
 #: Never a host: file extensions that are also country domains.
 _FILE_TLDS = frozenset("py rs md pl so pm ps mk zip mov sh".split())
 _REVERSE_DNS_ROOTS = frozenset("com org net io de uk edu gov fr nl ch".split())
@@ -273,11 +319,12 @@ _FQDN = re.compile(
 _DEVICE_NAME = re.compile(
     r"(?i)(?<![A-Za-z0-9_-])(?:(?:DESKTOP|LAPTOP|WIN|PC|WS|WKS|NB|MBP)-[A-Z0-9]{4,15}+"
     r"|[A-Za-z0-9]{1,20}+(?:-[A-Za-z0-9]{1,20}+){0,3}?-(?:laptop|desktop|pc|mbp|macbook(?:-pro|-air)?|imac"
-    r"|mac-?mini|workstation|thinkpad|surface|notebook)[0-9]*+"
+    r"|mac-?mini|workstation|thinkpad|surface|notebook|iphone|ipad|android|galaxy|pixel)[0-9]*+"
+    r"|(?:MacBook(?:-Pro|-Air)?|iMac|iPhone|iPad)[ -](?:de|di|da|von|van|du)[ -][A-Za-z]{1,20}+"
     r"|[A-Z][a-z]{1,20}+['’]s[ -](?:MacBook(?:[ -]Pro|[ -]Air)?|iMac|Mac[ -]mini|iPhone|iPad|Laptop|PC))"
     r"(?![A-Za-z0-9_])"
 )
-_DEVICE_HINTS = ("desktop", "laptop", "win-", "pc", "ws-", "wks-", "nb-", "mbp", "mac", "workstation", "thinkpad",
+_DEVICE_HINTS = ("android", "galaxy", "pixel", "desktop", "laptop", "win-", "pc", "ws-", "wks-", "nb-", "mbp", "mac", "workstation", "thinkpad",
                  "surface", "notebook", "iphone", "ipad")
 
 
@@ -302,9 +349,10 @@ def _is_host_name(name: str) -> bool:
         return False  # com.example.app: a bundle or package name
     if tld in _STRONG_TLDS:
         return True
+    marked = any(c.isdigit() or c == "-" for label in labels[:-1] for c in label)
     if tld in _WEAK_TLDS:
-        return len(labels) >= 3 or any(c.isdigit() or c == "-" for label in labels[:-1] for c in label)
-    return False
+        return len(labels) >= 3 or marked
+    return tld in _WEAKEST_TLDS and marked
 
 
 # -- national and device identifiers -------------------------------------------------------------------------
@@ -322,7 +370,7 @@ _NAMED_ID = re.compile(
     r"|national[ _-]?id|passport(?:[ _-]?(?:no\.?|number|num|nr|#|id))?|driver'?s? licen[cs]e(?: no\.?| number)?"
     r"|imei|imsi|meid|iccid|esn|serial(?:[ _-]?(?:no\.?|number|num|#))?|s/n|sn|service[ _-]?tag|asset[ _-]?tag"
     r"|device[ _-]?id|hwid|android[ _-]?id|idfa|idfv|advertising[ _-]?id|machine[ _-]?id)"
-    r"(?P<sep>[ ]*+[:#=]?[ ]*+)(?P<id>[A-Za-z0-9](?:[A-Za-z0-9-]{2,40}+))"
+    r"(?P<sep>[ ]*+[:#=]?[ ]*+)(?P<id>[A-Za-z0-9](?:[A-Za-z0-9-]|[ ](?=[0-9])){2,40}+)"
 )
 _ID_HINTS = ("ssn", "social", "ss#", "tin", "tax", "nino", "ni number", "national", "passport", "licen", "imei",
              "imsi", "meid", "iccid", "esn", "serial", "s/n", "sn", "tag", "device", "hwid", "android", "idfa",
@@ -330,9 +378,9 @@ _ID_HINTS = ("ssn", "social", "ss#", "tin", "tax", "nino", "ni number", "nationa
 # Windows security identifiers of accounts: S-1-5-21-<domain>-<rid> and other long ones; the well-known
 # short ones (S-1-5-18, S-1-5-32-544) name no one.
 _SID = re.compile(r"(?i)S(?<![A-Za-z0-9].)-1-(?:5-21(?:-[0-9]{1,10}+){1,6}+|12-1(?:-[0-9]{1,10}+){1,6}+|[0-9]{1,3}(?:-[0-9]{1,10}+){4,8}+)")
-# Decimal coordinates: lat, lon with at least four decimals, or any decimals after a word that says so.
+# Decimal coordinates: lat, lon with at least three decimals, or any decimals after a word that says so.
 _GEO_PAIR = re.compile(
-    r"[-+0-9](?<![0-9A-Za-z.].)-?+[0-9]{1,2}\.[0-9]{4,}+°?[ ]*+[NS]?,[ ]*+[-+]?[0-9]{1,3}\.[0-9]{4,}+°?(?:[ ]*+[EW](?![A-Za-z]))?"
+    r"[-+0-9](?<![0-9A-Za-z.].)-?+[0-9]{1,2}\.[0-9]{3,}+°?[ ]*+[NS]?,[ ]*+[-+]?[0-9]{1,3}\.[0-9]{3,}+°?(?:[ ]*+[EW](?![A-Za-z]))?"
 )
 _GEO_NAMED = re.compile(
     r"(?i)(?<![A-Za-z])(?P<word>lat(?:itude)?|lon(?:gitude)?|lng|geo|gps|coords?|coordinates|location|loc)"
@@ -394,12 +442,16 @@ def _geo_pair(m: re.Match[str], hit: Hit) -> str:
 # often enough to be worth the leak.
 _FIFTEEN = re.compile(r"[0-9](?<![0-9.].)[0-9]{14}(?![0-9])")
 # International numbers with a 00 prefix: 0044 20 7946 0958.
-_PHONE_00 = re.compile(r"0(?<![0-9A-Za-z.].)0[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])")
+_PHONE_00 = re.compile(r"0(?<![0-9A-Za-z.].)0[ ]?[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])")
 # A number named by the word before it: "tel: 4155550132", "mobile 07700 900461".
 _PHONE_NAMED = re.compile(
     r"(?i)(?<![A-Za-z])(?P<word>phone|tel|telephone|mobile|mob|cell|fax|sms|whatsapp|call|contact)"
-    r"(?P<sep>[ ]*+[:.=#]?[ ]*+)(?P<num>\(?\+?[0-9][0-9() .-]{5,24}+[0-9])"
+    r"(?P<sep>[ ]*+[:.=#]?[ ]*+)(?P<num>\(?\+?[0-9][0-9() .-]{5,24}+)"
 )
+
+
+# North American numbers written with spaces: 555 123 4567 (area codes start at 2).
+_NANP_SPACED = re.compile(r"[2-9](?<![0-9A-Za-z.+-].)[0-9]{2} [0-9]{3} [0-9]{4}(?![0-9])")
 
 
 def device_and_phone_numbers(text: str, hit: Hit) -> str:
@@ -410,11 +462,18 @@ def device_and_phone_numbers(text: str, hit: Hit) -> str:
         text = _PHONE_00.sub(lambda m: hit("phone") if 9 <= _digits(m.group()) - 2 <= 15 else m.group(), text)
     lower = text.lower()
     if any(w in lower for w in ("phone", "tel", "mob", "cell", "fax", "sms", "whatsapp", "call", "contact")):
-        text = _PHONE_NAMED.sub(
-            lambda m: m.group("word") + m.group("sep") + hit("phone") if 7 <= _digits(m.group("num")) <= 15 else m.group(),
-            text,
-        )
+        text = _PHONE_NAMED.sub(lambda m: _named_phone(m, hit), text)
+    if " " in text:
+        text = _NANP_SPACED.sub(lambda m: hit("phone"), text)
     return text
+
+
+def _named_phone(m: re.Match[str], hit: Hit) -> str:
+    number = m.group("num")
+    kept = number.rstrip(" .-(")
+    if not 7 <= _digits(kept) <= 15:
+        return m.group()
+    return m.group("word") + m.group("sep") + hit("phone") + number[len(kept) :]
 
 
 def _digits(text: str) -> int:
@@ -427,8 +486,11 @@ _HEX_IPV4 = re.compile(r"0(?<![0-9A-Za-z].)[xX](?:[0-9A-Fa-f]{8}(?![0-9A-Za-z])|
 _DASHED_IPV4 = re.compile(
     r"(?<![A-Za-z0-9_.-])(?:[A-Za-z]{1,12}+-)?(?P<a>[0-9]{1,3})[-_](?P<b>[0-9]{1,3})[-_](?P<c>[0-9]{1,3})[-_](?P<d>[0-9]{1,3})(?![0-9])"
 )
-_IP_CONTEXT = ("ip", "addr", "peer", "host", "remote", "src", "dst", "connect", "from", "server", "client", "gateway",
-               "dns", "proxy", "bind", "listen")
+_IP_BEFORE = re.compile(
+    r"(?i)(?<![A-Za-z])(?:ip|ipv4|addr|address|peer|host|remote|src|dst|source|destination|connect(?:ing|ed)?|from|to"
+    r"|via|server|client|gateway|gw|dns|proxy|bind|listen|route|ping|reach)\b[ :=]*+$"
+)
+_IP_AFTER = re.compile(r"(?i)[ :]*+(?:unreachable|refused|timed out|not reachable|port\b|:[0-9])")
 
 
 def ipv4_spellings(text: str, hit: Hit) -> str:
@@ -451,8 +513,9 @@ def _hex_ipv4(m: re.Match[str], hit: Hit) -> str:
     a, b = n >> 24, (n >> 16) & 0xFF
     private = a == 10 or (a == 172 and 16 <= b < 32) or (a == 192 and b == 168) or (a == 169 and b == 254)
     private = private or (a == 100 and 64 <= b < 128)
-    before = m.string[max(0, m.start() - 16) : m.start()].lower()
-    if private or any(w in before for w in _IP_CONTEXT):
+    before = m.string[max(0, m.start() - 16) : m.start()]
+    after = m.string[m.end() : m.end() + 16]
+    if private or _IP_BEFORE.search(before) or _IP_AFTER.match(after):
         return hit("ip")
     return value
 
@@ -518,6 +581,10 @@ def _decoded(m: re.Match[str], hit: Hit, scrub: Callable[[str], str], decode: Ca
 
 # -- high-entropy tokens -----------------------------------------------------------------------------------------
 
+#: Words before a hex or base64 run that say it is a digest of content, not an identifier.
+HASH_WORDS = ("sha", "md5", "hash", "digest", "checksum", "commit", "rev", "build", "etag", "git", "blob", "tree",
+              "object", "crc", "integrity", "ref", "head", "fingerprint", "signature", "blake", "xxh")
+
 _MIXED_TOKEN = re.compile(r"[A-Za-z0-9+/_=-](?<![A-Za-z0-9+/_=.-].)[A-Za-z0-9+/_=-]{19,}+(?![A-Za-z0-9+/_=-])")
 
 
@@ -525,11 +592,15 @@ def random_tokens(text: str, hit: Hit) -> str:
     """Tokens of 20 or more characters mixing upper-case letters, lower-case letters and digits with the
     entropy and the case changes of random text (keys, session ids), not of CamelCase words."""
     if len(text) >= 20:
-        text = _MIXED_TOKEN.sub(lambda m: hit("secret") if _random_looking(m.group()) else m.group(), text)
+        text = _MIXED_TOKEN.sub(lambda m: hit("secret") if _random_looking(m) else m.group(), text)
     return text
 
 
-def _random_looking(token: str) -> bool:
+def _random_looking(m: re.Match[str]) -> bool:
+    token = m.group()
+    before = (m.string[max(0, m.start() - 16) : m.start()] + token[:8]).lower()
+    if any(w in before for w in HASH_WORDS):
+        return False  # sha256-47DEQpj8HBSa+/TImW+5JCeuQeRk...: a digest in base64
     core = token.rstrip("=")
     upper = sum(c.isupper() for c in core)
     lower = sum(c.islower() for c in core)

@@ -13,6 +13,7 @@ matches and what it deliberately leaves alone.
 from __future__ import annotations
 
 import functools
+import html
 import ipaddress
 import re
 import unicodedata
@@ -82,12 +83,12 @@ _INVISIBLE = re.compile(
 _HOME = re.compile(
     r"[A-Za-z\\/](?:(?<=[A-Za-z]):[\\/]+|(?<=[\\/])[\\/]*)(?:Users|Documents and Settings)[\\/]+"
     r"[^\\/:*?\"<>|\s](?:[^\\/:*?\"<>|\r\n]{0,62}?(?=[\\/])|[^\\/:*?\"<>|\s]{0,62})"
-    r"|/home/[^/\\\s]+"
+    r"|/homes?/[^/\\\s]+"
     r"|/root(?![^\W_])",
     re.IGNORECASE,
 )
 # Words one of which a home folder path must contain (lower case): a cheap test before ``_HOME``.
-_HOME_HINTS = ("users", "/home/", "/root", "documents and settings")
+_HOME_HINTS = ("users", "/home", "/root", "documents and settings")
 
 # E-mail: "@", then a DNS name of at least two labels or an [IP literal]. The local part (RFC 5322
 # dot-atom characters, at most 64) is found by walking back from the "@".
@@ -128,7 +129,7 @@ _MAC = re.compile(
 
 # IPv4 candidates: four dotted groups of 1-3 digits, not part of a longer dotted number (1.2.3.4.5);
 # each group must then be at most 255 (leading zeros allowed).
-_IPV4 = re.compile(r"[0-9](?<![0-9].)(?<![0-9]\..)[0-9]{0,2}+(?:\.[0-9]{1,3}+){3}(?![0-9])(?!\.[0-9])")
+_IPV4 = re.compile(r"[0-9](?<![0-9].)(?<![0-9A-Za-z_]\..)[0-9]{0,2}+(?:\.[0-9]{1,3}+){3}(?![0-9])(?!\.[0-9])")
 
 # Card candidates: at least 13 digits in groups separated by single spaces or dashes, not after a decimal
 # point or a "+" (that is a phone number); windows of 13-19 digits passing the Luhn check are cards.
@@ -166,13 +167,14 @@ _ARTICLE = re.compile(
     r"(?i)(?:KB|Q)[0-9]{5,8}|(?:CVE|CAN)-[0-9]{4}-[0-9]{4,7}|MS[0-9]{2}-[0-9]{3}|ADV[0-9]{6}"
     r"|(?:RHSA|RHBA|RHEA|USN|DSA|DLA|ELSA|ALAS|GHSA|PYSEC|RUSTSEC|GO|TALOS|ZDI|CWE|BID|JDK|SUSE)(?:-[0-9A-Za-z]+)+"
 )
-# Hex digests that name content, not a machine: after one of these words, or of a digest's length.
-_HASH_WORDS = ("sha", "md5", "hash", "digest", "checksum", "commit", "rev", "build", "etag", "git", "blob", "tree",
-               "object", "crc", "integrity", "ref", "head", "fingerprint", "signature")
+# Hex digests that name content, not a machine: after a word such as "sha256" (detect.HASH_WORDS), or of
+# a digest's length.
 _DIGEST_LENGTHS = frozenset({40, 56, 64, 96, 128})
 _ID_WORDS = ("device", "machine", "id", "token", "key", "secret", "session", "serial", "guid", "user", "account",
              "install", "client")
-_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}")
+# Encoded characters: percent-encoding, \x and \u escapes, HTML character references.
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|&#[xX]?[0-9A-Fa-f]{1,6};|&[a-z]{2,8};")
+_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})")
 # IPv4-shaped text preceded by one of these is a version: v1.2.3.4, "version 1.0.0.0".
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?<![A-Za-z0-9])v|(?<![A-Za-z])(?:version|ver\.?|build|release|rev)[ :=]{1,3}+)$")
 # The most of a string that is scanned (in characters): the limits scrubber cuts strings to a quarter of
@@ -180,7 +182,9 @@ _VERSION_BEFORE = re.compile(r"(?i)(?:(?<![A-Za-z0-9])v|(?<![A-Za-z])(?:version|
 _SCAN_FACTOR = 4
 _HAS_DIGIT = re.compile(r"[0-9]")
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
-# Letters, "_" and spaces only: no detector but the machine's names can match, so the rest is skipped.
+# Short text of letters, "_" and spaces only: no detector but the machine's names can match, so the rest
+# is skipped. (Longer text can hold a token of a known shape, sk_live_..., or "alice at example dot com".)
+_PLAIN_MAX = 14
 _PLAIN = re.compile(r"[A-Za-z_ ]*")
 _PLACEHOLDER = r"<(?:" + "|".join(k for k in PLACEHOLDERS) + r"|invalid)>"
 
@@ -247,10 +251,10 @@ class TextScrubber:
             text = text[: self.max_chars]
         text = self._normalise(text)
         m = self.machine
-        if _PLAIN.fullmatch(text):
+        if len(text) < _PLAIN_MAX and _PLAIN.fullmatch(text):
             return m.names.sub(self._name, text) if m.names is not None and self._may_hold_names(text) else text
-        if "%" in text and _PERCENT.search(text):
-            decoded = _percent_decoded(text)
+        if ("%" in text or "\\" in text or "&" in text) and _ENCODED.search(text):
+            decoded = _decoded(text)
             if decoded != text:
                 counts, self.counts = self.counts, Counter()
                 try:
@@ -279,6 +283,7 @@ class TextScrubber:
         text = detect.user_paths(text, hit)
         if "@" in text:
             text = self._emails(text)
+        text = detect.obfuscated_emails(text, hit)
         if m.names is not None and self._may_hold_names(text):
             text = m.names.sub(self._name, text)
         text = detect.host_names(text, hit)
@@ -438,15 +443,19 @@ class TextScrubber:
 def _is_digest(token: str, before: str) -> bool:
     """A hex run that names content: a word such as ``sha256`` or ``commit`` before it, or a digest's length
     and no word such as ``device`` or ``token`` before it."""
-    if any(w in before for w in _HASH_WORDS):
+    if any(w in before for w in detect.HASH_WORDS):
         return True
     return len(token) in _DIGEST_LENGTHS and not any(w in before for w in _ID_WORDS)
 
 
-def _percent_decoded(text: str) -> str:
-    """``text`` with percent-encoding undone, up to three times (double-encoded ``%2540``)."""
+def _decoded(text: str) -> str:
+    """``text`` with percent-encoding, escapes and character references undone, up to three times
+    (double-encoded ``%2540``)."""
     for _ in range(3):
         decoded = urllib.parse.unquote(text)
+        decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), decoded)
+        if "&" in decoded:
+            decoded = html.unescape(decoded)
         if decoded == text:
             break
         text = decoded
