@@ -115,6 +115,8 @@ class Recorder:
         self._active = False
         self._epoch: int | None = None
         self._closed = False
+        self._refused: str | None = None
+        self._checked = False
         self._errors: dict[str, int] = {}
         self._reset(time.time())
         self._timer: threading.Timer | None = None
@@ -145,8 +147,47 @@ class Recorder:
 
     @property
     def active(self) -> bool:
-        """True while the product is opted in and the recorder is open."""
+        """True while the product is opted in, this process is one of its executables, and the recorder
+        is open."""
         return self._active
+
+    @property
+    def refused(self) -> str | None:
+        """Why this process may not record for the product (``ceip_core.executables``), or None. Known
+        from the first seal on."""
+        return self._refused
+
+    def _may_seal(self) -> bool:
+        """Whether this process is one of the product's declared, allowlisted executables: checked once, at
+        the first seal, where the plugins and the allowlist are loaded anyway (the recording path stays
+        free of them). A refusal discards what was recorded, stops recording and is counted once in the
+        spool's drop counts, under its reason. Never raises."""
+        if not self._checked:
+            self._checked = True
+            try:
+                from ceip_core import executables
+
+                self._refused = executables.refusal(self.product, self.folder)
+            except Exception:
+                log.exception("ceip: cannot check this process's executable for %s; not recording", self.product)
+                self._refused = "process-check-failed"
+            if self._refused is not None:
+                self._active = False
+                self._count_refusal(self._refused)
+        return self._refused is None
+
+    def _count_refusal(self, reason: str) -> None:
+        try:
+            from ceip_core.spool import Spool
+            from ceip_core.statedb import StateDB
+
+            spool = Spool(StateDB(self.folder))
+            try:
+                spool.count_drop(reason, self.product)
+            finally:
+                spool.db.close()
+        except Exception:
+            log.exception("ceip: cannot count why %s is not recorded", self.product)
 
     # -- recording (the hot path) -------------------------------------------------------------------
 
@@ -318,7 +359,7 @@ class Recorder:
         Returns True if a report was queued. Never raises."""
         try:
             data = self._take()
-            if not self._active or data.is_empty():
+            if not self._active or data.is_empty() or not self._may_seal():
                 return False
             from ceip_core.sealing import seal_session  # the heavy part, loaded on first seal
 
@@ -363,7 +404,7 @@ class Recorder:
         with self._lock:
             self._reset(time.time())
             self._epoch = epoch
-        self._active = epoch is not None
+        self._active = epoch is not None and self._refused is None
 
     # -- context manager ----------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +14,15 @@ import pytest
 from helpers import run_python, wait_for
 
 import ceip_core
-from ceip_core import wire
+from ceip_core import executables, wire
+from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
+from ceip_core.hookspecs import hookimpl
 from ceip_core.recording import ZERO_BUCKET, bucket_of
-from ceip_core.records import Report
+from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec, Report
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
+from ceip_core.testing import TEST_EXECUTABLE
 
 
 @pytest.fixture
@@ -180,3 +185,94 @@ def test_a_recorder_created_right_after_an_opt_in_records_at_once(sample, ceip_h
     assert rec.active
     rec.feature("open_file")
     assert rec.close() is True
+
+
+# --------------------------------------------------------------------------------------------------
+# The allowlist in the product's own process
+# --------------------------------------------------------------------------------------------------
+
+
+class _Undeclared:
+    """A product whose spec does not declare the test process: only its own executable may record."""
+
+    @hookimpl
+    def ceip_register_products(self, register):
+        metric = MetricSpec("used", MetricKind.COUNTER, "uses", Category.PROGRAM_USE, "Uses.")
+        register(ProductSpec("strict", "Strict", ["strict-app"], [metric]))
+
+
+def _record_once(product: str) -> tuple[bool, str | None]:
+    with ceip_core.recorder(product, "1.0") as rec:
+        rec.feature("used" if product == "strict" else "open_file")
+    return rec.active, rec.refused
+
+
+def test_a_process_that_is_not_a_declared_executable_records_nothing(
+    ceip_home: Path, ceip_plugins, ceip_allow
+) -> None:
+    ceip_plugins(_Undeclared())
+    ceip_allow("strict")
+    Consent(StateDB(ceip_home)).opt_in("strict")
+    spool = Spool(StateDB(ceip_home))
+    rec = ceip_core.recorder("strict", "1.0")
+    rec.feature("used")
+    assert rec.close() is False
+    assert rec.refused == "process-not-declared" and not rec.active
+    assert queued_reports(spool) == []
+    assert spool.stats().drops == {"process-not-declared": 1, "process-not-declared:strict": 1}
+
+
+def test_a_python_script_cannot_record_as_a_product(sample, ceip_home: Path, monkeypatch) -> None:
+    # The fixture products declare the test interpreter; a product that does not is refused in a script.
+    plugin = Path(ceip_home) / "strict_plugin.py"
+    plugin.write_text(
+        "from ceip_core.hookspecs import hookimpl\n"
+        "from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec\n"
+        "@hookimpl\n"
+        "def ceip_register_products(register):\n"
+        "    m = MetricSpec('used', MetricKind.COUNTER, 'uses', Category.PROGRAM_USE, 'Uses.')\n"
+        "    register(ProductSpec('strict', 'Strict', ['strict-app'], [m]))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{ceip_home}{os.pathsep}{os.environ['PYTHONPATH']}")
+    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample,strict_plugin")
+    Allowlist.read(default_path()).add([make_entry("strict", "strict-app")]).write(default_path())
+    Consent(StateDB(ceip_home)).opt_in("strict")
+    run_python("import ceip_core\nwith ceip_core.recorder('strict', '1.0') as rec:\n    rec.feature('used')\n")
+    spool = Spool(StateDB(ceip_home))
+    assert queued_reports(spool) == []
+    assert spool.stats().drops.get("process-not-declared:strict") == 1
+
+
+@pytest.mark.parametrize(
+    ("narrowing", "refused"),
+    [
+        ({"path": "/nowhere/*"}, "process-path-mismatch"),
+        ({"sha256": "0" * 64}, "process-hash-mismatch"),
+        ({"path": "*", "sha256": "right"}, None),
+    ],
+)
+def test_the_allowlisted_path_and_hash_are_checked_in_process(
+    opted_in: Spool, narrowing: dict[str, str], refused: str | None
+) -> None:
+    if narrowing.get("sha256") == "right":
+        with open(executables.executable_path(), "rb") as handle:
+            narrowing["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
+    path = default_path()
+    Allowlist.read(path).add([make_entry("sample", TEST_EXECUTABLE, **narrowing)]).write(path)
+    active, why = _record_once("sample")
+    assert why == refused
+    assert len(queued_reports(opted_in)) == (1 if refused is None else 0)
+    assert opted_in.stats().drops.get(f"{refused}:sample", 0) == (0 if refused is None else 1)
+
+
+def test_the_process_is_checked_once_not_per_call(opted_in: Spool, monkeypatch) -> None:
+    calls = []
+    real = executables.refusal
+    monkeypatch.setattr(executables, "refusal", lambda *a: calls.append(a) or real(*a))
+    rec = ceip_core.recorder("sample", "1.0", seal_every=None)
+    for _ in range(3):
+        rec.feature("open_file")
+        assert rec.flush()
+    rec.close()
+    assert len(calls) == 1
+    assert len(queued_reports(opted_in)) == 3
