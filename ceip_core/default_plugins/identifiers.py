@@ -326,7 +326,8 @@ class TextScrubber:
 
     def version(self, text: str) -> str:
         """``text`` if it looks like a version and holds no identifier, else ``<invalid>`` (counted as
-        ``bad_version``). A dotted quad is a version here unless its first number is 100 or more."""
+        ``bad_version``). A dotted quad is a version here if all its numbers are below 100 (and it does
+        not start with 10, a private network)."""
         if VERSION.fullmatch(text):
             self._version_mode = True
             try:
@@ -421,10 +422,10 @@ class TextScrubber:
         octets = [int(octet) for octet in m.group().split(".")]
         if any(octet > 255 for octet in octets):
             return m.group()
-        if self._version_mode:
-            return self._hit("ip") if octets[0] >= 100 else m.group()
         if octets[2] == octets[3] == 0:
             return m.group()  # a network (10.0.0.0, 0.0.0.0) or a version (4.0.0.0, 2.5.0.0), never one machine
+        if self._version_mode and max(octets) < 100 and octets[0] != 10:
+            return m.group()  # 1.2.3.4 in a version field is a version
         if _VERSION_BEFORE.search(m.string, max(0, m.start() - 12), m.start()):
             return m.group()
         return self._hit("ip")
