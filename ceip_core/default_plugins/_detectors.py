@@ -239,20 +239,22 @@ _NOT_DOMAINS = frozenset({"hklm", "hkcu", "hkcr", "hku", "hkcc", "hkey", "nt aut
 # ~name (another user's home folder in shells), and escapes from a home folder to a sibling one.
 _TILDE_USER = re.compile(r"(?<![A-Za-z0-9~])~(?P<user>[A-Za-z_][A-Za-z0-9._-]{0,31}+)(?=[\\/\s:'\"]|$)")
 _HOME_ESCAPE = re.compile(
-    r"(?i)(?:~|%USERPROFILE%|%HOMEPATH%|\$HOME|\$\{HOME\}|<user>)(?:[\\/]++\.\.){1,8}+[\\/]++[^\\/\s]{1,64}+"
+    r"(?i)(?P<up>(?:~|%USERPROFILE%|%HOMEPATH%|\$HOME|\$\{HOME\}|<user>)(?:[\\/]++\.\.){1,8}+[\\/]++)"
+    r"(?P<user>[^\\/\s<]{1,64}+)"
 )
 
 
 def user_paths(text: str, hit: Hit) -> str:
-    """UNC paths, ``DOMAIN\\user``, ``~name`` and ``~/../name`` (home folders are the caller's)."""
+    """UNC paths, ``DOMAIN\\user``, ``~name`` (``~<user>``) and ``~/../name`` (``~/../<user>``); home
+    folders are the caller's."""
     if "~" in text or "%" in text or "$" in text or "<user>" in text:
-        text = _HOME_ESCAPE.sub("~", text)
+        text = _HOME_ESCAPE.sub(lambda m: m.group("up") + hit("user"), text)
     if "\\\\" in text or "//" in text:
         text = _UNC.sub(lambda m: _unc(m, hit), text)
     if "\\" in text:
         text = _DOMAIN_USER.sub(lambda m: _domain_user(m, hit), text)
     if "~" in text:
-        text = _TILDE_USER.sub(lambda m: "~", text)
+        text = _TILDE_USER.sub(lambda m: "~" + hit("user"), text)
     return text
 
 
@@ -269,7 +271,8 @@ def _unc(m: re.Match[str], hit: Hit) -> str:
     sep = m.group()[0]
     parts = [p for p in re.split(r"[\\/]", m.group("rest")) if p]
     kept = parts[-1] if parts and "." in parts[-1] and len(parts) >= 2 else None
-    return sep * 2 + hit("host") + (sep + "…" if len(parts) > (1 if kept else 0) else "") + (sep + kept if kept else "")
+    folders = sep + "<path>" if len(parts) > (1 if kept else 0) else ""
+    return sep * 2 + hit("host") + folders + (sep + kept if kept else "")
 
 
 # -- e-mail addresses written to dodge filters ----------------------------------------------------------------
@@ -391,15 +394,15 @@ _GEO_DMS = re.compile(r"[0-9](?<![0-9].)[0-9]{0,2}°[ ]*+[0-9]{1,2}['′][ ]*+(?
 
 def national_ids(text: str, hit: Hit) -> str:
     """Social security and National Insurance numbers, named identifiers, SIDs and coordinates."""
-    lower = text.lower()
-    if any(h in lower for h in _ID_HINTS):
-        text = _NAMED_ID.sub(lambda m: _named_id(m, hit), text)
     if "-" in text or " " in text:
         text = _SSN.sub(lambda m: hit("national_id") if _valid_ssn(m.group()) else m.group(), text)
     if len(text) >= 8:
         text = _NINO.sub(lambda m: hit("national_id"), text)
     if "S-1-" in text or "s-1-" in text:
         text = _SID.sub(lambda m: hit("national_id"), text)
+    lower = text.lower()
+    if any(h in lower for h in _ID_HINTS):
+        text = _NAMED_ID.sub(lambda m: _named_id(m, hit), text)
     if "." in text:
         text = _GEO_PAIR.sub(lambda m: _geo_pair(m, hit), text)
         if any(w in lower for w in ("lat", "lon", "lng", "geo", "gps", "coord", "loc")):

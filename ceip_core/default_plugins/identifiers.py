@@ -54,6 +54,7 @@ PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
         "national_id": "<id>",
         "geo": "<geo>",
         "encoded": "<encoded>",
+        "path": "<path>",
     }
 )
 #: What a version field that does not look like a version becomes.
