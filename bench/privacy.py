@@ -178,7 +178,10 @@ def print_table(title: str, result: dict[str, Any], n_leaks: int, n_benign: int)
         print(f"{kind:<14}{c:>10}{t:>9}{c / t:>8.1%}   >=99%  {'yes' if met else 'NO'}")
     rate = result["fp"] / max(result["checked"], 1)
     ok &= rate <= 0.01
-    print(f"{'false pos.':<14}{result['fp']:>10}{result['checked']:>9}{rate:>8.2%}   <=1%   {'yes' if rate <= 0.01 else 'NO'}")
+    print(
+        f"{'false pos.':<14}{result['fp']:>10}{result['checked']:>9}{rate:>8.2%}"
+        f"   <=1%   {'yes' if rate <= 0.01 else 'NO'}"
+    )
     for kind, lines in sorted(result["missed"].items()):
         for line in lines[:5]:
             print(f"  missed {kind}: {line}")

@@ -35,10 +35,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
-
-import attrs
 
 from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
@@ -66,7 +65,8 @@ class _DeclaringTestProcess(Plugins):
 
     @functools.cached_property
     def products(self) -> dict[str, ProductSpec]:
-        return {k: declare_test_process(spec) for k, spec in Plugins.products.func(self).items()}
+        declared = Plugins.products.func(self)  # type: ignore[attr-defined]  # the uncached registrations
+        return {k: declare_test_process(spec) for k, spec in declared.items()}
 
 
 @pytest.fixture

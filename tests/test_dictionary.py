@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 import ceip_analyst.plugin
 import ceip_hub_server.plugin
 import ceip_packager.plugin
+import pytest
 
 from ceip_core import dictionary
 
@@ -48,5 +47,5 @@ def test_a_field_without_a_description_cannot_be_published(monkeypatch) -> None:
     described = dict(dictionary.SESSION_FIELDS)
     del described["cpu_s"]
     monkeypatch.setattr(dictionary, "SESSION_FIELDS", described)
-    with pytest.raises(KeyError, match="ProcessSession.cpu_s"):
+    with pytest.raises(KeyError, match=r"ProcessSession\.cpu_s"):
         dictionary.markdown([])

@@ -201,15 +201,14 @@ class _Undeclared:
         register(ProductSpec("strict", "Strict", ["strict-app"], [metric]))
 
 
-def _record_once(product: str) -> tuple[bool, str | None]:
+def _record_once(product: str) -> str | None:
+    """Record one use and seal; why the recorder refused, if it did."""
     with ceip_core.recorder(product, "1.0") as rec:
         rec.feature("used" if product == "strict" else "open_file")
-    return rec.active, rec.refused
+    return rec.refused
 
 
-def test_a_process_that_is_not_a_declared_executable_records_nothing(
-    ceip_home: Path, ceip_plugins, ceip_allow
-) -> None:
+def test_a_process_that_is_not_a_declared_executable_records_nothing(ceip_home: Path, ceip_plugins, ceip_allow) -> None:
     ceip_plugins(_Undeclared())
     ceip_allow("strict")
     Consent(StateDB(ceip_home)).opt_in("strict")
@@ -259,7 +258,7 @@ def test_the_allowlisted_path_and_hash_are_checked_in_process(
             narrowing["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
     path = default_path()
     Allowlist.read(path).add([make_entry("sample", TEST_EXECUTABLE, **narrowing)]).write(path)
-    active, why = _record_once("sample")
+    why = _record_once("sample")
     assert why == refused
     assert len(queued_reports(opted_in)) == (1 if refused is None else 0)
     assert opted_in.stats().drops.get(f"{refused}:sample", 0) == (0 if refused is None else 1)

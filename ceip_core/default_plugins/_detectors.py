@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import math
 import re
 from collections.abc import Callable
@@ -64,8 +65,30 @@ _NOT_SECRET = frozenset({"null", "none", "true", "false", "yes", "no", "on", "of
 
 # Keys that name something about a secret, not the secret.
 _NOT_SECRET_KEYS = (
-    "tokens", "count", "len", "length", "size", "ttl", "expiry", "expires", "expires_in", "timeout", "type", "policy",
-    "age", "limit", "min", "max", "file", "path", "url", "format", "strength", "required", "enabled", "mode",
+    "tokens",
+    "count",
+    "len",
+    "length",
+    "size",
+    "ttl",
+    "expiry",
+    "expires",
+    "expires_in",
+    "timeout",
+    "type",
+    "policy",
+    "age",
+    "limit",
+    "min",
+    "max",
+    "file",
+    "path",
+    "url",
+    "format",
+    "strength",
+    "required",
+    "enabled",
+    "mode",
 )
 # Tokens of the well-known shapes, recognised without any key before them.
 _TOKEN_SHAPES = re.compile(
@@ -85,8 +108,10 @@ _TOKEN_SHAPES = re.compile(
     r"|eyJ[0-9A-Za-z_-]{8,}+(?:\.[0-9A-Za-z_-]*+){0,2}"  # JWTs (and a lone base64 JSON header)
     r")"
 )
-_TOKEN_HINTS = re.compile(r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AIza|ya29|_live_|_test_|_prod_"
-                          r"|whsec|xox|xapp|gh[pousr]_|github_pat|glpat|sk-|npm_|pypi-|SG\.|AC|SK|:AA|eyJ")
+_TOKEN_HINTS = re.compile(
+    r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AIza|ya29|_live_|_test_|_prod_"
+    r"|whsec|xox|xapp|gh[pousr]_|github_pat|glpat|sk-|npm_|pypi-|SG\.|AC|SK|:AA|eyJ"
+)
 
 
 def credentials(text: str, hit: Hit) -> str:
@@ -114,7 +139,7 @@ def _auth(m: re.Match[str], hit: Hit) -> str:
     if cred.startswith("<"):
         return m.group()
     # Base64 without digits still changes case inside words (dXNlcjpwYXNz); "Authentication" does not.
-    mixed_case = len(cred) >= 8 and any(a.islower() and b.isupper() for a, b in zip(cred, cred[1:], strict=False))
+    mixed_case = len(cred) >= 8 and any(a.islower() and b.isupper() for a, b in itertools.pairwise(cred))
     if not _credential_like(cred) and not (m.group("scheme").lower() in ("basic", "bearer") and mixed_case):
         return m.group()
     return m.group("scheme") + m.group("sep") + hit("secret")
@@ -129,7 +154,7 @@ def _key_value(m: re.Match[str], hit: Hit) -> str:
     if key.endswith(_NOT_SECRET_KEYS):
         return m.group()  # max_tokens=512, token_ttl=3600, password_policy=strict
     short = key in ("pass", "pwd", "otp")
-    if short and (m.start() and m.string[m.start() - 1].islower() or not sep.strip()):
+    if short and ((m.start() and m.string[m.start() - 1].islower()) or not sep.strip()):
         return m.group()  # bypass=1, compass north: short words inside longer ones, or before a plain word
     if not sep.strip() and not _credential_like(bare):
         return m.group()  # "token expired": a word after the key, not a value
@@ -167,7 +192,7 @@ def urls(text: str, hit: Hit) -> str:
 def _url(m: re.Match[str], hit: Hit) -> str:
     out = [m.group("scheme"), "://"]
     if m.group("userinfo"):
-        user, colon, _ = m.group("userinfo").partition(":")
+        _, colon, _ = m.group("userinfo").partition(":")
         out += [hit("user"), ":" + hit("secret") if colon else "", "@"]
     host = m.group("host") or ""
     if host and not host.startswith("<"):
@@ -234,8 +259,28 @@ _FILE_SUFFIX = re.compile(
     r"(?i)\.(?:txt|log|py|exe|dll|sys|json|xml|csv|ini|cfg|conf|dat|tmp|md|html?|js|lnk|bat|cmd|ps1|msi|zip|pdf|docx?"
     r"|xlsx?|pptx?|png|jpe?g|gif|svg|db|sqlite|bak|yaml|yml|toml|so|h|c|cpp|cs|java|ts)$"
 )
-_NOT_DOMAINS = frozenset({"hklm", "hkcu", "hkcr", "hku", "hkcc", "hkey", "nt authority", "builtin", "nt service",
-                          "software", "system", "windows", "program files", "temp", "src", "lib", "bin", "docs"})
+_NOT_DOMAINS = frozenset(
+    {
+        "hklm",
+        "hkcu",
+        "hkcr",
+        "hku",
+        "hkcc",
+        "hkey",
+        "nt authority",
+        "builtin",
+        "nt service",
+        "software",
+        "system",
+        "windows",
+        "program files",
+        "temp",
+        "src",
+        "lib",
+        "bin",
+        "docs",
+    }
+)
 # ~name (another user's home folder in shells), and escapes from a home folder to a sibling one.
 _TILDE_USER = re.compile(r"(?<![A-Za-z0-9~])~(?P<user>[A-Za-z_][A-Za-z0-9._-]{0,31}+)(?=[\\/\s:'\"]|$)")
 _HOME_ESCAPE = re.compile(
@@ -298,23 +343,46 @@ def _obfuscated(m: re.Match[str], hit: Hit) -> str:
     return m.group()
 
 
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # -- other machines' names ---------------------------------------------------------------------------------
 
 #: Top-level domains that end a host name whatever the labels before them look like.
-_STRONG_TLDS = frozenset(
-    "com net org edu gov mil local lan internal intranet corp localdomain home arpa priv private example invalid "
-    "uk de fr nl jp cn ru br au ca es se ch eu be at dk fi cz ie nz kr tw hk sg za mx ar gr hu ro tr il us biz "
-    "su ua kz by lt lv ee sk si hr bg rs vn th my id ph pk eg ng ke cl pe ve domain localnet workgroup".split()
+_STRONG_TLDS = _words(
+    """
+    com net org edu gov mil local lan internal intranet corp localdomain home arpa priv private example
+    invalid uk de fr nl jp cn ru br au ca es se ch eu be at dk fi cz ie nz kr tw hk sg za mx ar gr hu ro
+    tr il us biz su ua kz by lt lv ee sk si hr bg rs vn th my id ph pk eg ng ke cl pe ve domain localnet
+    workgroup
+    """
 )
 #: Top-level domains that are also words or file names: a host name must have a digit or a dash in a
 #: label, or at least three labels.
-_WEAK_TLDS = frozenset("io dev cloud me tv co xyz online site tech ly gg nu pw top ws fm".split())
+_WEAK_TLDS = _words(
+    """
+    io dev cloud me tv co xyz online site tech ly gg nu pw top ws fm
+    """
+)
 #: Top-level domains that are also attribute or file names (``logger.info``, ``Analyst.app``): a host name
 #: must have a digit or a dash in a label.
-_WEAKEST_TLDS = frozenset("info int it no to app ai".split())
+_WEAKEST_TLDS = _words(
+    """
+    info int it no to app ai
+    """
+)
 #: Never a host: file extensions that are also country domains.
-_FILE_TLDS = frozenset("py rs md pl so pm ps mk zip mov sh".split())
-_REVERSE_DNS_ROOTS = frozenset("com org net io de uk edu gov fr nl ch".split())
+_FILE_TLDS = _words(
+    """
+    py rs md pl so pm ps mk zip mov sh
+    """
+)
+_REVERSE_DNS_ROOTS = _words(
+    """
+    com org net io de uk edu gov fr nl ch
+    """
+)
 _FQDN = re.compile(
     r"[A-Za-z0-9](?<![A-Za-z0-9_.@<-].)[A-Za-z0-9-]{0,62}+(?:\.[A-Za-z0-9-]{1,63}+){1,10}+(?![A-Za-z0-9_@-])"
 )
@@ -327,8 +395,26 @@ _DEVICE_NAME = re.compile(
     r"|[A-Z][a-z]{1,20}+['’]s[ -](?:MacBook(?:[ -]Pro|[ -]Air)?|iMac|Mac[ -]mini|iPhone|iPad|Laptop|PC))"
     r"(?![A-Za-z0-9_])"
 )
-_DEVICE_HINTS = ("android", "galaxy", "pixel", "desktop", "laptop", "win-", "pc", "ws-", "wks-", "nb-", "mbp", "mac", "workstation", "thinkpad",
-                 "surface", "notebook", "iphone", "ipad")
+_DEVICE_HINTS = (
+    "android",
+    "galaxy",
+    "pixel",
+    "desktop",
+    "laptop",
+    "win-",
+    "pc",
+    "ws-",
+    "wks-",
+    "nb-",
+    "mbp",
+    "mac",
+    "workstation",
+    "thinkpad",
+    "surface",
+    "notebook",
+    "iphone",
+    "ipad",
+)
 
 
 def host_names(text: str, hit: Hit) -> str:
@@ -364,9 +450,7 @@ def _is_host_name(name: str) -> bool:
 _SSN = re.compile(r"[0-8](?<![0-9A-Za-z.+-].)[0-9]{2}(?P<s>[- ])[0-9]{2}(?P=s)[0-9]{4}(?![0-9-])")
 # UK National Insurance numbers: two prefix letters, six digits (in pairs or not), a suffix A-D. Any two
 # letters: the official examples (QQ 12 34 56 C) use a prefix that is never issued.
-_NINO = re.compile(
-    r"(?i)[A-Z](?<![A-Za-z0-9].)[A-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])"
-)
+_NINO = re.compile(r"(?i)[A-Z](?<![A-Za-z0-9].)[A-Z] ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D](?![A-Za-z0-9])")
 # An identifier named by the word before it: SSN 123456789, Passport No: 533380006, IMEI ..., S/N ...
 _NAMED_ID = re.compile(
     r"(?i)(?<![A-Za-z])(?P<word>ssn|social security(?: number| no\.?)?|ss#|tin|tax[ _-]?id|nino|ni number"
@@ -375,21 +459,51 @@ _NAMED_ID = re.compile(
     r"|device[ _-]?id|hwid|android[ _-]?id|idfa|idfv|advertising[ _-]?id|machine[ _-]?id)"
     r"(?P<sep>[ ]*+[:#=]?[ ]*+)(?P<id>[A-Za-z0-9](?:[A-Za-z0-9-]|[ ](?=[0-9])){2,40}+)"
 )
-_ID_HINTS = ("ssn", "social", "ss#", "tin", "tax", "nino", "ni number", "national", "passport", "licen", "imei",
-             "imsi", "meid", "iccid", "esn", "serial", "s/n", "sn", "tag", "device", "hwid", "android", "idfa",
-             "idfv", "advertising", "machine")
+_ID_HINTS = (
+    "ssn",
+    "social",
+    "ss#",
+    "tin",
+    "tax",
+    "nino",
+    "ni number",
+    "national",
+    "passport",
+    "licen",
+    "imei",
+    "imsi",
+    "meid",
+    "iccid",
+    "esn",
+    "serial",
+    "s/n",
+    "sn",
+    "tag",
+    "device",
+    "hwid",
+    "android",
+    "idfa",
+    "idfv",
+    "advertising",
+    "machine",
+)
 # Windows security identifiers of accounts: S-1-5-21-<domain>-<rid> and other long ones; the well-known
 # short ones (S-1-5-18, S-1-5-32-544) name no one.
-_SID = re.compile(r"(?i)S(?<![A-Za-z0-9].)-1-(?:5-21(?:-[0-9]{1,10}+){1,6}+|12-1(?:-[0-9]{1,10}+){1,6}+|[0-9]{1,3}(?:-[0-9]{1,10}+){4,8}+)")
+_SID = re.compile(
+    r"(?i)S(?<![A-Za-z0-9].)-1-(?:5-21(?:-[0-9]{1,10}+){1,6}+|12-1(?:-[0-9]{1,10}+){1,6}+|[0-9]{1,3}(?:-[0-9]{1,10}+){4,8}+)"
+)
 # Decimal coordinates: lat, lon with at least three decimals, or any decimals after a word that says so.
 _GEO_PAIR = re.compile(
-    r"[-+0-9](?<![0-9A-Za-z.].)-?+[0-9]{1,2}\.[0-9]{3,}+°?[ ]*+[NS]?,[ ]*+[-+]?[0-9]{1,3}\.[0-9]{3,}+°?(?:[ ]*+[EW](?![A-Za-z]))?"
+    r"[-+0-9](?<![0-9A-Za-z.].)-?+[0-9]{1,2}\.[0-9]{3,}+°?[ ]*+[NS]?,"
+    r"[ ]*+[-+]?[0-9]{1,3}\.[0-9]{3,}+°?(?:[ ]*+[EW](?![A-Za-z]))?"
 )
 _GEO_NAMED = re.compile(
     r"(?i)(?<![A-Za-z])(?P<word>lat(?:itude)?|lon(?:gitude)?|lng|geo|gps|coords?|coordinates|location|loc)"
     r"(?P<sep>[ ]*+[:=]?[ ]*+)(?P<val>[-+]?[0-9]{1,3}\.[0-9]{1,12}+(?:[ ]*+,[ ]*+[-+]?[0-9]{1,3}\.[0-9]{1,12}+)?)"
 )
-_GEO_DMS = re.compile(r"[0-9](?<![0-9].)[0-9]{0,2}°[ ]*+[0-9]{1,2}['′][ ]*+(?:[0-9]{1,2}(?:\.[0-9]+)?[\"″][ ]*+)?[NSEW]")
+_GEO_DMS = re.compile(
+    r"[0-9](?<![0-9].)[0-9]{0,2}°[ ]*+[0-9]{1,2}['′][ ]*+(?:[0-9]{1,2}(?:\.[0-9]+)?[\"″][ ]*+)?[NSEW]"
+)
 
 
 def national_ids(text: str, hit: Hit) -> str:
@@ -418,8 +532,25 @@ def _valid_ssn(text: str) -> bool:
 
 
 #: Words naming a device's identifier rather than a person's.
-_DEVICE_WORDS = ("imei", "imsi", "meid", "iccid", "esn", "serial", "s/n", "sn", "service", "asset", "device", "hwid",
-                 "android", "idfa", "idfv", "advertising", "machine")
+_DEVICE_WORDS = (
+    "imei",
+    "imsi",
+    "meid",
+    "iccid",
+    "esn",
+    "serial",
+    "s/n",
+    "sn",
+    "service",
+    "asset",
+    "device",
+    "hwid",
+    "android",
+    "idfa",
+    "idfv",
+    "advertising",
+    "machine",
+)
 
 
 def _named_id(m: re.Match[str], hit: Hit) -> str:
@@ -445,7 +576,9 @@ def _geo_pair(m: re.Match[str], hit: Hit) -> str:
 # often enough to be worth the leak.
 _FIFTEEN = re.compile(r"[0-9](?<![0-9.].)[0-9]{14}(?![0-9])")
 # International numbers with a 00 prefix: 0044 20 7946 0958.
-_PHONE_00 = re.compile(r"0(?<![0-9A-Za-z.].)0[ ]?[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])")
+_PHONE_00 = re.compile(
+    r"0(?<![0-9A-Za-z.].)0[ ]?[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])"
+)
 # A number named by the word before it: "tel: 4155550132", "mobile 07700 900461".
 _PHONE_NAMED = re.compile(
     r"(?i)(?<![A-Za-z])(?P<word>phone|tel|telephone|mobile|mob|cell|fax|sms|whatsapp|call|contact)"
@@ -485,7 +618,9 @@ def _digits(text: str) -> int:
 
 # -- IPv4 addresses in other spellings ---------------------------------------------------------------------------
 
-_HEX_IPV4 = re.compile(r"0(?<![0-9A-Za-z].)[xX](?:[0-9A-Fa-f]{8}(?![0-9A-Za-z])|[0-9A-Fa-f]{1,2}(?:\.0[xX][0-9A-Fa-f]{1,2}){3}(?![0-9A-Za-z]))")
+_HEX_IPV4 = re.compile(
+    r"0(?<![0-9A-Za-z].)[xX](?:[0-9A-Fa-f]{8}(?![0-9A-Za-z])|[0-9A-Fa-f]{1,2}(?:\.0[xX][0-9A-Fa-f]{1,2}){3}(?![0-9A-Za-z]))"
+)
 _DASHED_IPV4 = re.compile(
     r"(?<![A-Za-z0-9_.-])(?:[A-Za-z]{1,12}+-)?(?P<a>[0-9]{1,3})[-_](?P<b>[0-9]{1,3})[-_](?P<c>[0-9]{1,3})[-_](?P<d>[0-9]{1,3})(?![0-9])"
 )
@@ -585,8 +720,29 @@ def _decoded(m: re.Match[str], hit: Hit, scrub: Callable[[str], str], decode: Ca
 # -- high-entropy tokens -----------------------------------------------------------------------------------------
 
 #: Words before a hex or base64 run that say it is a digest of content, not an identifier.
-HASH_WORDS = ("sha", "md5", "hash", "digest", "checksum", "commit", "rev", "build", "etag", "git", "blob", "tree",
-              "object", "crc", "integrity", "ref", "head", "fingerprint", "signature", "blake", "xxh")
+HASH_WORDS = (
+    "sha",
+    "md5",
+    "hash",
+    "digest",
+    "checksum",
+    "commit",
+    "rev",
+    "build",
+    "etag",
+    "git",
+    "blob",
+    "tree",
+    "object",
+    "crc",
+    "integrity",
+    "ref",
+    "head",
+    "fingerprint",
+    "signature",
+    "blake",
+    "xxh",
+)
 
 _MIXED_TOKEN = re.compile(r"[A-Za-z0-9+/_=-](?<![A-Za-z0-9+/_=.-].)[A-Za-z0-9+/_=-]{19,}+(?![A-Za-z0-9+/_=-])")
 
@@ -611,7 +767,7 @@ def _random_looking(m: re.Match[str]) -> bool:
     if upper < 2 or lower < 2 or digits < 2:
         return False
     classes = ["u" if c.isupper() else "l" if c.islower() else "d" if c.isdigit() else "o" for c in core]
-    switches = sum(1 for a, b in zip(classes, classes[1:], strict=False) if a != b)
+    switches = sum(1 for a, b in itertools.pairwise(classes) if a != b)
     if switches / len(core) < 0.3:
         return False
     counts: dict[str, int] = {}

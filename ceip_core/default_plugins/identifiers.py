@@ -171,8 +171,21 @@ _ARTICLE = re.compile(
 # Hex digests that name content, not a machine: after a word such as "sha256" (detect.HASH_WORDS), or of
 # a digest's length.
 _DIGEST_LENGTHS = frozenset({40, 56, 64, 96, 128})
-_ID_WORDS = ("device", "machine", "id", "token", "key", "secret", "session", "serial", "guid", "user", "account",
-             "install", "client")
+_ID_WORDS = (
+    "device",
+    "machine",
+    "id",
+    "token",
+    "key",
+    "secret",
+    "session",
+    "serial",
+    "guid",
+    "user",
+    "account",
+    "install",
+    "client",
+)
 # Encoded characters: percent-encoding, \x and \u escapes, HTML character references.
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|&#[xX]?[0-9A-Fa-f]{1,6};|&[a-z]{2,8};")
 _ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})")
@@ -216,9 +229,7 @@ def _machine_patterns(machine: MachineIdentifiers) -> _MachinePatterns:
         alternatives = "|".join(f"(?P<n{i}>{re.escape(n)})" for i, (n, _) in enumerate(ordered))
         # Placeholders match first so that a user called "user" does not turn "<user>" into "<<user>>".
         # A name followed by digits (alice2, vm01) is still the name.
-        names_re = re.compile(
-            rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})[0-9]*+(?![^\W_])", re.IGNORECASE
-        )
+        names_re = re.compile(rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})[0-9]*+(?![^\W_])", re.IGNORECASE)
     folded = tuple(sorted({_ascii_fold(n) for n, _ in ordered}))
     return _MachinePatterns(homes=home_re, names=names_re, kinds=kinds, folded=folded)
 
@@ -435,7 +446,9 @@ class TextScrubber:
         token = m.group()
         if not _looks_like_serial(token.replace("-", "")) or _ARTICLE.fullmatch(token):
             return token
-        if all(c in _HEX for c in token.replace("-", "")) and _is_digest(token, m.string[max(0, m.start() - 24) : m.start()].lower()):
+        if all(c in _HEX for c in token.replace("-", "")) and _is_digest(
+            token, m.string[max(0, m.start() - 24) : m.start()].lower()
+        ):
             return token
         if self._version_mode and all(c in _HEX for c in token):
             return token  # 1.2.3+g3f2a9c1d5e6f: a commit in a version

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import random
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ceip_core.scrubbing import MachineIdentifiers
@@ -28,10 +28,50 @@ LEAKING_KINDS = ("secret", "url", "national_id", "phone", "path", "encoded", "ho
 BENIGN_KINDS = ("signature", "file", "version", "hash", "article", "text")
 PER_KIND = 60
 
-_FIRST = ["alice", "bob", "carol", "dmitri", "esra", "farid", "grace", "hiro", "ines", "jamal", "kenji", "lucia",
-          "mateo", "nadia", "oskar", "priya", "quinn", "rosa", "sven", "tariq", "uma", "viktor", "wen", "yusuf"]
-_LAST = ["smith", "garcia", "nguyen", "mueller", "kowalski", "okafor", "tanaka", "rossi", "haddad", "lindqvist",
-         "fernandes", "oconnor", "petrov", "yilmaz", "zhang", "bauer"]
+_FIRST = [
+    "alice",
+    "bob",
+    "carol",
+    "dmitri",
+    "esra",
+    "farid",
+    "grace",
+    "hiro",
+    "ines",
+    "jamal",
+    "kenji",
+    "lucia",
+    "mateo",
+    "nadia",
+    "oskar",
+    "priya",
+    "quinn",
+    "rosa",
+    "sven",
+    "tariq",
+    "uma",
+    "viktor",
+    "wen",
+    "yusuf",
+]
+_LAST = [
+    "smith",
+    "garcia",
+    "nguyen",
+    "mueller",
+    "kowalski",
+    "okafor",
+    "tanaka",
+    "rossi",
+    "haddad",
+    "lindqvist",
+    "fernandes",
+    "oconnor",
+    "petrov",
+    "yilmaz",
+    "zhang",
+    "bauer",
+]
 _ORGS = ["acme", "contoso", "initech", "globex", "umbrella", "hooli", "northwind", "fabrikam", "wayne", "tyrell"]
 _TLDS = ["com", "net", "org", "local", "internal", "corp", "lan", "co.uk", "de", "io", "cloud", "dev"]
 _WRAP = [
@@ -120,8 +160,21 @@ def _secret(r: random.Random) -> Entry:
         sep = r.choice(["=", ": ", " = ", "=>", ":=", '": "', " "])
         text = (f'{{"{key}{sep}{value}"}}' if sep == '": "' else f"{key}{sep}{value}") + r.choice(["", ";", " failed"])
     elif shape == 10:
-        key = r.choice(["token", "api_key", "apiKey", "X-Api-Key", "secret", "client_secret", "access_token",
-                        "auth_token", "session_id", "SESSIONID", "private_key"])
+        key = r.choice(
+            [
+                "token",
+                "api_key",
+                "apiKey",
+                "X-Api-Key",
+                "secret",
+                "client_secret",
+                "access_token",
+                "auth_token",
+                "session_id",
+                "SESSIONID",
+                "private_key",
+            ]
+        )
         value = _chars(r, B64, r.randint(12, 40))
         sep = r.choice(["=", ": ", "=", "='", '="'])
         text = f"{key}{sep}{value}" + ("'" if sep.endswith("'") else '"' if sep.endswith('"') else "")
@@ -196,7 +249,8 @@ def _national(r: random.Random) -> Entry:
         digits = f"{r.randint(0, 999999):06d}"
         spaced = r.random() < 0.5
         body = " ".join(digits[i : i + 2] for i in range(0, 6, 2)) if spaced else digits
-        value = f"{r.choice(letters)}{r.choice(letters)}{' ' if spaced else ''}{body}{' ' if spaced else ''}{r.choice('ABCD')}"
+        gap = " " if spaced else ""
+        value = f"{r.choice(letters)}{r.choice(letters)}{gap}{body}{gap}{r.choice('ABCD')}"
         text = r.choice(["NI number {}", "NINO: {}", "national insurance {}", "{}"]).format(value)
     elif shape == 3:
         value = r.choice([f"{r.randint(10**8, 10**9 - 1)}", f"{r.choice('CXKPL')}{r.randint(10**6, 10**8 - 1)}"])
@@ -329,7 +383,8 @@ def _host(r: random.Random, machine: MachineIdentifiers) -> Entry:
     own_user = machine.user_names[0] if machine.user_names else "alice"
     shape = r.randrange(8)
     if shape == 0:
-        value = f"{r.choice(['db', 'build', 'web', 'app', 'ci'])}-{r.randint(1, 99):02d}.{r.choice(['prod', 'eu', 'dc1'])}.{_domain(r)}"
+        role, site = r.choice(["db", "build", "web", "app", "ci"]), r.choice(["prod", "eu", "dc1"])
+        value = f"{role}-{r.randint(1, 99):02d}.{site}.{_domain(r)}"
         text = r.choice(["replica {} lagging", "connect to {} refused", "{}", "resolved {}"]).format(value)
         return _entry("host", text, value.split(".")[0])
     if shape == 1:
@@ -464,14 +519,33 @@ def _benign_one(kind: str, r: random.Random) -> str:
         )
     return r.choice(
         [
-            "x86_64", "arm64", "8-16 GiB", "Linux", "Windows", "macOS", "dark", "en-GB", "UTF-8", "1920x1080",
+            "x86_64",
+            "arm64",
+            "8-16 GiB",
+            "Linux",
+            "Windows",
+            "macOS",
+            "dark",
+            "en-GB",
+            "UTF-8",
+            "1920x1080",
             f"render took {r.randint(1, 9999)} ms",
             f"rows {r.randint(1, 10**7)}",
             f"retry {r.randint(1, 5)} of 5",
             f"2026-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:00Z",
-            "invalid password", "token expired", "logging.info", "max_tokens=512", "auto_save", "pdf",
-            f"{r.randint(1, 64)} threads", f"zoom {r.choice(['100', '125', '150'])}%", "1-7 days",
-            f"p95 {r.uniform(1, 500):.2f} ms", "connection reset by peer", "ISO-8859-1", "AES256GCM",
+            "invalid password",
+            "token expired",
+            "logging.info",
+            "max_tokens=512",
+            "auto_save",
+            "pdf",
+            f"{r.randint(1, 64)} threads",
+            f"zoom {r.choice(['100', '125', '150'])}%",
+            "1-7 days",
+            f"p95 {r.uniform(1, 500):.2f} ms",
+            "connection reset by peer",
+            "ISO-8859-1",
+            "AES256GCM",
         ]
     )
 
@@ -510,9 +584,8 @@ def heldout(path: str, machine: MachineIdentifiers) -> tuple[list[Entry], list[E
     return leaks, benigns
 
 
-def dump(machine: MachineIdentifiers | None = None) -> Iterator[str]:
+def dump(machine: MachineIdentifiers | None = None) -> None:
+    """Print the corpus as JSON lines (for a sample machine unless one is given)."""
     machine = machine or MachineIdentifiers(host_names=("ws-4711",), user_names=("alice",))
     for entry in [*leaking(machine), *benign()]:
-        line = json.dumps(entry)
-        print(line)
-        yield line
+        print(json.dumps(entry))

@@ -11,13 +11,13 @@ from typing import Any
 
 import attrs
 import pytest
+from corpus import privacy
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ceip_core.default_plugins.identifiers import VERSION, IdentifiersScrubber, TextScrubber, scrub_text
 from ceip_core.records import CounterValue, Histogram, Problem, ProcessSession, ProductSpec, Report, SystemInfo
 from ceip_core.scrubbing import Limits, MachineIdentifiers, ScrubContext, ScrubOutcome
-from corpus import privacy
 
 MACHINE = MachineIdentifiers(
     host_names=("ws-4711", "ws-4711.corp.example.com"),
