@@ -114,15 +114,24 @@ _TOKEN_HINTS = re.compile(
 )
 
 
+def _hints(*words: str) -> re.Pattern[str]:
+    """One search for any of ``words`` in lower-cased text: the cheap test before a detector. (Searching
+    lower-cased text is several times faster than a case-insensitive search for many words.)"""
+    return re.compile("|".join(re.escape(w.lower()) for w in words))
+
+
+_AUTH_WORDS = ("bearer", "basic", "digest", "negotiate", "ntlm", "token", "apikey", "sso-key")
+_AUTH_HINT = _hints(*_AUTH_WORDS)
+_SECRET_HINT = _hints(*_SECRET_HINTS)
+
+
 def credentials(text: str, hit: Hit) -> str:
     """PEM blocks, authorization credentials, secret key-value pairs and tokens of well-known shapes."""
     if "-----BEGIN" in text:
         text = _PEM.sub(lambda m: hit("secret"), text)
-    lower = text.lower()
-    if any(s in lower for s in ("bearer", "basic", "digest", "negotiate", "ntlm", "token", "apikey", "sso-key")):
+    if _AUTH_HINT.search(text.lower()):
         text = _AUTH_SCHEME.sub(lambda m: _auth(m, hit), text)
-        lower = text.lower()
-    if any(h in lower for h in _SECRET_HINTS):
+    if _SECRET_HINT.search(text.lower()):
         text = _KEY_VALUE.sub(lambda m: _key_value(m, hit), text)
     if len(text) >= 16 and _TOKEN_HINTS.search(text):
         text = _TOKEN_SHAPES.sub(lambda m: hit("secret"), text)
@@ -417,12 +426,14 @@ _DEVICE_HINTS = (
 )
 
 
+_DEVICE_HINT = _hints(*_DEVICE_HINTS)
+
+
 def host_names(text: str, hit: Hit) -> str:
     """Fully qualified host names (``db-07.prod.acme.internal``) and self-describing machine names."""
     if "." in text:
         text = _FQDN.sub(lambda m: hit("host") if _is_host_name(m.group()) else m.group(), text)
-    lower = text.lower()
-    if any(h in lower for h in _DEVICE_HINTS):
+    if _DEVICE_HINT.search(text.lower()):
         text = _DEVICE_NAME.sub(lambda m: hit("host"), text)
     return text
 
@@ -506,6 +517,11 @@ _GEO_DMS = re.compile(
 )
 
 
+_ID_HINT = _hints(*_ID_HINTS)
+_GEO_WORDS = ("lat", "lon", "lng", "geo", "gps", "coord", "loc")
+_GEO_HINT = _hints(*_GEO_WORDS)
+
+
 def national_ids(text: str, hit: Hit) -> str:
     """Social security and National Insurance numbers, named identifiers, SIDs and coordinates."""
     if "-" in text or " " in text:
@@ -514,12 +530,11 @@ def national_ids(text: str, hit: Hit) -> str:
         text = _NINO.sub(lambda m: hit("national_id"), text)
     if "S-1-" in text or "s-1-" in text:
         text = _SID.sub(lambda m: hit("national_id"), text)
-    lower = text.lower()
-    if any(h in lower for h in _ID_HINTS):
+    if _ID_HINT.search(text.lower()):
         text = _NAMED_ID.sub(lambda m: _named_id(m, hit), text)
     if "." in text:
         text = _GEO_PAIR.sub(lambda m: _geo_pair(m, hit), text)
-        if any(w in lower for w in ("lat", "lon", "lng", "geo", "gps", "coord", "loc")):
+        if _GEO_HINT.search(text.lower()):
             text = _GEO_NAMED.sub(lambda m: m.group("word") + m.group("sep") + hit("geo"), text)
     if "°" in text:
         text = _GEO_DMS.sub(lambda m: hit("geo"), text)
@@ -590,14 +605,19 @@ _PHONE_NAMED = re.compile(
 _NANP_SPACED = re.compile(r"[2-9](?<![0-9A-Za-z.+-].)[0-9]{2} [0-9]{3} [0-9]{4}(?![0-9])")
 
 
+_PHONE_WORDS = ("phone", "tel", "mob", "cell", "fax", "sms", "whatsapp", "call", "contact")
+_PHONE_HINT = _hints(*_PHONE_WORDS)
+#: Any word one of the detectors keys on: text without one skips those detectors at once.
+ANY_HINT = _hints(*_AUTH_WORDS, *_SECRET_HINTS, *_DEVICE_HINTS, *_ID_HINTS, *_GEO_WORDS, *_PHONE_WORDS)
+
+
 def device_and_phone_numbers(text: str, hit: Hit) -> str:
     """IMEI/IMSI-length digit runs, ``00``-prefixed international numbers and numbers named as phones."""
     if len(text) >= 15:
         text = _FIFTEEN.sub(lambda m: hit("national_id"), text)
     if "00" in text:
         text = _PHONE_00.sub(lambda m: hit("phone") if 9 <= _digits(m.group()) - 2 <= 15 else m.group(), text)
-    lower = text.lower()
-    if any(w in lower for w in ("phone", "tel", "mob", "cell", "fax", "sms", "whatsapp", "call", "contact")):
+    if _PHONE_HINT.search(text.lower()):
         text = _PHONE_NAMED.sub(lambda m: _named_phone(m, hit), text)
     if " " in text:
         text = _NANP_SPACED.sub(lambda m: hit("phone"), text)

@@ -88,8 +88,8 @@ _HOME = re.compile(
     r"|/root(?![^\W_])",
     re.IGNORECASE,
 )
-# Words one of which a home folder path must contain (lower case): a cheap test before ``_HOME``.
-_HOME_HINTS = ("users", "/home", "/root", "documents and settings")
+# Words one of which a home folder path must contain: a cheap test before ``_HOME``.
+_HOME_HINT = re.compile(r"users|/home|/root|documents and settings")  # searched in lower-cased text
 
 # E-mail: "@", then a DNS name of at least two labels or an [IP literal]. The local part (RFC 5322
 # dot-atom characters, at most 64) is found by walking back from the "@".
@@ -195,6 +195,7 @@ _VERSION_BEFORE = re.compile(r"(?i)(?:(?<![A-Za-z0-9])v|(?<![A-Za-z])(?:version|
 # this at most, so nothing longer is ever stored, and the scan stays bounded whatever a product passes.
 _SCAN_FACTOR = 4
 _HAS_DIGIT = re.compile(r"[0-9]")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
 # Short text of letters, "_" and spaces only: no detector but the machine's names can match, so the rest
 # is skipped. (Longer text can hold a token of a known shape, sk_live_..., or "alice at example dot com".)
@@ -282,24 +283,32 @@ class TextScrubber:
     def _scrub(self, text: str) -> str:
         m = self.machine
         hit = self._hit
-        text = detect.credentials(text, hit)
-        text = detect.urls(text, hit)
-        # Counted once: replacements only remove these characters, so the counts stay upper bounds.
+        # Counted once: replacements only remove these characters, so the counts stay upper bounds, and
+        # each detector is skipped when the text lacks what it needs (a digit count, a word it keys on).
         colons, dashes, dots = text.count(":"), text.count("-"), text.count(".")
+        digits = len(text) - len(text.translate(_NO_DIGITS))
+        hinted = detect.ANY_HINT.search(text.lower()) is not None
+        if hinted or len(text) >= 16 or "-----" in text:
+            text = detect.credentials(text, hit)
+        if "://" in text or "?" in text or "#" in text:
+            text = detect.urls(text, hit)
         if "/" in text or "\\" in text:
             if m.homes is not None:
                 text = self._sub(m.homes, "~", "home_dir", text)
-            lower = text.lower()
-            if any(hint in lower for hint in _HOME_HINTS):
+            if _HOME_HINT.search(text.lower()):
                 text = self._sub(_HOME, "~", "home_dir", text)
-        text = detect.user_paths(text, hit)
+        if "/" in text or "\\" in text or "~" in text or "%" in text or "$" in text:
+            text = detect.user_paths(text, hit)
         if "@" in text:
             text = self._emails(text)
-        text = detect.obfuscated_emails(text, hit)
+        if " " in text or "[" in text or "(" in text:
+            text = detect.obfuscated_emails(text, hit)
         if m.names is not None and self._may_hold_names(text):
             text = m.names.sub(self._name, text)
-        text = detect.host_names(text, hit)
-        text = detect.national_ids(text, hit)
+        if dots or hinted:
+            text = detect.host_names(text, hit)
+        if digits >= 4 or (hinted and digits) or "°" in text:
+            text = detect.national_ids(text, hit)
         if dashes >= 4:
             text = self._sub(_UUID, PLACEHOLDERS["uuid"], "uuid", text)
         if colons >= 2:
@@ -307,18 +316,22 @@ class TextScrubber:
         if colons >= 5 or dashes >= 5 or dots >= 2:
             text = self._sub(_MAC, PLACEHOLDERS["mac"], "mac", text)
         # Every number detector needs at least 7 characters (1.2.3.4).
-        if len(text) >= 7 and _HAS_DIGIT.search(text):
-            text = detect.ipv4_spellings(text, hit)
+        if len(text) >= 7 and digits:
+            if digits >= 4:
+                text = detect.ipv4_spellings(text, hit)
             if dots >= 3:
                 text = _IPV4.sub(self._ipv4, text)
-            if len(text) >= 13:
-                text = _DIGIT_GROUPS.sub(self._cards, text)
-            if "+" in text:
-                text = _PHONE_INTL.sub(self._phone, text)
-            text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
-            text = detect.device_and_phone_numbers(text, hit)
-            text = detect.encoded_text(text, hit, self._decoded_view)
-            text = detect.random_tokens(text, hit)
+            if digits >= 7:
+                if len(text) >= 13:
+                    text = _DIGIT_GROUPS.sub(self._cards, text)
+                if "+" in text:
+                    text = _PHONE_INTL.sub(self._phone, text)
+                text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
+                text = detect.device_and_phone_numbers(text, hit)
+            if len(text) >= 12:
+                text = detect.encoded_text(text, hit, self._decoded_view)
+            if digits >= 2 and len(text) >= 20:
+                text = detect.random_tokens(text, hit)
             text = _TOKEN.sub(self._serial, text)
         return text
 
