@@ -648,14 +648,25 @@ _IP_BEFORE = re.compile(
     r"(?i)(?<![A-Za-z])(?:ip|ipv4|addr|address|peer|host|remote|src|dst|source|destination|connect(?:ing|ed)?|from|to"
     r"|via|server|client|gateway|gw|dns|proxy|bind|listen|route|ping|reach)\b[ :=]*+$"
 )
+_ADDRESS_BEFORE = re.compile(
+    r"(?i)(?<![A-Za-z])(?:ip|ipv4|addr|address|peer|remote|src|dst|gateway|gw|dns|proxy|bind|listen|route|host)"
+    r"\b[ :=]*+$"
+)
 _IP_AFTER = re.compile(r"(?i)[ :]*+(?:unreachable|refused|timed out|not reachable|port\b|:[0-9])")
 
 
+# A 32-bit address as a bare number: eight hex digits (c0a80101) or a decimal integer (3232235777).
+_BARE_IPV4 = re.compile(r"[0-9A-Fa-f](?<![0-9A-Za-z.:].)(?:[0-9A-Fa-f]{7}|[0-9]{8,9})(?![0-9A-Za-z.:])")
+
+
 def ipv4_spellings(text: str, hit: Hit) -> str:
-    """IPv4 addresses written in hex (``0xC0A80101``, ``0xc0.0xa8.0x01.0x01``) or with dashes inside a
-    cloud host name (``ip-10-0-1-23``)."""
+    """IPv4 addresses written in hex (``0xC0A80101``, ``0xc0.0xa8.0x01.0x01``, ``c0a80101``), as a decimal
+    integer after a word about addresses (``ip=3232235777``), or with dashes inside a cloud host name
+    (``ip-10-0-1-23``)."""
     if "0x" in text or "0X" in text:
         text = _HEX_IPV4.sub(lambda m: _hex_ipv4(m, hit), text)
+    if len(text) >= 8:
+        text = _BARE_IPV4.sub(lambda m: _bare_ipv4(m, hit), text)
     if "-" in text or "_" in text:
         text = _DASHED_IPV4.sub(lambda m: _dashed_ipv4(m, hit), text)
     return text
@@ -674,6 +685,23 @@ def _hex_ipv4(m: re.Match[str], hit: Hit) -> str:
     before = m.string[max(0, m.start() - 16) : m.start()]
     after = m.string[m.end() : m.end() + 16]
     if private or _IP_BEFORE.search(before) or _IP_AFTER.match(after):
+        return hit("ip")
+    return value
+
+
+def _bare_ipv4(m: re.Match[str], hit: Hit) -> str:
+    """A bare number is an address only after a word about addresses, or (eight hex digits) in
+    192.168/16 or 172.16/12, too unlikely for a short hash to start with."""
+    value = m.group()
+    before = m.string[max(0, m.start() - 16) : m.start()]
+    if any(w in before.lower() for w in HASH_WORDS):
+        return value
+    context = _ADDRESS_BEFORE.search(before) is not None
+    if len(value) == 8 and all(c in "0123456789abcdefABCDEF" for c in value) and not value.isdigit():
+        n = int(value, 16)
+        a, b = n >> 24, (n >> 16) & 0xFF
+        return hit("ip") if context or (a == 192 and b == 168) or (a == 172 and 16 <= b < 32) else value
+    if value.isdigit() and context and 1 << 24 <= int(value) < 1 << 32:
         return hit("ip")
     return value
 
@@ -768,8 +796,9 @@ _MIXED_TOKEN = re.compile(r"[A-Za-z0-9+/_=-](?<![A-Za-z0-9+/_=.-].)[A-Za-z0-9+/_
 
 
 def random_tokens(text: str, hit: Hit) -> str:
-    """Tokens of 20 or more characters mixing upper-case letters, lower-case letters and digits with the
-    entropy and the case changes of random text (keys, session ids), not of CamelCase words."""
+    """Tokens of 20 or more characters mixing upper-case letters, lower-case letters and digits (two, or
+    one in 30 characters or more) with the entropy and the case changes of random text (keys, session
+    ids), not of CamelCase words."""
     if len(text) >= 20:
         text = _MIXED_TOKEN.sub(lambda m: hit("secret") if _random_looking(m) else m.group(), text)
     return text
@@ -784,7 +813,7 @@ def _random_looking(m: re.Match[str]) -> bool:
     upper = sum(c.isupper() for c in core)
     lower = sum(c.islower() for c in core)
     digits = sum(c.isdigit() for c in core)
-    if upper < 2 or lower < 2 or digits < 2:
+    if upper < 2 or lower < 2 or digits < (1 if len(core) >= 30 else 2):
         return False
     classes = ["u" if c.isupper() else "l" if c.islower() else "d" if c.isdigit() else "o" for c in core]
     switches = sum(1 for a, b in itertools.pairwise(classes) if a != b)

@@ -330,7 +330,7 @@ class TextScrubber:
                 text = detect.device_and_phone_numbers(text, hit)
             if len(text) >= 12:
                 text = detect.encoded_text(text, hit, self._decoded_view)
-            if digits >= 2 and len(text) >= 20:
+            if len(text) >= 20:
                 text = detect.random_tokens(text, hit)
             text = _TOKEN.sub(self._serial, text)
         return text

@@ -591,6 +591,8 @@ def test_the_corpus_false_positives_are_at_most_1_percent(
         "HKLM\\Software\\Microsoft",
         "C:\\Program Files\\Analyst\\bin\\analyst.exe",
         "HRESULT 0x80070005",
+        "built from 3f2a9c1d",
+        "rows 12345678",
         "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
     ],
 )
@@ -615,6 +617,8 @@ def test_benign_strings_of_telemetry_survive(text: str) -> None:
         ("~/../jdoe/.ssh", "~/../<user>/.ssh", "user"),
         ("to: jane%40example.com", "to: <email>", "encoded"),
         ("peer 0xC0A8010A", "peer <ip>", "ip"),
+        ("addr c0a80101, ip=3232235777", "addr <ip>, ip=<ip>", "ip"),
+        ("AKIAJ7Q3Z5W2X8Y4V6U1:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "<secret>:<secret>", "secret"),
         ("ip-10-0-1-23.ec2.internal", "<host>", "host"),
         ("db-07.prod.acme.internal", "<host>", "host"),
     ],
