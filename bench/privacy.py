@@ -21,6 +21,7 @@ adversarial strings (linear: microseconds per character must not grow with the l
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import tempfile
@@ -225,19 +226,22 @@ def bench_adversarial() -> None:
     from ceip_core.scrubbing import MachineIdentifiers
 
     scrub = TextScrubber(MachineIdentifiers.of_this_machine())
-    print("\nlong adversarial strings, scrubbed whole (the pipeline scans at most 1020 characters):")
-    print(f"{'pattern':<26}{'1k chars':>12}{'10k chars':>12}{'100k chars':>12}  growth x10/x100  linear")
+    print("\nlong adversarial strings, scrubbed whole (best of 5; the pipeline scans at most 1020 characters):")
+    print(f"{'pattern':<26}{'1k chars':>12}{'10k chars':>12}{'100k chars':>12}  us/char at 10k, 100k  linear")
     for name, unit in ADVERSARIAL.items():
         times = []
         for n in (1_000, 10_000, 100_000):
             text = (unit * (n // len(unit) + 1))[:n]
-            start = time.perf_counter()
-            scrub(text)
-            times.append(time.perf_counter() - start)
-        g1, g2 = times[1] / max(times[0], 1e-9), times[2] / max(times[0], 1e-9)
-        linear = g2 <= 300  # 100x the input in at most 300x the time: no quadratic blow-up
+            best = math.inf
+            for _ in range(5):
+                start = time.perf_counter()
+                scrub(text)
+                best = min(best, time.perf_counter() - start)
+            times.append(best)
+        per_10k, per_100k = times[1] / 10_000 * 1e6, times[2] / 100_000 * 1e6
+        linear = per_100k <= 5 * per_10k  # quadratic growth makes this 10x; a busy machine, up to 3x
         cells = "".join(f"{t * 1000:>10.2f}ms" for t in times)
-        print(f"{name:<26}{cells}  {g1:>6.1f} / {g2:>6.1f}    {'yes' if linear else 'NO'}")
+        print(f"{name:<26}{cells}  {per_10k:>8.2f} {per_100k:>8.2f}      {'yes' if linear else 'NO'}")
 
 
 def main() -> None:
