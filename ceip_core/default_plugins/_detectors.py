@@ -397,8 +397,8 @@ _FQDN = re.compile(
 )
 # Machine names that say what they are: DESKTOP-4F7K2LM, WIN-5E2K8F9A1B3, jdoe-laptop, jane's MacBook Pro.
 _DEVICE_NAME = re.compile(
-    r"(?i)(?<![A-Za-z0-9_-])(?:(?:DESKTOP|LAPTOP|WIN|PC|WS|WKS|NB|MBP)-[A-Z0-9]{4,15}+"
-    r"|[A-Za-z0-9]{1,20}+(?:-[A-Za-z0-9]{1,20}+){0,3}?-(?:laptop|desktop|pc|mbp|macbook(?:-pro|-air)?|imac"
+    r"(?i)(?<![A-Za-z0-9_.-])(?:(?:DESKTOP|LAPTOP|WIN|PC|WS|WKS|NB|MBP)-[A-Z0-9]{4,15}+"
+    r"|[A-Za-z][A-Za-z0-9]{0,19}+(?:-[A-Za-z0-9]{1,20}+){0,3}?-(?:laptop|desktop|pc|mbp|macbook(?:-pro|-air)?|imac"
     r"|mac-?mini|workstation|thinkpad|surface|notebook|iphone|ipad|android|galaxy|pixel)[0-9]*+"
     r"|(?:MacBook(?:-Pro|-Air)?|iMac|iPhone|iPad)[ -](?:de|di|da|von|van|du)[ -][A-Za-z]{1,20}+"
     r"|[A-Z][a-z]{1,20}+['’]s[ -](?:MacBook(?:[ -]Pro|[ -]Air)?|iMac|Mac[ -]mini|iPhone|iPad|Laptop|PC))"

@@ -447,8 +447,8 @@ class TextScrubber:
         octets = [int(octet) for octet in m.group().split(".")]
         if any(octet > 255 for octet in octets):
             return m.group()
-        if octets[2] == octets[3] == 0:
-            return m.group()  # a network (10.0.0.0, 0.0.0.0) or a version (4.0.0.0, 2.5.0.0), never one machine
+        if octets[0] == 0 or octets[3] == 0:
+            return m.group()  # "this network" (0.x), a network (10.1.2.0) or a version (4.0.0.0, 0.22.04.1)
         if self._version_mode and max(octets) < 100 and octets[0] != 10:
             return m.group()  # 1.2.3.4 in a version field is a version
         if _VERSION_BEFORE.search(m.string, max(0, m.start() - 12), m.start()):
@@ -459,6 +459,8 @@ class TextScrubber:
         token = m.group()
         if not _looks_like_serial(token.replace("-", "")) or _ARTICLE.fullmatch(token):
             return token
+        if m.start() and m.string[m.start() - 1] == "." and m.string.startswith(".", m.end()):
+            return token  # main.8f3e2b1a9c7d.js: a content hash in a file name
         if all(c in _HEX for c in token.replace("-", "")) and _is_digest(
             token, m.string[max(0, m.start() - 24) : m.start()].lower()
         ):

@@ -40,7 +40,7 @@ def scrub(text: str, machine: MachineIdentifiers = MACHINE) -> tuple[str, dict[s
         ("KeyError@utils.py", "<email>", "email"),
         ("bob@ws-4711.corp.example.com", "<email>", "email"),
         ("at 10.0.0.1:80", "at <ip>:80", "ip"),
-        ("255.255.255.255 0.0.0.1", "<ip> <ip>", "ip"),
+        ("255.255.255.255 1.0.0.1", "<ip> <ip>", "ip"),
         ("net 192.168.001.010/24", "net <ip>/24", "ip"),
         ("fe80::1%eth0 down", "<ip> down", "ip"),
         ("2001:db8:85a3:0:0:8a2e:370:7334", "<ip>", "ip"),
@@ -128,6 +128,10 @@ def test_replaces_identifiers(text: str, expected: str, kind: str) -> None:
         "v1.2.3.4",
         "Version=4.0.0.0",
         "net 10.0.0.0/8",
+        "3.2.1.0",
+        "mysql 8.0.35-0ubuntu0.22.04.1",
+        "main.8f3e2b1a9c7d.js",
+        "ubuntu-22.04.3-desktop-amd64.iso",
         "sha d41d8cd98f00b204e9800998ecf8427e",
         "KB5034441",
         "CVE-2024-3094",
@@ -350,8 +354,8 @@ def plants(draw: st.DrawFn, machine: MachineIdentifiers) -> tuple[str, list[str]
     if kind == "email":
         value = draw(st.emails())
     elif kind == "ipv4":
-        # The documented limit: a.b.0.0 is a network or a version (4.0.0.0), not one machine.
-        value = str(draw(st.ip_addresses(v=4).filter(lambda a: not str(a).endswith(".0.0"))))
+        # The documented limit: 0.b.c.d and a.b.c.0 are networks or versions (4.0.0.0), not one machine.
+        value = str(draw(st.ip_addresses(v=4).filter(lambda a: a.packed[0] and a.packed[3])))
     elif kind == "ipv6":
         value = str(draw(st.ip_addresses(v=6).filter(plausible_ipv6)))
     elif kind == "ipv4in6":
