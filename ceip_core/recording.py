@@ -10,7 +10,8 @@ On ``close()`` (also on leaving a ``with`` block, and at interpreter exit) the s
 report, scrubbed and written to the spool by ``ceip_core.sealing``, which is where the heavy imports
 happen. At the first seal the recorder also checks, once, that its process is one of the product's
 declared, allowlisted executables (``ceip_core.executables``); in any other process (a plain ``python``
-script recording as a product) it keeps nothing and counts why. Uploading is left to the agent or a detached uploader: the product never waits on the network.
+script recording as a product) it keeps nothing and counts why. Uploading is left to the agent or a
+detached uploader: the product never waits on the network.
 
 This module imports only the standard library; ``python -X importtime`` shows it.
 """
