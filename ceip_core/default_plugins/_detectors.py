@@ -101,7 +101,8 @@ _TOKEN_SHAPES = re.compile(
     r"|xox[abposrec]-[0-9A-Za-z-]{8,}+|xapp-[0-9A-Za-z-]{8,}+"  # chat platforms
     r"|gh[pousr]_[0-9A-Za-z]{20,}+|github_pat_[0-9A-Za-z_]{20,}+|glpat-[0-9A-Za-z_-]{16,}+"  # code hosting
     r"|sk-(?:proj-|ant-|live-|svcacct-)?[0-9A-Za-z_-]{16,}+"  # "sk-..." API keys
-    r"|npm_[0-9A-Za-z]{30,}+|pypi-[0-9A-Za-z_-]{30,}+"  # package registries' tokens
+    r"|npm_[0-9A-Za-z]{30,}+|pypi-[0-9A-Za-z_-]{30,}+|dckr_pat_[0-9A-Za-z_-]{20,}+"  # package registries' tokens
+    r"|(?:shpat|shpss|shpca|hf|figd|lin_api|ntn|dop_v1|glptt|sq0atp|sq0csp)[_-][0-9A-Za-z_-]{20,}+"  # other services
     r"|SG\.[0-9A-Za-z_-]{16,}+\.[0-9A-Za-z_-]{16,}+"  # mail services
     r"|(?:AC|SK)[0-9a-f]{32}"
     r"|[0-9]{8,10}:AA[0-9A-Za-z_-]{30,}+"  # chat bots
@@ -109,7 +110,8 @@ _TOKEN_SHAPES = re.compile(
     r")"
 )
 _TOKEN_HINTS = re.compile(
-    r"AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AIza|ya29|_live_|_test_|_prod_"
+    r"shp|hf_|figd_|lin_api|ntn_|dop_v1|glptt|sq0|dckr_"
+    r"|AKIA|ASIA|AGPA|AIDA|AROA|AIPA|ANPA|ANVA|APKA|ABIA|ACCA|AIza|ya29|_live_|_test_|_prod_"
     r"|whsec|xox|xapp|gh[pousr]_|github_pat|glpat|sk-|npm_|pypi-|SG\.|AC|SK|:AA|eyJ"
 )
 
@@ -181,9 +183,8 @@ _URL = re.compile(
 )
 # A query string after a path or a page without a scheme: "/cb?code=...&state=...".
 _QUERY = re.compile(
-    r"(?<=[A-Za-z0-9_./-])(?:\?(?=[A-Za-z0-9_.\[\]%-]{1,64}+=)[^\s#]*+(?:#\S*+)?|#(?=[A-Za-z0-9_.-]{1,64}+=)\S*+)"
+    r"(?<=[A-Za-z0-9_./>-])(?:\?(?=[A-Za-z0-9_.\[\]%-]{1,64}+=)[^\s#]*+(?:#\S*+)?|#(?=[A-Za-z0-9_.-]{1,64}+=)\S*+)"
 )
-_PAIR = re.compile(r"(?P<key>[^=&;]*+)(?:=(?P<value>[^&;]*+))?")
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
