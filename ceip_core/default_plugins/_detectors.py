@@ -20,6 +20,11 @@ from collections.abc import Callable
 
 Hit = Callable[[str], str]
 
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
 # -- credentials ---------------------------------------------------------------------------------------
 
 # PEM blocks: everything from the BEGIN line to the END line, or to the end of the text when the string
@@ -125,6 +130,40 @@ def _hints(*words: str) -> re.Pattern[str]:
 _AUTH_WORDS = ("bearer", "basic", "digest", "negotiate", "ntlm", "token", "apikey", "sso-key")
 _AUTH_HINT = _hints(*_AUTH_WORDS)
 _SECRET_HINT = _hints(*_SECRET_HINTS)
+
+
+# Accounts and machines named by a key: user=jsmith, COMPUTERNAME=WS-0042, "owner": "ana".
+_NAMED_ACCOUNT = re.compile(
+    r"(?i)(?<![A-Za-z0-9])(?P<key>(?P<user>user(?:[_-]?(?:name|id))?|login(?:[_-]?name)?|logon|owner|account(?:[_-]?name)?"
+    r"|principal|upn|uid)|(?P<host>host(?:[_-]?name)?|computer[_-]?name|machine[_-]?name|node[_-]?name"
+    r"|workstation|device[_-]?name|server(?:[_-]?name)?))"
+    r"(?P<sep>[\"']?[ ]*+[=:][ ]*+[\"']?)(?P<val>[A-Za-z0-9][A-Za-z0-9._\\@$-]{0,63}+)"
+)
+_ACCOUNT_HINT = re.compile(
+    r"user|login|logon|owner|account|principal|upn|uid|host|computer|machine|node|workstation"
+    r"|device|server"
+)
+#: Values after such a key that say how something went, not who or which machine.
+_NOT_NAMES = _words(
+    """
+    localhost none null true false unknown default anonymous 0 failed failure success succeeded successful ok
+    error denied required missing invalid expired locked disabled enabled timeout refused unavailable pending
+    """
+)
+
+
+def accounts(text: str, hit: Hit) -> str:
+    """The value after a key that names a user or a machine (``user=jsmith``, ``hostname: ws-0042``)."""
+    if ("=" in text or ":" in text) and _ACCOUNT_HINT.search(text.lower()):
+        text = _NAMED_ACCOUNT.sub(lambda m: _account(m, hit), text)
+    return text
+
+
+def _account(m: re.Match[str], hit: Hit) -> str:
+    value = m.group("val")
+    if value.lower() in _NOT_NAMES or value.startswith("127."):
+        return m.group()
+    return m.group("key") + m.group("sep") + hit("user" if m.group("user") else "host")
 
 
 def credentials(text: str, hit: Hit) -> str:
@@ -351,10 +390,6 @@ def _obfuscated(m: re.Match[str], hit: Hit) -> str:
     if "[" in text or "(" in text or "{" in text or " dot " in text:
         return hit("email")
     return m.group()
-
-
-def _words(text: str) -> frozenset[str]:
-    return frozenset(text.split())
 
 
 # -- other machines' names ---------------------------------------------------------------------------------

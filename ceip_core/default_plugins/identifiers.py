@@ -292,6 +292,8 @@ class TextScrubber:
             text = detect.credentials(text, hit)
         if "://" in text or "?" in text or "#" in text:
             text = detect.urls(text, hit)
+        if "=" in text or ":" in text:
+            text = detect.accounts(text, hit)
         if "/" in text or "\\" in text:
             if m.homes is not None:
                 text = self._sub(m.homes, "~", "home_dir", text)

@@ -596,6 +596,8 @@ def test_the_corpus_false_positives_are_at_most_1_percent(
         "C:\\Program Files\\Analyst\\bin\\analyst.exe",
         "HRESULT 0x80070005",
         "built from 3f2a9c1d",
+        "login: failed",
+        "users: 5, host_count=3, host=localhost",
         "rows 12345678",
         "sha256-47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
     ],
@@ -625,6 +627,7 @@ def test_benign_strings_of_telemetry_survive(text: str) -> None:
         ("AKIAJ7Q3Z5W2X8Y4V6U1:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "<secret>:<secret>", "secret"),
         ("ip-10-0-1-23.ec2.internal", "<host>", "host"),
         ("db-07.prod.acme.internal", "<host>", "host"),
+        ('COMPUTERNAME=WS-0042 "owner": "ana"', 'COMPUTERNAME=<host> "owner": "<user>"', "user"),
     ],
 )
 def test_replaces_the_new_kinds(text: str, expected: str, kind: str) -> None:
