@@ -375,7 +375,7 @@ def reset_id() -> None:
         guid = Consent(StateDB(state_dir())).reset_id()
     except ConsentError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"New machine ID: {guid}. Future reports cannot be linked to earlier ones.")
+    click.echo(f"New machine ID: {guid}. Future reports cannot be linked to earlier ones, which will be deleted.")
 
 
 @cli.command()

@@ -264,11 +264,31 @@ class Consent:
         return self.db.write(work)
 
     def reset_id(self) -> str:
-        """Replace the GUID with a fresh one, so that future reports cannot be linked to past ones."""
+        """Replace the GUID with a fresh one, so that future reports cannot be linked to past ones.
+
+        What was sent under the old GUID is deleted too, in the same transaction and before the old GUID
+        is forgotten: one deletion request for (old GUID, product) is queued per product opted in, and
+        reports still queued under the old GUID are dropped (``id-reset``), since one delivered after the
+        deletion would bring the old identity back. Otherwise a later opt-out could delete only what the
+        new GUID sent."""
+        from ceip_core.records import DeletionRequest  # the encoder is needed only when the identity changes
+        from ceip_core.spool import count_drop, insert_item
+        from ceip_core.wire import encode_item
 
         def work(conn: sqlite3.Connection) -> str:
-            if read_guid(conn) is None:
+            old = read_guid(conn)
+            if old is None:
                 raise ConsentError("there is no machine GUID to reset: no product is opted in")
+            for product, state in sorted(read_states(conn).items()):
+                if state is State.IN:
+                    request = DeletionRequest(identity.new_guid(), old, product, _utcnow())
+                    insert_item(conn, request.request_id, "deletion", product, old, encode_item(request))
+            queued = conn.execute(
+                "SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND guid = ? GROUP BY product", (old,)
+            ).fetchall()
+            conn.execute("DELETE FROM spool WHERE kind = 'report' AND guid = ?", (old,))
+            for product, n in queued:
+                count_drop(conn, "id-reset", product, n)
             guid = identity.new_guid()
             conn.execute("UPDATE identity SET value = ? WHERE key = 'guid'", (guid,))
             self._backup(conn)

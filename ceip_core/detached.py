@@ -72,19 +72,22 @@ def uploader_lock(folder: Path) -> Iterator[bool]:
 
 
 #: The shape of a session on the pipe; a sealer refuses any other (it comes from the same installation).
-_SESSION_FORMAT = 1
+_SESSION_FORMAT = 2
 
 
-def seal_detached(data: SessionData, folder: Path) -> bool:
+def seal_detached(data: SessionData, folder: Path, process: tuple[str, str]) -> bool:
     """Start a detached process that seals ``data`` into the spool of ``folder``, and return at once.
 
     The session is written to the process's stdin (``marshal``: standard library, and both ends are the
-    same interpreter), never to a file. The sealer checks consent and the GUID again, in the spool's own
-    transaction, as an in-process seal does. Returns False, without raising, if no sealer could be
-    started (a frozen executable has no interpreter to start): the caller then seals in its own process."""
+    same interpreter), never to a file, with ``process``, the recording process's name and executable
+    (``executables.this_process``). The sealer checks that this process may record for the product (the
+    allowlist, as an in-process seal does) and consent and the GUID again, in the spool's own transaction.
+    Returns False, without raising, if no sealer could be started (a frozen executable has no interpreter
+    to start): the caller then seals in its own process."""
     if not sys.executable or getattr(sys, "frozen", False):
         return False
-    payload = marshal.dumps((_SESSION_FORMAT, {name: getattr(data, name) for name in type(data).__slots__}))
+    fields = {name: getattr(data, name) for name in type(data).__slots__}
+    payload = marshal.dumps((_SESSION_FORMAT, fields, tuple(process)))
     argv = [sys.executable, "-m", "ceip_core.detached", "seal", str(folder)]
     # The product's import path, so that the sealer finds this ceip_core and the product's plugins even
     # where the product set its path up at run time.
@@ -141,12 +144,22 @@ def _spawn_with_stdin(argv: list[str], env: dict[str, str]) -> Any:
 def _seal_from_stdin(folder: Path) -> int:
     """The sealer's side of :func:`seal_detached`: read the session first (the product is exiting),
     then pay for the imports and seal it."""
-    form, fields = marshal.loads(sys.stdin.buffer.read())
+    form, fields, process = marshal.loads(sys.stdin.buffer.read())
     if form != _SESSION_FORMAT:
         log.error("ceip: a session in an unknown format %r was handed over; dropped", form)
         return 1
+    from ceip_core import executables
     from ceip_core.recording import SessionData
     from ceip_core.sealing import seal_session
+
+    try:
+        refused = executables.refusal(fields["product"], folder, process)
+    except Exception:
+        log.exception("ceip: cannot check the recording process of %s; not recording", fields["product"])
+        refused = "process-check-failed"
+    if refused is not None:
+        executables.count_refusal(folder, fields["product"], refused)
+        return 1
 
     return 0 if seal_session(SessionData(**fields), folder) else 1
 

@@ -9,8 +9,11 @@ switches recording off within a fraction of a second (see ``ConsentWatcher``).
 On ``close()`` (also on leaving a ``with`` block) the session is sealed into a report, scrubbed and
 written to the spool by ``ceip_core.sealing``, which is where the heavy imports happen. At interpreter
 exit the session is handed to a sealing process instead (``ceip_core.detached.seal_detached``), so that
-the product's exit does not wait for those imports. Uploading is left to the agent or a detached
-uploader: the product never waits on the network.
+the product's exit does not wait for those imports. Before any report is written, whichever process seals
+it checks, once, that the recording process is one of the product's declared, allowlisted executables
+(``ceip_core.executables``); in any other process (a plain ``python`` script recording as a product)
+nothing is kept and the reason is counted. Uploading is left to the agent or a detached uploader: the
+product never waits on the network.
 
 This module imports only the standard library; ``python -X importtime`` shows it.
 """
@@ -142,6 +145,8 @@ class Recorder:
         self._active = False
         self._epoch: int | None = None
         self._closed = False
+        self._refused: str | None = None
+        self._checked = False
         self._errors: dict[str, int] = {}
         self._shards: list[_Shard] = []
         self._threads = _ThreadCounters(self._shards, self._lock)  # never touched under the lock
@@ -176,8 +181,36 @@ class Recorder:
 
     @property
     def active(self) -> bool:
-        """True while the product is opted in and the recorder is open."""
+        """True while the product is opted in, this process is one of its executables, and the recorder
+        is open."""
         return self._active
+
+    @property
+    def refused(self) -> str | None:
+        """Why this process may not record for the product (``ceip_core.executables``), or None. Known
+        from the first seal on."""
+        return self._refused
+
+    def _may_seal(self) -> bool:
+        """Whether this process is one of the product's declared, allowlisted executables: checked once, at
+        the first seal, where the plugins and the allowlist are loaded anyway (the recording path stays
+        free of them). A refusal discards what was recorded, stops recording and is counted once in the
+        spool's drop counts, under its reason. Never raises."""
+        if not self._checked:
+            self._checked = True
+            try:
+                from ceip_core import executables
+
+                self._refused = executables.refusal(self.product, self.folder)
+            except Exception:
+                log.exception("ceip: cannot check this process's executable for %s; not recording", self.product)
+                self._refused = "process-check-failed"
+            if self._refused is not None:
+                self._active = False
+                from ceip_core import executables
+
+                executables.count_refusal(self.folder, self.product, self._refused)
+        return self._refused is None
 
     # -- recording (the hot path) -------------------------------------------------------------------
 
@@ -362,10 +395,15 @@ class Recorder:
             if not self._active or data.is_empty():
                 return False
             if detach:
-                from ceip_core.detached import seal_detached  # standard library only, and light
+                # Standard library only, and light. The sealer checks this process's executable, which
+                # costs the plugins' import: the product's exit does not wait for that either.
+                from ceip_core.detached import seal_detached
+                from ceip_core.executables import this_process
 
-                if seal_detached(data, self.folder):
+                if seal_detached(data, self.folder, this_process()):
                     return True
+            if not self._may_seal():
+                return False
             from ceip_core.sealing import seal_session  # the heavy part, loaded on first seal
 
             return seal_session(data, self.folder)
@@ -417,7 +455,7 @@ class Recorder:
                 shard.sealed = shard.uses.copy()  # what was counted so far is discarded, not reported
             self._reset(time.time())
             self._epoch = epoch
-        self._active = epoch is not None
+        self._active = epoch is not None and self._refused is None
 
     # -- context manager ----------------------------------------------------------------------------
 

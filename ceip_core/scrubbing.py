@@ -40,6 +40,9 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
     return tuple(values)
 
 
+_NOT_NAMES = frozenset({"localhost", "localhost.localdomain", "localdomain"})
+
+
 @frozen
 class MachineIdentifiers:
     """Names that identify this machine or its people and must never appear in a report."""
@@ -54,16 +57,18 @@ class MachineIdentifiers:
         hosts = {socket.gethostname()}
         with contextlib.suppress(OSError):
             hosts.add(socket.getfqdn())
+        hosts |= {h.split(".")[0] for h in hosts}
         users = set()
         for getter in (getpass.getuser, os.getlogin):
             with contextlib.suppress(OSError, KeyError):
                 users.add(getter())
         users.update(filter(None, (os.environ.get(v) for v in ("USER", "USERNAME", "LOGNAME"))))
         homes = {str(Path.home())}
-        # Names shorter than three characters would scrub ordinary words; they are too short to identify.
+        # Short names (a host called "vm") and "root" identify the machine too and are scrubbed as whole
+        # words; only one-letter names, which would scrub every such word, and "localhost" are left out.
         return cls(
-            host_names=sorted(h for h in hosts if len(h) >= 3 and h != "localhost"),
-            user_names=sorted(u for u in users if len(u) >= 3 and u != "root"),
+            host_names=sorted(h for h in hosts if len(h) >= 2 and h.lower() not in _NOT_NAMES),
+            user_names=sorted(u for u in users if len(u) >= 2),
             home_dirs=sorted(h for h in homes if h not in ("/", "")),
         )
 

@@ -7,27 +7,66 @@ Fixtures:
   makes it the process-wide one; it is always unloaded after the test.
 - ``ceip_allow``: ``ceip_allow(*products)`` allowlists every executable the given products declare.
 - ``ceip_participating``: ``ceip_participating(plugin, product)`` does all three for one product plugin and
-  opts the product in; it returns the spool, where ``queued_reports(spool)`` shows what would be sent.
+  opts the product in; it returns the spool, where ``queued_reports(spool)`` shows what would be sent. The
+  test process is declared as one of the product's executables (see below), so that a recorder made in
+  the test itself records.
+
+Recording in the test process. A recorder records only in a process that is one of its product's declared
+and allowlisted executables (``ceip_core.executables``), and a test runs in ``python``, not in the
+product. Declare the test process instead of weakening the check: ``TEST_EXECUTABLE`` is the name the
+test interpreter has (the same in every interpreter the test starts with ``sys.executable``), and
+
+- a test-only product plugin lists it among its spec's ``executables`` (``declare_test_process(spec)``
+  returns the spec with it added), so that subprocesses that load the plugin see it declared too;
+- ``ceip_plugins(plugin, test_process=True)`` declares it for every product of the plugins it loads, in
+  this process only (what ``ceip_participating`` does).
+
+``ceip_allow`` then allowlists it with the product's other declared executables.
 
 And a helper for stand-in executables: ``wait_for_process_name(pid, name)``.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
 import pytest
 
 from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
+from ceip_core.executables import process_name
 from ceip_core.plugins import Plugins, get_plugins, set_plugins
+from ceip_core.records import ProductSpec
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
+
+#: The name of the test process (and of any interpreter a test starts with ``sys.executable``), as a
+#: recorder checks it against the product's declared executables: e.g. ``python3.12``.
+TEST_EXECUTABLE = process_name()
+
+
+def declare_test_process(spec: ProductSpec) -> ProductSpec:
+    """``spec`` with the test process among its declared executables, for products that exist only in
+    tests (or for a test that records as a real product in its own process)."""
+    if TEST_EXECUTABLE in spec.executables:
+        return spec
+    return attrs.evolve(spec, executables=(*spec.executables, TEST_EXECUTABLE))
+
+
+class _DeclaringTestProcess(Plugins):
+    """A plugin set whose products all declare the test process (``ceip_plugins(test_process=True)``)."""
+
+    @functools.cached_property
+    def products(self) -> dict[str, ProductSpec]:
+        declared = Plugins.products.func(self)  # type: ignore[attr-defined]  # the uncached registrations
+        return {k: declare_test_process(spec) for k, spec in declared.items()}
 
 
 @pytest.fixture
@@ -45,10 +84,11 @@ def ceip_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @pytest.fixture
 def ceip_plugins() -> Iterator[Callable[..., Plugins]]:
-    """Load built-ins plus the given plugins (no installed entry points unless asked)."""
+    """Load built-ins plus the given plugins (no installed entry points unless asked); with
+    ``test_process=True`` every product declares the test process among its executables."""
 
-    def load(*plugins: object, entry_points: bool = False) -> Plugins:
-        loaded = Plugins.load(entry_points=entry_points, extra=plugins)
+    def load(*plugins: object, entry_points: bool = False, test_process: bool = False) -> Plugins:
+        loaded = (_DeclaringTestProcess if test_process else Plugins).load(entry_points=entry_points, extra=plugins)
         set_plugins(loaded)
         return loaded
 
@@ -79,10 +119,11 @@ def ceip_participating(
     ceip_home: Path, ceip_plugins: Callable[..., Plugins], ceip_allow: Callable[..., Allowlist]
 ) -> Callable[[object, str], Spool]:
     """``ceip_participating(plugin, product)``: the built-ins plus ``plugin``, ``product`` allowlisted and
-    opted in, in the test's fresh state folder. Returns that folder's spool."""
+    opted in, in the test's fresh state folder, with the test process declared as one of its executables.
+    Returns that folder's spool."""
 
     def participate(plugin: object, product: str) -> Spool:
-        ceip_plugins(plugin)
+        ceip_plugins(plugin, test_process=True)
         ceip_allow(product)
         Consent(StateDB(ceip_home)).opt_in(product)
         return Spool(StateDB(ceip_home))

@@ -19,6 +19,7 @@ from ceip_core.consent import Consent
 from ceip_core.plugins import Plugins
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
+from ceip_core.testing import TEST_EXECUTABLE
 
 HASH = "ab" * 32
 
@@ -53,7 +54,8 @@ def test_only_executables_the_product_declares_count(sample: Plugins) -> None:
     wrong = Allowlist((make_entry("sample", "sample.exe"),))
     assert not wrong.allows(spec)
     assert wrong.why_inert(spec) == (
-        "not allowlisted: the allowlist names sample.exe, which the product does not declare (declared: sample-app)"
+        "not allowlisted: the allowlist names sample.exe, which the product does not declare "
+        f"(declared: sample-app, {TEST_EXECUTABLE})"
     )
     assert Allowlist().why_inert(spec) == "not allowlisted"
 
@@ -117,17 +119,18 @@ def test_the_allowlist_commands(sample: Plugins) -> None:
     ceip("allowlist", "remove", "sample")
     ceip("allowlist", "remove", "other")
     assert "Nothing is allowlisted" in ceip("allowlist", "list")
-    assert "sample: allowlisted sample-app in" in ceip("allowlist", "add", "sample")
+    assert f"sample: allowlisted sample-app, {TEST_EXECUTABLE} in" in ceip("allowlist", "add", "sample")
     out = ceip("allowlist", "add", "other", "--executable", "other-app", "--path", "/opt/other/*", "--sha256", HASH)
     assert "other: allowlisted other-app (path /opt/other/*, sha256 abababababab…)" in out
     listed = json.loads(ceip("allowlist", "list", "--json"))
     assert listed["executables"] == [
         {"product": "sample", "name": "sample-app", "path": None, "sha256": None},
+        {"product": "sample", "name": TEST_EXECUTABLE, "path": None, "sha256": None},
         {"product": "other", "name": "other-app", "path": "/opt/other/*", "sha256": HASH},
     ]
     ceip("consent", "in", "sample")
     check = ceip("allowlist", "check")
-    assert "sample           active: observing sample-app" in check
+    assert f"sample           active: observing sample-app, {TEST_EXECUTABLE}" in check
     assert "other            not active: not opted in (ceip consent in other)" in check
     assert "removed 1 executable(s)" in ceip("allowlist", "remove", "other", "--executable", "other-app")
     check = json.loads(ceip("allowlist", "check", "--json"))

@@ -12,7 +12,7 @@ import pytest
 from helpers import wait_for
 
 import ceip_core
-from ceip_core import wire
+from ceip_core import identity, wire
 from ceip_core.consent import Consent, ConsentError, ConsentWatcher, Policy, State
 from ceip_core.records import DeletionRequest
 from ceip_core.spool import Spool
@@ -220,3 +220,29 @@ def test_the_watcher_fails_closed_when_the_state_folder_cannot_be_used(ceip_home
         wait_for(lambda: listener.seen and listener.seen[-1] == {}, timeout=5)
     finally:
         watcher.stop()
+
+
+def test_reset_id_queues_a_deletion_for_the_old_guid_per_participating_product(sample, ceip_home: Path) -> None:
+    consent = Consent(StateDB(ceip_home))
+    consent.opt_in("sample")
+    consent.opt_in("other")
+    consent.opt_in("third")
+    consent.opt_out("third")  # already deleted under the old GUID: no second request
+    spool = Spool(StateDB(ceip_home))
+    with ceip_core.recorder("sample", "1.0") as rec:
+        rec.feature("open_file")
+    old = consent.guid()
+    before = [i.item_id for i in spool.items() if i.kind == "deletion"]
+
+    new = consent.reset_id()
+
+    assert new != old and consent.guid() == new
+    items = spool.items()
+    assert [i.kind for i in items if i.item_id not in before] == ["deletion", "deletion"]
+    requests = [wire.decode_item(i.data) for i in items if i.item_id not in before]
+    assert all(isinstance(r, DeletionRequest) and r.guid == old for r in requests)
+    assert sorted(r.product for r in requests if isinstance(r, DeletionRequest)) == ["other", "sample"]
+    # A report queued under the old GUID would bring it back after the deletion: it is dropped, counted.
+    assert not [i for i in items if i.kind == "report"]
+    assert spool.stats().drops["id-reset:sample"] == 1
+    assert identity.read_backup(ceip_home)[0] == new

@@ -104,7 +104,7 @@ def test_a_plugin_implementing_every_hook_is_called_in_lifecycle_order(
 ) -> None:
     plugin = EveryHook()
     assert {name for name in dir(plugin) if name.startswith("ceip_")} == set(HOOKS)
-    plugins = ceip_plugins(plugin)
+    plugins = ceip_plugins(plugin, test_process=True)  # the test records as "every" in its own process
     assert plugin.calls == ["ceip_plugins_loaded"]
 
     ceip_allow("every")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -17,12 +18,15 @@ import pytest
 from helpers import epoch, run_python, wait_for
 
 import ceip_core
-from ceip_core import wire
+from ceip_core import executables, wire
+from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
+from ceip_core.hookspecs import hookimpl
 from ceip_core.recording import ZERO_BUCKET, bucket_of
-from ceip_core.records import Report
+from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec, Report
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
+from ceip_core.testing import TEST_EXECUTABLE
 
 
 @pytest.fixture
@@ -175,14 +179,29 @@ def test_a_sealing_process_checks_consent_again(opted_in: Spool) -> None:
     """Consent withdrawn (and given again) between the product's exit and the seal: the session, recorded
     under the old consent, is refused by the sealer and the refusal is counted."""
     from ceip_core.detached import seal_detached
+    from ceip_core.executables import this_process
     from ceip_core.recording import SessionData
 
     recorded = epoch(opted_in, "sample")
     opted_in.consent.opt_out("sample")
     opted_in.consent.opt_in("sample")
     data = SessionData("sample", "1.0", 0.0, 1.0, counters={("open_file", None): 3}, consent_epoch=recorded)
-    assert seal_detached(data, opted_in.db.folder)
+    assert seal_detached(data, opted_in.db.folder, this_process())
     wait_for(lambda: opted_in.stats().drops.get("stale-consent:sample"), timeout=30)
+    assert queued_reports(opted_in) == []
+
+
+def test_a_sealing_process_checks_the_recording_process(opted_in: Spool) -> None:
+    """At exit the session goes to a sealer; the sealer checks the *recording* process's executable (which
+    it was handed), so a plain script recording as a product still queues nothing."""
+    from ceip_core.detached import seal_detached
+    from ceip_core.recording import SessionData
+
+    data = SessionData(
+        "sample", "1.0", 0.0, 1.0, counters={("open_file", None): 3}, consent_epoch=epoch(opted_in, "sample")
+    )
+    assert seal_detached(data, opted_in.db.folder, ("not-the-product", "/usr/bin/not-the-product"))
+    wait_for(lambda: opted_in.stats().drops.get("process-not-declared:sample"), timeout=30)
     assert queued_reports(opted_in) == []
 
 
@@ -281,3 +300,93 @@ def test_counts_are_exact_while_threads_hammer_and_seals_happen(opted_in: Spool)
         ("open_file", None): sum(i + 2 * ((i + 99) // 100) for i in done),
         ("export", "pdf"): sum((i + 3) // 4 for i in done),
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# The allowlist in the product's own process
+# --------------------------------------------------------------------------------------------------
+
+
+class _Undeclared:
+    """A product whose spec does not declare the test process: only its own executable may record."""
+
+    @hookimpl
+    def ceip_register_products(self, register):
+        metric = MetricSpec("used", MetricKind.COUNTER, "uses", Category.PROGRAM_USE, "Uses.")
+        register(ProductSpec("strict", "Strict", ["strict-app"], [metric]))
+
+
+def _record_once(product: str) -> str | None:
+    """Record one use and seal; why the recorder refused, if it did."""
+    with ceip_core.recorder(product, "1.0") as rec:
+        rec.feature("used" if product == "strict" else "open_file")
+    return rec.refused
+
+
+def test_a_process_that_is_not_a_declared_executable_records_nothing(ceip_home: Path, ceip_plugins, ceip_allow) -> None:
+    ceip_plugins(_Undeclared())
+    ceip_allow("strict")
+    Consent(StateDB(ceip_home)).opt_in("strict")
+    spool = Spool(StateDB(ceip_home))
+    rec = ceip_core.recorder("strict", "1.0")
+    rec.feature("used")
+    assert rec.close() is False
+    assert rec.refused == "process-not-declared" and not rec.active
+    assert queued_reports(spool) == []
+    assert spool.stats().drops == {"process-not-declared": 1, "process-not-declared:strict": 1}
+
+
+def test_a_python_script_cannot_record_as_a_product(sample, ceip_home: Path, monkeypatch) -> None:
+    # The fixture products declare the test interpreter; a product that does not is refused in a script.
+    plugin = Path(ceip_home) / "strict_plugin.py"
+    plugin.write_text(
+        "from ceip_core.hookspecs import hookimpl\n"
+        "from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec\n"
+        "@hookimpl\n"
+        "def ceip_register_products(register):\n"
+        "    m = MetricSpec('used', MetricKind.COUNTER, 'uses', Category.PROGRAM_USE, 'Uses.')\n"
+        "    register(ProductSpec('strict', 'Strict', ['strict-app'], [m]))\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{ceip_home}{os.pathsep}{os.environ['PYTHONPATH']}")
+    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample,strict_plugin")
+    Allowlist.read(default_path()).add([make_entry("strict", "strict-app")]).write(default_path())
+    Consent(StateDB(ceip_home)).opt_in("strict")
+    run_python("import ceip_core\nwith ceip_core.recorder('strict', '1.0') as rec:\n    rec.feature('used')\n")
+    spool = Spool(StateDB(ceip_home))
+    assert queued_reports(spool) == []
+    assert spool.stats().drops.get("process-not-declared:strict") == 1
+
+
+@pytest.mark.parametrize(
+    ("narrowing", "refused"),
+    [
+        ({"path": "/nowhere/*"}, "process-path-mismatch"),
+        ({"sha256": "0" * 64}, "process-hash-mismatch"),
+        ({"path": "*", "sha256": "right"}, None),
+    ],
+)
+def test_the_allowlisted_path_and_hash_are_checked_in_process(
+    opted_in: Spool, narrowing: dict[str, str], refused: str | None
+) -> None:
+    if narrowing.get("sha256") == "right":
+        with open(executables.executable_path(), "rb") as handle:
+            narrowing["sha256"] = hashlib.file_digest(handle, "sha256").hexdigest()
+    path = default_path()
+    Allowlist.read(path).add([make_entry("sample", TEST_EXECUTABLE, **narrowing)]).write(path)
+    why = _record_once("sample")
+    assert why == refused
+    assert len(queued_reports(opted_in)) == (1 if refused is None else 0)
+    assert opted_in.stats().drops.get(f"{refused}:sample", 0) == (0 if refused is None else 1)
+
+
+def test_the_process_is_checked_once_not_per_call(opted_in: Spool, monkeypatch) -> None:
+    calls = []
+    real = executables.refusal
+    monkeypatch.setattr(executables, "refusal", lambda *a: calls.append(a) or real(*a))
+    rec = ceip_core.recorder("sample", "1.0", seal_every=None)
+    for _ in range(3):
+        rec.feature("open_file")
+        assert rec.flush()
+    rec.close()
+    assert len(calls) == 1
+    assert len(queued_reports(opted_in)) == 3

@@ -13,9 +13,11 @@ matches and what it deliberately leaves alone.
 from __future__ import annotations
 
 import functools
+import html
 import ipaddress
 import re
 import unicodedata
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -23,6 +25,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from ceip_core.default_plugins import _detectors as detect
 from ceip_core.default_plugins._series import (
     merge_counters,
     merge_histograms,
@@ -46,6 +49,12 @@ PLACEHOLDERS: Mapping[str, str] = MappingProxyType(
         "serial": "<serial>",
         "host": "<host>",
         "user": "<user>",
+        "secret": "<secret>",
+        "value": "<value>",
+        "national_id": "<id>",
+        "geo": "<geo>",
+        "encoded": "<encoded>",
+        "path": "<path>",
     }
 )
 #: What a version field that does not look like a version becomes.
@@ -75,12 +84,12 @@ _INVISIBLE = re.compile(
 _HOME = re.compile(
     r"[A-Za-z\\/](?:(?<=[A-Za-z]):[\\/]+|(?<=[\\/])[\\/]*)(?:Users|Documents and Settings)[\\/]+"
     r"[^\\/:*?\"<>|\s](?:[^\\/:*?\"<>|\r\n]{0,62}?(?=[\\/])|[^\\/:*?\"<>|\s]{0,62})"
-    r"|/home/[^/\\\s]+"
+    r"|/homes?/[^/\\\s]+"
     r"|/root(?![^\W_])",
     re.IGNORECASE,
 )
-# Words one of which a home folder path must contain (lower case): a cheap test before ``_HOME``.
-_HOME_HINTS = ("users", "/home/", "/root", "documents and settings")
+# Words one of which a home folder path must contain: a cheap test before ``_HOME``.
+_HOME_HINT = re.compile(r"users|/home|/root|documents and settings")  # searched in lower-cased text
 
 # E-mail: "@", then a DNS name of at least two labels or an [IP literal]. The local part (RFC 5322
 # dot-atom characters, at most 64) is found by walking back from the "@".
@@ -121,7 +130,7 @@ _MAC = re.compile(
 
 # IPv4 candidates: four dotted groups of 1-3 digits, not part of a longer dotted number (1.2.3.4.5);
 # each group must then be at most 255 (leading zeros allowed).
-_IPV4 = re.compile(r"[0-9](?<![0-9].)(?<![0-9]\..)[0-9]{0,2}+(?:\.[0-9]{1,3}+){3}(?![0-9])(?!\.[0-9])")
+_IPV4 = re.compile(r"[0-9](?<![0-9].)(?<![0-9A-Za-z_]\..)[0-9]{0,2}+(?:\.[0-9]{1,3}+){3}(?![0-9])(?!\.[0-9])")
 
 # Card candidates: at least 13 digits in groups separated by single spaces or dashes, not after a decimal
 # point or a "+" (that is a phone number); windows of 13-19 digits passing the Luhn check are cards.
@@ -133,7 +142,7 @@ _DIGITS = re.compile(r"[0-9]+")
 # Phone numbers (see docs/scrubbing.md for the heuristic). International: +, a 1-3 digit country code,
 # then 1-6 groups, 8-15 digits in all (checked after matching).
 _PHONE_INTL = re.compile(
-    r"\+(?<![0-9A-Za-z+].)[1-9][0-9]{0,2}(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])(?![.-][0-9])"
+    r"\+(?<![0-9A-Za-z+].)[1-9][0-9]{0,2}\)?(?:[ .-]?+(?:\([0-9]{1,5}+\)|[0-9]{1,5}+)){1,6}+(?![0-9])(?![.-][0-9])"
 )
 _LAST_GROUP = re.compile(r"[ .-]?(?:\([0-9]+\)|[0-9]+)$")
 # National: (area) 123-4567, a trunk 0 with separated groups (020 7946 0958), or NANP 555-123-4567.
@@ -154,9 +163,43 @@ _TOKEN = re.compile(
 _HEX = frozenset("0123456789abcdefABCDEF")
 _LETTER_DIGIT_SWITCH = re.compile(r"[A-Za-z](?=[0-9])|[0-9](?=[A-Za-z])")
 
+# Update, advisory and knowledge-base article numbers name a fix, not a machine: KB5034441, CVE-2024-3094.
+_ARTICLE = re.compile(
+    r"(?i)(?:KB|Q)[0-9]{5,8}|(?:CVE|CAN)-[0-9]{4}-[0-9]{4,7}|MS[0-9]{2}-[0-9]{3}|ADV[0-9]{6}"
+    r"|(?:RHSA|RHBA|RHEA|USN|DSA|DLA|ELSA|ALAS|GHSA|PYSEC|RUSTSEC|GO|TALOS|ZDI|CWE|BID|JDK|SUSE)(?:-[0-9A-Za-z]+)+"
+)
+# Hex digests that name content, not a machine: after a word such as "sha256" (detect.HASH_WORDS), or of
+# a digest's length.
+_DIGEST_LENGTHS = frozenset({40, 56, 64, 96, 128})
+_ID_WORDS = (
+    "device",
+    "machine",
+    "id",
+    "token",
+    "key",
+    "secret",
+    "session",
+    "serial",
+    "guid",
+    "user",
+    "account",
+    "install",
+    "client",
+)
+# Encoded characters: percent-encoding, \x and \u escapes, HTML character references.
+_ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|&#[xX]?[0-9A-Fa-f]{1,6};|&[a-z]{2,8};")
+_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})")
+# IPv4-shaped text preceded by one of these is a version: v1.2.3.4, "version 1.0.0.0".
+_VERSION_BEFORE = re.compile(r"(?i)(?:(?<![A-Za-z0-9])v|(?<![A-Za-z])(?:version|ver\.?|build|release|rev)[ :=]{1,3}+)$")
+# The most of a string that is scanned (in characters): the limits scrubber cuts strings to a quarter of
+# this at most, so nothing longer is ever stored, and the scan stays bounded whatever a product passes.
+_SCAN_FACTOR = 4
 _HAS_DIGIT = re.compile(r"[0-9]")
+_NO_DIGITS = str.maketrans("", "", "0123456789")
 _ASCII_LOWER = "abcdefghijklmnopqrstuvwxyz"
-# Letters, "_" and spaces only: no detector but the machine's names can match, so the rest is skipped.
+# Short text of letters, "_" and spaces only: no detector but the machine's names can match, so the rest
+# is skipped. (Longer text can hold a token of a known shape, sk_live_..., or "alice at example dot com".)
+_PLAIN_MAX = 14
 _PLAIN = re.compile(r"[A-Za-z_ ]*")
 _PLACEHOLDER = r"<(?:" + "|".join(k for k in PLACEHOLDERS) + r"|invalid)>"
 
@@ -186,7 +229,8 @@ def _machine_patterns(machine: MachineIdentifiers) -> _MachinePatterns:
     if ordered:
         alternatives = "|".join(f"(?P<n{i}>{re.escape(n)})" for i, (n, _) in enumerate(ordered))
         # Placeholders match first so that a user called "user" does not turn "<user>" into "<<user>>".
-        names_re = re.compile(rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
+        # A name followed by digits (alice2, vm01) is still the name.
+        names_re = re.compile(rf"(?P<ph>{_PLACEHOLDER})|(?<![^\W_])(?:{alternatives})[0-9]*+(?![^\W_])", re.IGNORECASE)
     folded = tuple(sorted({_ascii_fold(n) for n, _ in ordered}))
     return _MachinePatterns(homes=home_re, names=names_re, kinds=kinds, folded=folded)
 
@@ -205,28 +249,68 @@ def _ascii_fold(name: str) -> str:
 class TextScrubber:
     """Scrubs free text for one machine, adding what it replaced to ``counts`` (by kind, unprefixed)."""
 
-    def __init__(self, machine: MachineIdentifiers, counts: Counter[str] | None = None) -> None:
+    def __init__(
+        self, machine: MachineIdentifiers, counts: Counter[str] | None = None, max_chars: int | None = None
+    ) -> None:
         self.machine = _machine_patterns(machine)
+        self.max_chars = max_chars
+        """Text beyond this many characters is not scanned but cut (the limits scrubber cuts shorter)."""
         self.counts: Counter[str] = Counter() if counts is None else counts
+        self._version_mode = False
 
     def __call__(self, text: str) -> str:
         """``text`` with every identifier replaced by its placeholder. Same input, same output."""
+        if self.max_chars is not None and len(text) > self.max_chars:
+            text = text[: self.max_chars]
         text = self._normalise(text)
         m = self.machine
-        if _PLAIN.fullmatch(text):
+        if len(text) < _PLAIN_MAX and _PLAIN.fullmatch(text):
             return m.names.sub(self._name, text) if m.names is not None and self._may_hold_names(text) else text
-        # Counted once: replacements only remove these characters, so the counts stay upper bounds.
+        if ("%" in text or "\\" in text or "&" in text) and _ENCODED.search(text):
+            decoded = _decoded(text)
+            if decoded != text:
+                counts, self.counts = self.counts, Counter()
+                try:
+                    scrubbed = self._scrub(decoded)
+                finally:
+                    found, self.counts = self.counts, counts
+                if scrubbed != decoded:
+                    self.counts.update(found)
+                    self.counts["encoded"] += 1
+                    return scrubbed
+        return self._scrub(text)
+
+    def _scrub(self, text: str) -> str:
+        m = self.machine
+        hit = self._hit
+        # Counted once: replacements only remove these characters, so the counts stay upper bounds, and
+        # each detector is skipped when the text lacks what it needs (a digit count, a word it keys on).
         colons, dashes, dots = text.count(":"), text.count("-"), text.count(".")
+        digits = len(text) - len(text.translate(_NO_DIGITS))
+        hinted = detect.ANY_HINT.search(text.lower()) is not None
+        if hinted or len(text) >= 16 or "-----" in text:
+            text = detect.credentials(text, hit)
+        if "://" in text or "?" in text or "#" in text:
+            text = detect.urls(text, hit)
+        if "=" in text or ":" in text:
+            text = detect.accounts(text, hit)
         if "/" in text or "\\" in text:
             if m.homes is not None:
                 text = self._sub(m.homes, "~", "home_dir", text)
-            lower = text.lower()
-            if any(hint in lower for hint in _HOME_HINTS):
+            if _HOME_HINT.search(text.lower()):
                 text = self._sub(_HOME, "~", "home_dir", text)
+        if "/" in text or "\\" in text or "~" in text or "%" in text or "$" in text:
+            text = detect.user_paths(text, hit)
         if "@" in text:
             text = self._emails(text)
+        if " " in text or "[" in text or "(" in text:
+            text = detect.obfuscated_emails(text, hit)
         if m.names is not None and self._may_hold_names(text):
             text = m.names.sub(self._name, text)
+        if dots or hinted:
+            text = detect.host_names(text, hit)
+        if digits >= 4 or (hinted and digits) or "°" in text:
+            text = detect.national_ids(text, hit)
         if dashes >= 4:
             text = self._sub(_UUID, PLACEHOLDERS["uuid"], "uuid", text)
         if colons >= 2:
@@ -234,16 +318,32 @@ class TextScrubber:
         if colons >= 5 or dashes >= 5 or dots >= 2:
             text = self._sub(_MAC, PLACEHOLDERS["mac"], "mac", text)
         # Every number detector needs at least 7 characters (1.2.3.4).
-        if len(text) >= 7 and _HAS_DIGIT.search(text):
+        if len(text) >= 7 and digits:
+            if digits >= 4:
+                text = detect.ipv4_spellings(text, hit)
             if dots >= 3:
                 text = _IPV4.sub(self._ipv4, text)
-            if len(text) >= 13:
-                text = _DIGIT_GROUPS.sub(self._cards, text)
-            if "+" in text:
-                text = _PHONE_INTL.sub(self._phone, text)
-            text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
+            if digits >= 7:
+                if len(text) >= 13:
+                    text = _DIGIT_GROUPS.sub(self._cards, text)
+                if "+" in text:
+                    text = _PHONE_INTL.sub(self._phone, text)
+                text = self._sub(_PHONE_NATIONAL, PLACEHOLDERS["phone"], "phone", text)
+                text = detect.device_and_phone_numbers(text, hit)
+            if len(text) >= 12:
+                text = detect.encoded_text(text, hit, self._decoded_view)
+            if len(text) >= 20:
+                text = detect.random_tokens(text, hit)
             text = _TOKEN.sub(self._serial, text)
         return text
+
+    def _decoded_view(self, text: str) -> str:
+        """Scrub decoded text without counting (the caller counts the encoded run once)."""
+        counts, self.counts = self.counts, Counter()
+        try:
+            return self(text)
+        finally:
+            self.counts = counts
 
     def _may_hold_names(self, text: str) -> bool:
         if not text.isascii():
@@ -252,9 +352,17 @@ class TextScrubber:
         return any(name in lower for name in self.machine.folded)
 
     def version(self, text: str) -> str:
-        """``text`` if it looks like a version, else ``<invalid>`` (counted as ``bad_version``)."""
+        """``text`` if it looks like a version and holds no identifier, else ``<invalid>`` (counted as
+        ``bad_version``). A dotted quad is a version here if all its numbers are below 100 (and it does
+        not start with 10, a private network)."""
         if VERSION.fullmatch(text):
-            return text
+            self._version_mode = True
+            try:
+                clean = self(text) == text
+            finally:
+                self._version_mode = False
+            if clean:
+                return text
         self.counts["bad_version"] += 1
         return INVALID
 
@@ -338,13 +446,52 @@ class TextScrubber:
         return self._hit("phone") + m.group()[len(number) :]
 
     def _ipv4(self, m: re.Match[str]) -> str:
-        if all(int(octet) <= 255 for octet in m.group().split(".")):
-            return self._hit("ip")
-        return m.group()
+        octets = [int(octet) for octet in m.group().split(".")]
+        if any(octet > 255 for octet in octets):
+            return m.group()
+        if octets[0] == 0 or octets[3] == 0:
+            return m.group()  # "this network" (0.x), a network (10.1.2.0) or a version (4.0.0.0, 0.22.04.1)
+        if self._version_mode and max(octets) < 100 and octets[0] != 10:
+            return m.group()  # 1.2.3.4 in a version field is a version
+        if _VERSION_BEFORE.search(m.string, max(0, m.start() - 12), m.start()):
+            return m.group()
+        return self._hit("ip")
 
     def _serial(self, m: re.Match[str]) -> str:
         token = m.group()
-        return self._hit("serial") if _looks_like_serial(token.replace("-", "")) else token
+        if not _looks_like_serial(token.replace("-", "")) or _ARTICLE.fullmatch(token):
+            return token
+        if m.start() and m.string[m.start() - 1] == "." and m.string.startswith(".", m.end()):
+            return token  # main.8f3e2b1a9c7d.js: a content hash in a file name
+        if all(c in _HEX for c in token.replace("-", "")) and _is_digest(
+            token, m.string[max(0, m.start() - 24) : m.start()].lower()
+        ):
+            return token
+        if self._version_mode and all(c in _HEX for c in token):
+            return token  # 1.2.3+g3f2a9c1d5e6f: a commit in a version
+        return self._hit("serial")
+
+
+def _is_digest(token: str, before: str) -> bool:
+    """A hex run that names content: a word such as ``sha256`` or ``commit`` before it, or a digest's length
+    and no word such as ``device`` or ``token`` before it."""
+    if any(w in before for w in detect.HASH_WORDS):
+        return True
+    return len(token) in _DIGEST_LENGTHS and not any(w in before for w in _ID_WORDS)
+
+
+def _decoded(text: str) -> str:
+    """``text`` with percent-encoding, escapes and character references undone, up to three times
+    (double-encoded ``%2540``)."""
+    for _ in range(3):
+        decoded = urllib.parse.unquote(text)
+        decoded = _ESCAPE.sub(lambda m: chr(int(m.group(1) or m.group(2), 16)), decoded)
+        if "&" in decoded:
+            decoded = html.unescape(decoded)
+        if decoded == text:
+            break
+        text = decoded
+    return text
 
 
 def _is_code_location(local: str, domain: re.Match[str]) -> bool:
@@ -414,7 +561,7 @@ class IdentifiersScrubber:
     order = 200
 
     def scrub(self, report: Report, ctx: ScrubContext) -> Report | None:
-        scrub = TextScrubber(ctx.machine)
+        scrub = TextScrubber(ctx.machine, max_chars=ctx.limits.max_string_bytes * _SCAN_FACTOR)
         counters = _scrub_labels(report.counters, scrub, merge_counters)
         histograms = _scrub_labels(report.histograms, scrub, merge_histograms)
         problems = [

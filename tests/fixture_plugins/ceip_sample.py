@@ -2,7 +2,10 @@
 
 from ceip_core.hookspecs import hookimpl
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
+from ceip_core.testing import declare_test_process
 
+# Both products declare the test process (ceip_core.testing): the tests record as them in their own process
+# and in interpreters they start.
 SPEC = ProductSpec(
     id="sample",
     display_name="Sample",
@@ -33,5 +36,5 @@ OTHER = ProductSpec(
 
 @hookimpl
 def ceip_register_products(register):
-    register(SPEC)
-    register(OTHER)
+    register(declare_test_process(SPEC))
+    register(declare_test_process(OTHER))
