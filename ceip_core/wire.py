@@ -276,7 +276,7 @@ def spec_document(spec: ProductSpec) -> dict[str, Any]:
     """A product's declaration as JSON-ready data: one entry of ``ceip describe --json`` and of the
     receiving service's ``--specs`` file. A metric's ``max_value`` is always a float, so that a spec
     read back from JSON has the same form, and the same :func:`spec_digest`, as the one it was made from."""
-    doc: dict[str, Any] = _CONVERTER.unstructure(spec)
+    doc: dict[str, Any] = orjson.loads(orjson.dumps(_CONVERTER.unstructure(spec)))  # plain JSON types
     for metric in doc["metrics"]:
         if metric["max_value"] is not None:
             metric["max_value"] = float(metric["max_value"])
