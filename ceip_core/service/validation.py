@@ -360,12 +360,17 @@ def _identity(value: Any) -> Any:
 @cache
 def _record_builder(cls: type) -> Callable[[Any], Any]:
     """Builds a ``cls`` record from its generated struct (same field names; lists become tuples and enum
-    values enums; timestamps are already datetimes)."""
+    values enums; timestamps are already datetimes). Runs for every report: only the fields that need a
+    conversion get one."""
     hints = typing.get_type_hints(cls)
-    steps = [(f.name, _value_builder(hints[f.name])) for f in attrs.fields(cls)]
+    names = [f.name for f in attrs.fields(cls)]
+    steps = [(i, step) for i, name in enumerate(names) if (step := _value_builder(hints[name])) is not _identity]
 
     def build(struct: Any) -> Any:
-        return cls(**{name: step(getattr(struct, name)) for name, step in steps})
+        values = [getattr(struct, name) for name in names]
+        for i, step in steps:
+            values[i] = step(values[i])
+        return cls(*values)
 
     return build
 
