@@ -4,8 +4,8 @@ The HTTP handlers (``POST /v1/reports``, ``POST /v1/deletions``) and ``ceip impo
 :meth:`Ingest.check` and :meth:`Ingest.store`, so a report carried on a USB stick gets exactly the
 validation and de-duplication of one sent over the network. (The handlers rate-limit in between.)
 
-After validation every report gets the second pass (``ceip_core.service.screening``): the published
-kill switch and sample, the product's declaration, and the client's scrubbers, run again.
+Before it is stored every valid report gets the second pass (``ceip_core.service.screening``): the
+published kill switch and sample, the product's declaration, and the client's scrubbers, run again.
 
 :attr:`Ingest.counts` is a plain mapping of what was refused and removed, by reason, since the process
 started (docs/operations.md, "Counters"): ``rejected:<reason>`` per refused item,
@@ -97,26 +97,36 @@ class Ingest:
         return self.live.current(self._clock())
 
     def check(self, raws: Sequence[msgspec.Raw], kind: str | None, received: float) -> list[Valid | Rejection]:
-        """Validate every item (see ``validation.check_items``) against the service's clock ``received``,
-        and screen every valid report (``screening.screen``)."""
+        """Validate every item (see ``validation.check_items``) against the service's clock ``received``."""
         config = self.live.current(received)
         verdicts = check_items(raws, kind, Bounds.at(received, config.limits), config.allowlist)
-        out = [
-            screen(v, config, self.scrubbers, self.counts) if isinstance(v, Valid) and v.is_report else v
-            for v in verdicts
-        ]
-        for verdict in out:
+        for verdict in verdicts:
             if isinstance(verdict, Rejection):
                 self.counts[f"rejected:{verdict.reason}"] += 1
+        return verdicts
+
+    def screen(self, verdicts: Sequence[Valid | Rejection], received: float) -> list[Valid | Rejection]:
+        """The second pass over every valid report (``screening.screen``); other verdicts as they were."""
+        config = self.live.current(received)
+        out: list[Valid | Rejection] = []
+        for verdict in verdicts:
+            if isinstance(verdict, Valid) and verdict.is_report:
+                verdict = screen(verdict, config, self.scrubbers, self.counts)
+                if isinstance(verdict, Rejection):
+                    self.counts[f"rejected:{verdict.reason}"] += 1
+            out.append(verdict)
         return out
 
     async def store(
         self, raws: Sequence[msgspec.Raw], verdicts: Sequence[Valid | Rejection], received: float
     ) -> list[dict[str, Any]]:
-        """One result per item, in order: ``{"id", "status": accepted|duplicate|rejected, "reason", "detail"}``.
+        """Screen the valid reports (:meth:`screen`: after validation and the rate limit, so that a machine
+        over its rate costs no scrubbing), store what passes; one result per item, in order:
+        ``{"id", "status": accepted|duplicate|rejected, "reason", "detail"}``.
 
         Raises ``StorageUnavailable`` if the transaction failed: then nothing of the batch is acknowledged.
         """
+        verdicts = self.screen(verdicts, received)
         writes = [_to_write(v, received) for v in verdicts if isinstance(v, Valid)]
         stored = iter(await self.committer.submit(writes) if writes else [])
         results: list[dict[str, Any]] = []

@@ -302,3 +302,13 @@ def test_ceip_describe_json_is_the_specs_file_and_keeps_every_digest(sample: Any
     assert [wire.spec_digest(s) for s in read] == [wire.spec_digest(s) for s in (OTHER, SPEC)]
     with pytest.raises(wire.WireError, match="metrics"):
         wire.read_specs(orjson.dumps({"schema": 1, "products": [{"id": "x", "display_name": "X", "executables": []}]}))
+
+
+async def test_a_machine_over_its_rate_costs_no_second_pass(make_client: Any) -> None:
+    client = await make_client(config(rate_burst=1, rate_per_s=0.001))
+    guid = str(uuid.uuid4())
+    assert [r["status"] for r in await post(client, report(guid, counters={EMAIL: 1}))] == ["accepted"]
+    assert await counters(client) == {"scrubbed:declared.undeclared_counter": 1, "spec:none-named": 1}
+    response = await client.post("/v1/reports", data=body(report(guid, counters={EMAIL: 1})), headers=GZIP)
+    assert response.status == 429
+    assert await counters(client) == {"scrubbed:declared.undeclared_counter": 1, "spec:none-named": 1}
