@@ -534,7 +534,13 @@ def export(folder: Path, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--product", help="Only this product.")
-def describe(product: str | None) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The declarations as JSON instead: the specs file `ceip serve --specs` reads (docs/wire-format.md).",
+)
+def describe(product: str | None, as_json: bool) -> None:
     """Print the data dictionary (Markdown): everything each product may collect."""
     plugins = _plugins()
     if product is not None:
@@ -544,6 +550,9 @@ def describe(product: str | None) -> None:
             raise click.UsageError(str(exc)) from None
     else:
         specs = list(plugins.products.values())
+    if as_json:
+        click.echo(json.dumps(wire.specs_document(specs), indent=2))
+        return
     click.echo(dictionary.markdown(specs), nl=False)
 
 

@@ -233,6 +233,10 @@ class Report:
     sessions: tuple[ProcessSession, ...] = field(default=(), converter=_sessions)
     diagnostics: dict[str, int] = field(factory=dict)
     """The recorder's and scrubbers' own counts: errors, dropped and scrubbed values, by reason."""
+    spec_digest: str | None = None
+    """Which declaration of the product the report was scrubbed against: the content hash of its
+    :class:`ProductSpec` (``wire.spec_digest``), so the receiving service validates it against the same
+    one. None in reports from clients that predate the field."""
 
 
 @frozen

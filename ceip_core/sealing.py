@@ -15,6 +15,8 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import attrs
+
 from ceip_core import vendor_policy, wire
 from ceip_core.allowlist import Allowlist
 from ceip_core.plugins import PluginError, Plugins, get_plugins
@@ -84,6 +86,8 @@ def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: P
     if dropped is not None:
         spool.count_drop(dropped, report.product)
         return False
+    # The digest names the declaration the report is scrubbed against: the service validates it with the same.
+    report = attrs.evolve(report, spec_digest=wire.spec_digest(spec))
     ctx = ScrubContext(spec=spec, machine=machine_identifiers())
     outcome = run_pipeline(report, plugins.scrubbers, ctx)
     if outcome.report is None:

@@ -6,7 +6,9 @@ malformed item is reported with its reason while the good items of the same batc
 
 from __future__ import annotations
 
+import functools
 import gzip
+import hashlib
 import re
 import zlib
 from collections.abc import Iterable, Sequence
@@ -21,6 +23,7 @@ from ceip_core.records import (
     SCHEMA_VERSION,
     DeletionRequest,
     Item,
+    ProductSpec,
     Report,
     UnknownItem,
 )
@@ -266,6 +269,56 @@ def read_body(body: bytes, *, max_expanded: int = MAX_EXPANDED_BYTES) -> list[An
     return list(doc["items"])
 
 
+# -- product declarations ---------------------------------------------------------------------------
+
+
+def spec_document(spec: ProductSpec) -> dict[str, Any]:
+    """A product's declaration as JSON-ready data: one entry of ``ceip describe --json`` and of the
+    receiving service's ``--specs`` file. A metric's ``max_value`` is always a float, so that a spec
+    read back from JSON has the same form, and the same :func:`spec_digest`, as the one it was made from."""
+    doc: dict[str, Any] = orjson.loads(orjson.dumps(_CONVERTER.unstructure(spec)))  # plain JSON types
+    for metric in doc["metrics"]:
+        if metric["max_value"] is not None:
+            metric["max_value"] = float(metric["max_value"])
+    return doc
+
+
+@functools.lru_cache(maxsize=64)
+def spec_digest(spec: ProductSpec) -> str:
+    """The content hash a report carries in ``spec_digest``: the first 32 hex digits of the SHA-256 of
+    :func:`spec_document` as compact JSON with sorted keys. Any change to the declaration changes it."""
+    data = orjson.dumps(spec_document(spec), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def specs_document(specs: Iterable[ProductSpec]) -> dict[str, Any]:
+    """The specs file: ``{"schema": 1, "products": [declaration, ...]}`` (see docs/wire-format.md)."""
+    return {"schema": SCHEMA_VERSION, "products": [spec_document(spec) for spec in specs]}
+
+
+def read_specs(data: bytes) -> list[ProductSpec]:
+    """The declarations of a specs file (:func:`specs_document`), in file order; raises :class:`WireError`."""
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise WireError("malformed-json", str(exc)) from None
+    if not isinstance(doc, dict) or set(doc) != {"schema", "products"} or not isinstance(doc["products"], list):
+        raise WireError("malformed", 'a specs file is {"schema": 1, "products": [...]} (ceip describe --json)')
+    if doc["schema"] != SCHEMA_VERSION:
+        raise WireError("unsupported-schema", f"schema {doc['schema']!r} (this side speaks {SCHEMA_VERSION})")
+    specs = []
+    for i, entry in enumerate(doc["products"]):
+        try:
+            specs.append(_CONVERTER.structure(entry, ProductSpec))
+        except Exception as exc:
+            if isinstance(exc, cattrs.BaseValidationError):
+                messages = cattrs.transform_error(exc, path=f"$.products[{i}]", format_exception=_explain)
+            else:
+                messages = [f"{exc} - at $.products[{i}]"]
+            raise WireError("invalid", "; ".join(messages)) from None
+    return specs
+
+
 def decode_batch(body: bytes) -> list[Item | WireError]:
     """Every item of a gzip batch body, or the :class:`WireError` that explains why it is not one."""
     results: list[Item | WireError] = []
@@ -290,6 +343,10 @@ __all__ = [
     "make_converter",
     "parse_timestamp",
     "read_body",
+    "read_specs",
+    "spec_digest",
+    "spec_document",
+    "specs_document",
     "split_batches",
     "structure_item",
     "unstructure_item",

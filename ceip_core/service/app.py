@@ -112,8 +112,9 @@ async def post_deletions(request: web.Request) -> web.Response:
 
 
 async def get_policy(request: web.Request) -> web.Response:
-    """``GET /v1/policy``: the kill switch and sample rate per product, which clients honour."""
-    config = request.app[CONFIG]
+    """``GET /v1/policy``: the kill switch and sample rate per product, which clients honour (and the
+    service enforces); as currently configured, reloads included."""
+    config = request.app[INGEST].config
     products = {}
     for product in sorted(config.allowlist):
         policy = config.policy_for(product)
@@ -130,12 +131,15 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """``GET /readyz``: the database answers; and how many stored reports the fold quarantined."""
+    """``GET /readyz``: the database answers; how many stored reports the fold quarantined; and this
+    worker's ingest counters (what was refused and removed, by reason: ``Ingest.counts``)."""
     try:
         quarantined = await request.app[STORAGE].quarantined()
     except StorageUnavailable as exc:
         return _unavailable(exc)
-    return _json({"status": "ready", "quarantined": quarantined})
+    return _json(
+        {"status": "ready", "quarantined": quarantined, "ingest": dict(sorted(request.app[INGEST].counts.items()))}
+    )
 
 
 async def get_openapi(request: web.Request) -> web.Response:

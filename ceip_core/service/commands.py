@@ -76,25 +76,29 @@ def _existing_database(url: str) -> str:
     return url
 
 
-def _service_config(allowlist: Path | None, policy: Path | None, k: int, **limits: Any) -> Any:
+def _service_config(allowlist: Path | None, policy: Path | None, specs: Iterable[Path], k: int, **limits: Any) -> Any:
+    """The configuration from the files given and the installed product plugins' declarations."""
     from ceip_core.plugins import PluginError, get_plugins
-    from ceip_core.service.config import (
-        ConfigError,
-        Limits,
-        ServiceConfig,
-        allowlist_from_specs,
-        load_allowlist,
-        load_policy,
-    )
+    from ceip_core.service.config import ConfigError, ConfigFiles, Limits
 
     try:
-        allowed = load_allowlist(allowlist) if allowlist else allowlist_from_specs(get_plugins().products.values())
-        rules = load_policy(policy, allowed) if policy else {}
+        files = ConfigFiles(allowlist, policy, tuple(specs), tuple(get_plugins().products.values()))
+        config = files.load(k, Limits(**limits))
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
-    if not allowed:
-        raise click.ClickException("no product may report: give --allowlist FILE, or install product plugins")
-    return ServiceConfig(allowlist=allowed, policy=rules, k=k, limits=Limits(**limits))
+    if not config.allowlist:
+        raise click.ClickException(
+            "no product may report: give --allowlist FILE and --specs FILE, or install product plugins"
+        )
+    return config
+
+
+_SPECS = click.option(
+    "--specs",
+    multiple=True,
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="JSON from `ceip describe --json`: product declarations (repeatable; re-read when changed).",
+)
 
 
 @click.command()
@@ -108,11 +112,14 @@ def _service_config(allowlist: Path | None, policy: Path | None, k: int, **limit
 @click.option(
     "--allowlist",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    help="TOML: products (and executables) that may report. Default: the installed product plugins.",
+    help="TOML: products (and executables) that may report (re-read when changed). Default: the declared ones.",
 )
 @click.option(
-    "--policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="TOML: kill switch, sampling."
+    "--policy",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="TOML: kill switch, sampling (re-read when changed).",
 )
+@_SPECS
 @_K
 @click.option("--token", envvar="CEIP_SERVICE_TOKEN", help="Query API token (default: generated into --data).")
 @click.option("--request-timeout", type=click.FloatRange(min=1), default=30, show_default=True, help="Seconds.")
@@ -162,6 +169,7 @@ def serve(
     tls_key: Path | None,
     allowlist: Path | None,
     policy: Path | None,
+    specs: tuple[Path, ...],
     k: int,
     token: str | None,
     request_timeout: float,
@@ -183,6 +191,7 @@ def serve(
     config = _service_config(
         allowlist,
         policy,
+        specs,
         k,
         request_timeout_s=request_timeout,
         idle_timeout_s=idle_timeout,
@@ -376,9 +385,17 @@ async def import_files(
 @_DB
 @_DATA
 @click.option("--allowlist", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="As for ceip serve.")
+@click.option("--policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="As for ceip serve.")
+@_SPECS
 @click.option("--json", "as_json", is_flag=True)
 def import_bundles(
-    bundles: tuple[Path, ...], database: str | None, data_dir: Path, allowlist: Path | None, as_json: bool
+    bundles: tuple[Path, ...],
+    database: str | None,
+    data_dir: Path,
+    allowlist: Path | None,
+    policy: Path | None,
+    specs: tuple[Path, ...],
+    as_json: bool,
 ) -> None:
     """Ingest BUNDLES (batch files or drop folders carried from air-gapped machines), validated and de-duplicated.
 
@@ -386,7 +403,7 @@ def import_bundles(
     """
     from ceip_core.service.storage import StorageError, StorageUnavailable
 
-    config = _service_config(allowlist, None, 5)
+    config = _service_config(allowlist, policy, specs, 5)
     files = bundle_files(bundles)
     total = sum(f.stat().st_size for f in files if f.is_file())
     with click.progressbar(length=total, label="Importing", file=sys.stderr) as bar:

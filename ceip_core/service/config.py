@@ -13,13 +13,27 @@ has the maintainers' format (``ceip_core.allowlist``, ``ceip allowlist``), so on
     enabled = true        # false: clients stop reporting this product (the kill switch)
     sample_rate = 0.25    # the share of machines that report
 
-Without ``--allowlist`` the service allows the products of the installed product plugins, with the
-executables their specs declare: the vendor that ships the plugins runs the service with the same set.
+Without ``--allowlist`` the service allows the products it has a declaration of, with the executables
+those declare: the vendor that ships the plugins runs the service with the same set.
+
+Declarations (``ProductSpec``) come from the installed product plugins and from specs files
+(``--specs FILE``, the output of ``ceip describe --json``; see docs/wire-format.md). The service keeps
+every declaration it was given, by content hash (``wire.spec_digest``): a report names the one it was
+scrubbed against. A product's *current* declaration, which applies to reports that name none or one this
+service does not know, is the installed plugin's, else the last one listed in the files.
+
+The files (allowlist, policy, specs) are re-read while the service runs, when one of them changes
+(:class:`LiveConfig`): no restart is needed. A file that no longer reads is logged and counted, and the
+configuration before it stays in force.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +43,8 @@ from attrs import field, frozen
 from ceip_core import wire
 from ceip_core.allowlist import Allowlist, AllowlistError
 from ceip_core.records import ProductSpec
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(Exception):
@@ -76,8 +92,35 @@ class ProductPolicy:
 
 
 @frozen
+class Declarations:
+    """Every product declaration the service knows, by content hash, and the current one per product."""
+
+    by_digest: Mapping[str, ProductSpec] = field(factory=dict)
+    current: Mapping[str, ProductSpec] = field(factory=dict)
+
+    @classmethod
+    def of(cls, specs: Iterable[ProductSpec], preferred: Iterable[ProductSpec] = ()) -> Declarations:
+        """All of ``specs`` and ``preferred``; a product's current declaration is its ``preferred`` one (the
+        installed plugin's), else its last in ``specs`` (the order of the files)."""
+        by_digest: dict[str, ProductSpec] = {}
+        current: dict[str, ProductSpec] = {}
+        for spec in (*specs, *preferred):
+            by_digest[wire.spec_digest(spec)] = spec
+            current[spec.id] = spec
+        return cls(dict(sorted(by_digest.items())), dict(sorted(current.items())))
+
+    def applying_to(self, product: str, digest: str | None) -> tuple[ProductSpec | None, str]:
+        """The declaration a report of ``product`` naming ``digest`` is checked against, and which one it
+        is: ``named`` (the one it names), ``none-named`` or ``unknown`` (then the current one applies)."""
+        named = self.by_digest.get(digest) if digest is not None else None
+        if named is not None and named.id == product:
+            return named, "named"
+        return self.current.get(product), "none-named" if digest is None else "unknown"
+
+
+@frozen
 class ServiceConfig:
-    """Everything the receiving service is told at start; immutable while it runs."""
+    """Everything the receiving service is told at start; immutable (a reload makes a new one)."""
 
     allowlist: Mapping[str, frozenset[str]]
     """Allowlisted product ids and, per product, the executables its sessions may name."""
@@ -86,6 +129,10 @@ class ServiceConfig:
     k: int = 5
     """Published summaries hide groups of fewer than ``k`` machines."""
     limits: Limits = Limits()
+    declarations: Declarations = field(factory=Declarations)
+    """What each product may report; reports of a product with no declaration are refused."""
+    files: ConfigFiles | None = None
+    """The files this configuration was read from, re-read when they change (None: fixed)."""
 
     def policy_for(self, product: str) -> ProductPolicy:
         return self.policy.get(product, ProductPolicy())
@@ -150,3 +197,93 @@ def load_policy(path: Path, allowlist: Mapping[str, frozenset[str]]) -> dict[str
             )
         policy[product] = ProductPolicy(enabled=enabled, sample_rate=float(rate))
     return policy
+
+
+def load_specs(path: Path) -> list[ProductSpec]:
+    """Read a specs file (``ceip describe --json``): the declarations it lists, in order."""
+    try:
+        return wire.read_specs(path.read_bytes())
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except wire.WireError as exc:
+        raise ConfigError(f"{path} is not a specs file (make one with: ceip describe --json): {exc}") from None
+
+
+@frozen
+class ConfigFiles:
+    """Where the service's reloadable configuration comes from."""
+
+    allowlist: Path | None = None
+    policy: Path | None = None
+    specs: tuple[Path, ...] = ()
+    installed: tuple[ProductSpec, ...] = ()
+    """The installed product plugins' declarations, read once (a new plugin needs a restart)."""
+
+    @property
+    def paths(self) -> tuple[Path, ...]:
+        return tuple(p for p in (self.allowlist, self.policy, *self.specs) if p is not None)
+
+    def load(self, k: int = 5, limits: Limits = Limits()) -> ServiceConfig:
+        """Read every file into a configuration; raises :class:`ConfigError` naming the file and the fix."""
+        declarations = Declarations.of([spec for path in self.specs for spec in load_specs(path)], self.installed)
+        if self.allowlist is not None:
+            allowlist = load_allowlist(self.allowlist)
+        else:
+            allowlist = allowlist_from_specs(declarations.current.values())
+        undeclared = sorted(set(allowlist) - set(declarations.current))
+        if undeclared:
+            raise ConfigError(
+                f"allowlisted product(s) {', '.join(undeclared)} have no declaration: install their plugins, "
+                "or give --specs FILE (made with: ceip describe --json)"
+            )
+        policy = load_policy(self.policy, allowlist) if self.policy is not None else {}
+        return ServiceConfig(allowlist, policy, k, limits, declarations, self)
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when a file is rewritten, in place or by rename; None if it is gone."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class LiveConfig:
+    """The service's configuration as it is now: its files are re-read when one of them changes.
+
+    Every worker process polls on its own, at most every ``poll_s`` seconds and only when asked (a stat per
+    file), so N workers on several machines pick up a deployed file alike, with no signal to forward.
+    """
+
+    def __init__(self, config: ServiceConfig, counts: Counter[str] | None = None, poll_s: float = 1.0) -> None:
+        self._config = config
+        self.counts: Counter[str] = Counter() if counts is None else counts
+        """``config:reloaded`` and ``config:reload-failed``, for the service's counters."""
+        self._poll_s = poll_s
+        self._checked = -math.inf
+        self._stamps = self._stat()
+
+    def _stat(self) -> tuple[tuple[int, int, int] | None, ...]:
+        files = self._config.files
+        return tuple(_stamp(p) for p in files.paths) if files is not None else ()
+
+    def current(self, now: float) -> ServiceConfig:
+        """The configuration in force at ``now`` (seconds; the caller's clock), re-read if a file changed."""
+        files = self._config.files
+        if files is None or now - self._checked < self._poll_s:
+            return self._config
+        self._checked = now
+        stamps = self._stat()
+        if stamps == self._stamps:
+            return self._config
+        self._stamps = stamps  # a broken file is reported once, not on every poll
+        try:
+            self._config = files.load(self._config.k, self._config.limits)
+        except ConfigError as exc:
+            self.counts["config:reload-failed"] += 1
+            log.error("configuration not reloaded, the previous one stays in force: %s", exc)
+        else:
+            self.counts["config:reloaded"] += 1
+            log.info("configuration reloaded from %s", ", ".join(map(str, files.paths)))
+        return self._config

@@ -3,19 +3,32 @@
 The HTTP handlers (``POST /v1/reports``, ``POST /v1/deletions``) and ``ceip import`` both call
 :meth:`Ingest.check` and :meth:`Ingest.store`, so a report carried on a USB stick gets exactly the
 validation and de-duplication of one sent over the network. (The handlers rate-limit in between.)
+
+Before it is stored every valid report gets the second pass (``ceip_core.service.screening``): the
+published kill switch and sample, the product's declaration, and the client's scrubbers, run again.
+
+:attr:`Ingest.counts` is a plain mapping of what was refused and removed, by reason, since the process
+started (docs/operations.md, "Counters"): ``rejected:<reason>`` per refused item,
+``scrubbed:<scrubber>.<reason>`` per value the second pass dropped or replaced, ``spec:none-named`` and
+``spec:unknown`` per report checked against its product's current declaration because it named none or
+one this service does not know, and ``config:reloaded`` / ``config:reload-failed``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from attrs import frozen
 
-from ceip_core.service.config import ServiceConfig
+from ceip_core.plugins import get_plugins
+from ceip_core.scrubbing import Scrubber
+from ceip_core.service.config import LiveConfig, ServiceConfig
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.rollups import DAY_S
+from ceip_core.service.screening import screen
 from ceip_core.service.storage import Deletion, NewReport, Write
 from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, item_id_of
 
@@ -51,24 +64,69 @@ def _to_write(valid: Valid, received: float) -> Write:
     )
 
 
-@frozen
-class Ingest:
-    """Validates batch items and stores the good ones through the group committer."""
+def installed_scrubbers() -> tuple[Scrubber, ...]:
+    """The scrubbers of the installed plugins, in pipeline order: the ones the client runs."""
+    return get_plugins().scrubbers
 
-    config: ServiceConfig
-    committer: GroupCommitter
+
+class Ingest:
+    """Validates batch items, screens the reports and stores the good ones through the group committer.
+
+    :param config: the configuration at start; its files are re-read when they change (``LiveConfig``).
+    :param scrubbers: the second pass's pipeline (default: the installed plugins' scrubbers).
+    :param clock: seconds since the epoch, for the reload poll of :attr:`config`.
+    """
+
+    def __init__(
+        self,
+        config: ServiceConfig,
+        committer: GroupCommitter,
+        scrubbers: Sequence[Scrubber] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.committer = committer
+        self.counts: Counter[str] = Counter()
+        """What was refused and removed, by reason (see the module docstring)."""
+        self.live = LiveConfig(config, self.counts)
+        self.scrubbers = tuple(installed_scrubbers() if scrubbers is None else scrubbers)
+        self._clock = clock
+
+    @property
+    def config(self) -> ServiceConfig:
+        """The configuration in force now."""
+        return self.live.current(self._clock())
 
     def check(self, raws: Sequence[msgspec.Raw], kind: str | None, received: float) -> list[Valid | Rejection]:
         """Validate every item (see ``validation.check_items``) against the service's clock ``received``."""
-        return check_items(raws, kind, Bounds.at(received, self.config.limits), self.config.allowlist)
+        config = self.live.current(received)
+        verdicts = check_items(raws, kind, Bounds.at(received, config.limits), config.allowlist)
+        for verdict in verdicts:
+            if isinstance(verdict, Rejection):
+                self.counts[f"rejected:{verdict.reason}"] += 1
+        return verdicts
+
+    def screen(self, verdicts: Sequence[Valid | Rejection], received: float) -> list[Valid | Rejection]:
+        """The second pass over every valid report (``screening.screen``); other verdicts as they were."""
+        config = self.live.current(received)
+        out: list[Valid | Rejection] = []
+        for verdict in verdicts:
+            if isinstance(verdict, Valid) and verdict.is_report:
+                verdict = screen(verdict, config, self.scrubbers, self.counts)
+                if isinstance(verdict, Rejection):
+                    self.counts[f"rejected:{verdict.reason}"] += 1
+            out.append(verdict)
+        return out
 
     async def store(
         self, raws: Sequence[msgspec.Raw], verdicts: Sequence[Valid | Rejection], received: float
     ) -> list[dict[str, Any]]:
-        """One result per item, in order: ``{"id", "status": accepted|duplicate|rejected, "reason", "detail"}``.
+        """Screen the valid reports (:meth:`screen`: after validation and the rate limit, so that a machine
+        over its rate costs no scrubbing), store what passes; one result per item, in order:
+        ``{"id", "status": accepted|duplicate|rejected, "reason", "detail"}``.
 
         Raises ``StorageUnavailable`` if the transaction failed: then nothing of the batch is acknowledged.
         """
+        verdicts = self.screen(verdicts, received)
         writes = [_to_write(v, received) for v in verdicts if isinstance(v, Valid)]
         stored = iter(await self.committer.submit(writes) if writes else [])
         results: list[dict[str, Any]] = []

@@ -15,6 +15,11 @@ client's does not (and the other way round), so both ends read them with ``wire.
 here through msgspec's ``dec_hook``. Error reasons are taken from msgspec's (stable, documented) messages;
 the detail is the message itself, with the path of the offending value.
 
+The service's second pass (``ceip_core.service.screening``) runs the client's scrubbers on the record form
+of a valid report: :func:`to_record` builds it from the struct, and a report the scrubbers changed is
+encoded by the client's encoder and decoded here again (:func:`revalidate`), so that the struct and the
+stored body still come from this one decoder.
+
 What validation produces is what every later reader takes: the ingest path hands the decoded struct to
 storage and on to the rollup fold, and a stored report that must be read again (after a restart, or to
 rebuild the rollups) is decoded by :func:`decode_stored`, the same decoder. Nothing else parses a report.
@@ -26,7 +31,7 @@ import enum
 import re
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, Literal
@@ -343,6 +348,68 @@ def decode_stored(body: bytes) -> Any:
     if isinstance(item, Rejection) or type(item) is report_type:
         return item
     return Rejection("malformed", "a stored body that is not a report")
+
+
+# -- the record form, for the scrubbers ---------------------------------------------------------------
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+@cache
+def _record_builder(cls: type) -> Callable[[Any], Any]:
+    """Builds a ``cls`` record from its generated struct (same field names; lists become tuples and enum
+    values enums; timestamps are already datetimes). Runs for every report: only the fields that need a
+    conversion get one."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in attrs.fields(cls)]
+    steps = [(i, step) for i, name in enumerate(names) if (step := _value_builder(hints[name])) is not _identity]
+
+    def build(struct: Any) -> Any:
+        values = [getattr(struct, name) for name in names]
+        for i, step in steps:
+            values[i] = step(values[i])
+        return cls(*values)
+
+    return build
+
+
+def _value_builder(tp: Any) -> Callable[[Any], Any]:
+    if attrs.has(tp):
+        return _record_builder(tp)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        others = [a for a in args if a is not type(None)]
+        inner = _value_builder(others[0]) if len(others) == 1 else _identity
+        if inner is _identity:
+            return _identity
+        return lambda value: None if value is None else inner(value)
+    if origin is tuple:
+        element = _value_builder(args[0])
+        return lambda values: tuple(map(element, values))
+    return _identity
+
+
+def to_record(item: Any) -> Report:
+    """The :class:`~ceip_core.records.Report` that a valid report struct stands for."""
+    record: Report = _record_builder(Report)(item)
+    return record
+
+
+def revalidate(report: Report, limits: Limits) -> Valid | Rejection:
+    """A changed record as a :class:`Valid` again: encoded as a client encodes it, decoded by the item
+    decoder. (A Rejection here would be a scrubber making what the service refuses; it is refused.)"""
+    data = wire.encode_item(report)
+    decoder, report_type, _ = _decoders(limits)
+    item = _decode(decoder, data)
+    if isinstance(item, Rejection):
+        return item
+    if type(item) is not report_type:
+        return Rejection("malformed", "a scrubbed report that is not a report")
+    return Valid(item, data)
 
 
 def item_id_of(raw: msgspec.Raw, verdict: Valid | Rejection) -> str | None:

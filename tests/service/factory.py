@@ -5,23 +5,30 @@ from __future__ import annotations
 import gzip
 import socket
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import attrs
 import orjson
+from ceip_sample import OTHER, SPEC
 
 from ceip_core import wire
 from ceip_core.records import (
+    Category,
     CounterValue,
     DeletionRequest,
     Histogram,
+    MetricKind,
+    MetricSpec,
     Period,
     Problem,
     ProcessSession,
     Report,
     SystemInfo,
 )
-from ceip_core.service.config import Limits, ServiceConfig
+from ceip_core.service.config import Declarations, Limits, ServiceConfig
 
 
 def jsonable(item: Report | DeletionRequest) -> dict[str, Any]:
@@ -84,8 +91,30 @@ TOKEN = "test-token"
 
 
 def config(**limits: Any) -> ServiceConfig:
-    """The service configuration the tests use: products ``sample`` and ``other``, k = 5."""
-    return ServiceConfig(allowlist=ALLOWLIST, limits=Limits(**limits))
+    """The service configuration the tests use: products ``sample`` and ``other`` (declared by the fixture
+    plugin ``ceip_sample``), k = 5."""
+    return ServiceConfig(allowlist=ALLOWLIST, limits=Limits(**limits), declarations=DECLARATIONS)
+
+
+DECLARATIONS = Declarations.of([], [SPEC, OTHER])
+
+
+def declaring(
+    counters: Sequence[str] = (), configs: Sequence[str] = (), histograms: Sequence[str] = (), **limits: Any
+) -> ServiceConfig:
+    """The test configuration with ``sample`` declaring these metrics besides its own."""
+    extra = [MetricSpec(n, MetricKind.COUNTER, "uses", Category.PROGRAM_USE, "A counter.") for n in counters]
+    extra += [MetricSpec(n, MetricKind.CONFIG, "value", Category.CONFIGURATION, "A setting.") for n in configs]
+    extra += [MetricSpec(n, MetricKind.HISTOGRAM, "ms", Category.PERFORMANCE, "A timing.") for n in histograms]
+    spec = attrs.evolve(SPEC, metrics=(*SPEC.metrics, *extra))
+    return attrs.evolve(config(**limits), declarations=Declarations.of([], [spec, OTHER]))
+
+
+def specs_file(folder: Path) -> Path:
+    """A specs file declaring ``sample`` and ``other``, as ``ceip describe --json`` writes it."""
+    path = folder / "specs.json"
+    path.write_bytes(orjson.dumps(wire.specs_document([SPEC, OTHER])))
+    return path
 
 
 def auth() -> dict[str, str]:

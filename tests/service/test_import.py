@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 from click.testing import CliRunner
-from service.factory import GZIP, body, deletion, report
+from service.factory import GZIP, body, deletion, report, specs_file
 
 from ceip_core.cli import cli
 from ceip_core.default_plugins.file_transport import write_atomically
@@ -28,7 +28,16 @@ def test_import_ingests_a_drop_folder_with_the_same_validation_and_dedupe(tmp_pa
     fleet = [report(problems={"E@x.py:1": 1}) for _ in range(6)]
     write_atomically(folder, body(*fleet[:3]))
     write_atomically(folder, body(*fleet[3:], report(product="unknown")))
-    common = ["--db", database, "--data", str(tmp_path), "--allowlist", str(allowlist)]
+    common = [
+        "--db",
+        database,
+        "--data",
+        str(tmp_path),
+        "--allowlist",
+        str(allowlist),
+        "--specs",
+        str(specs_file(tmp_path)),
+    ]
 
     first = run("import", str(folder), *common, "--json")
     assert first.exit_code == 0, first.output
@@ -58,7 +67,16 @@ def test_an_import_with_a_file_that_is_not_a_batch_stores_nothing(tmp_path: Path
     (folder / "b.ceip.json.gz").write_bytes(gzip.compress(deep))
     (folder / "c.ceip.json.gz").write_bytes(b"not gzip")
     (folder / "d.ceip.json.gz").write_bytes(body(deletion(deleted["guid"])))
-    common = ["--db", database, "--data", str(tmp_path), "--allowlist", str(allowlist)]
+    common = [
+        "--db",
+        database,
+        "--data",
+        str(tmp_path),
+        "--allowlist",
+        str(allowlist),
+        "--specs",
+        str(specs_file(tmp_path)),
+    ]
 
     failed = run("import", str(folder), *common)
     assert failed.exit_code == 1

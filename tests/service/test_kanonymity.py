@@ -51,11 +51,11 @@ async def test_trends_hide_a_day_of_k_minus_1_machines(client: Any) -> None:
 async def test_features_of_k_minus_1_machines_are_hidden_among_many_active(client: Any) -> None:
     fleet = machines(2 * K)
     items = [report(g, counters={"open_file": 1}) for g in fleet]  # every active machine
-    items += [report(g, counters={"rare": 1}) for g in fleet[: K - 1]]
-    items += [report(g, counters={"edge": 1}) for g in fleet[:K]]
+    items += [report(g, counters={"tag": 1}) for g in fleet[: K - 1]]
+    items += [report(g, counters={"export": 1}) for g in fleet[:K]]
     await send(client, *items)
     answer = await ask(client, "features")
-    assert {f["name"]: f["machines"] for f in answer["features"]} == {"open_file": 2 * K, "edge": K}
+    assert {f["name"]: f["machines"] for f in answer["features"]} == {"open_file": 2 * K, "export": K}
     assert answer["hidden"] == 1
 
 

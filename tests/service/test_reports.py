@@ -165,7 +165,7 @@ async def test_a_machine_over_its_rate_gets_429_with_retry_after(make_client: An
 
 async def test_health_and_readiness(client: Any) -> None:
     assert (await client.get("/healthz")).status == 200
-    assert await (await client.get("/readyz")).json() == {"status": "ready", "quarantined": 0}
+    assert await (await client.get("/readyz")).json() == {"status": "ready", "quarantined": 0, "ingest": {}}
 
 
 async def test_a_request_that_stalls_gets_408(make_client: Any) -> None:

@@ -16,7 +16,7 @@ import aiohttp
 import psutil
 import pytest
 from helpers import wait_for
-from service.factory import GZIP, body, free_port, report
+from service.factory import GZIP, body, free_port, report, specs_file
 
 ALLOWLIST_TOML = '[products.sample]\nexecutables = ["sample-app"]\n'
 
@@ -30,7 +30,7 @@ def start(tmp_path: Path) -> Iterator[Any]:
     def run(*args: str, scheme: str = "http") -> tuple[subprocess.Popen[str], str]:
         port = free_port()
         command = [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--data", str(tmp_path)]
-        command += ["--allowlist", str(tmp_path / "allowlist.toml"), *args]
+        command += ["--allowlist", str(tmp_path / "allowlist.toml"), "--specs", str(specs_file(tmp_path)), *args]
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         started.append(proc)
         return proc, f"{scheme}://127.0.0.1:{port}"

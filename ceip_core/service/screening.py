@@ -1,0 +1,111 @@
+"""The service's second pass over a valid report: the vendor's policy, the declaration, the scrubbers.
+
+Defence in depth (ARCHITECTURE.md, "Declared data only"): the client already honours the kill switch and
+the sample, drops what its product does not declare and scrubs identifiers, but a hand-made report, a
+stale client or a bug in one must not get around that. So before a report is stored the service:
+
+1. refuses it if the policy it publishes at ``GET /v1/policy`` says the product is switched off
+   (``disabled-by-vendor``) or the machine is outside the product's sample (``sampled-out``), decided by
+   the client's own code (``vendor_policy.machine_draw`` and ``VendorPolicy.drop_reason``);
+2. picks the declaration the report names by its ``spec_digest`` (the product's current one if it names
+   none, as old clients do, or one this service does not know), and refuses the report if the product has
+   no declaration at all (``undeclared-product``);
+3. runs the registered scrubbers, the very pipeline the client ran (``scrubbing.run_pipeline``), with no
+   machine names (the service does not know the sender's; its own must not be scrubbed). What they drop or
+   replace is counted per reason (``scrubbed:<scrubber>.<reason>``) and added to the stored report's
+   diagnostics under ``service.`` (the client's own counts stay as they were), so a stored report says
+   which side removed what. Diagnostics keys that are not shaped like the client's own names are dropped.
+
+The result is the report as stored; a report nothing changed keeps the struct and bytes it came with.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import attrs
+
+from ceip_core.records import Report
+from ceip_core.scrubbing import Limits, Scrubber, ScrubContext, run_pipeline
+from ceip_core.service.config import ProductPolicy, ServiceConfig
+from ceip_core.service.validation import Rejection, Valid, revalidate, to_record
+from ceip_core.vendor_policy import ProductRule, VendorPolicy, machine_draw
+
+#: A spec digest as ``wire.spec_digest`` makes it.
+SPEC_DIGEST = re.compile(r"^[0-9a-f]{32}$")
+#: The shape of every diagnostics key a client makes (``recorder.too_many_series``,
+#: ``scrub.identifiers.email``); anything else could be free text, so it is dropped.
+DIAGNOSTIC_KEY = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_:-]+)*$")
+#: What the service puts before its own counts in a stored report's diagnostics.
+SERVICE_PREFIX = "service."
+_SCRUB_PREFIX = "scrub."
+
+
+def policy_reason(policy: ProductPolicy, guid: str, product: str) -> str | None:
+    """Why the published policy turns this report away, decided exactly as the client decides it."""
+    rules = VendorPolicy({product: ProductRule(policy.enabled, policy.sample_rate)})
+    return rules.drop_reason(product, machine_draw(guid, product))
+
+
+def screen(
+    valid: Valid, config: ServiceConfig, scrubbers: Sequence[Scrubber], counts: Counter[str]
+) -> Valid | Rejection:
+    """The report to store (``valid`` itself if nothing changed), or why it is refused. Counts into ``counts``."""
+    item = valid.item
+    reason = policy_reason(config.policy_for(item.product), item.guid, item.product)
+    if reason == "disabled-by-vendor":
+        return Rejection(reason, f"the service's policy switches {item.product!r} off (GET /v1/policy)")
+    if reason is not None:
+        return Rejection(reason, f"this machine is outside the sample of {item.product!r} (GET /v1/policy)")
+    if item.spec_digest is not None and not SPEC_DIGEST.match(item.spec_digest):
+        return Rejection("invalid", "spec_digest must be 32 lower-case hex digits - at `$.spec_digest`")
+    spec, which = config.declarations.applying_to(item.product, item.spec_digest)
+    if spec is None:
+        return Rejection("undeclared-product", f"this service knows no declaration of {item.product!r}")
+    if which != "named":
+        counts[f"spec:{which}"] += 1
+    record = to_record(item)
+    outcome = run_pipeline(record, scrubbers, ScrubContext(spec=spec, limits=Limits()))
+    if outcome.report is None:
+        return Rejection("scrubbed", f"dropped by the service's second pass ({outcome.dropped_by})")
+    scrubbed = _with_service_counts(outcome.report, record.diagnostics, counts)
+    return valid if _unchanged(record, scrubbed) else revalidate(scrubbed, config.limits)
+
+
+#: How the scrubbers order the series they emit; a report that differs only in that order is unchanged.
+_ORDER = {
+    "counters": lambda s: (s.name, s.label or ""),
+    "histograms": lambda s: (s.name, s.label or ""),
+    "problems": lambda p: (p.kind, p.signature),
+}
+
+
+def _unchanged(record: Report, scrubbed: Report) -> bool:
+    """Whether the scrubbers left ``record`` as it was, up to the order of its series (a client sends
+    them sorted; a hand-made report need not, and re-encoding it for that alone would gain nothing)."""
+    if scrubbed == record:
+        return True
+    for name, key in _ORDER.items():
+        if sorted(getattr(record, name), key=key) != sorted(getattr(scrubbed, name), key=key):
+            return False
+    return attrs.evolve(scrubbed, **{name: getattr(record, name) for name in _ORDER}) == record
+
+
+def _with_service_counts(scrubbed: Report, sent: dict[str, int], counts: Counter[str]) -> Report:
+    """``scrubbed`` with the client's diagnostics as sent (keys of the wrong shape dropped) and what the
+    scrubbers added here under ``service.``; both counted into ``counts``."""
+    kept = {k: v for k, v in sent.items() if DIAGNOSTIC_KEY.match(k)}
+    added: dict[str, int] = {}
+    if len(kept) < len(sent):
+        added["diagnostics.invalid_key"] = len(sent) - len(kept)
+    for key, n in scrubbed.diagnostics.items():
+        if n > sent.get(key, 0):
+            added[key.removeprefix(_SCRUB_PREFIX)] = n - sent.get(key, 0)
+    if not added:
+        return scrubbed if scrubbed.diagnostics == sent else attrs.evolve(scrubbed, diagnostics=sent)
+    for key, n in added.items():
+        counts[f"scrubbed:{key}"] += n
+    mine = {f"{SERVICE_PREFIX}{_SCRUB_PREFIX}{k}": n for k, n in added.items()}
+    return attrs.evolve(scrubbed, diagnostics=dict(sorted({**kept, **mine}.items())))
