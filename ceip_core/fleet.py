@@ -55,8 +55,8 @@ OLD_SLOWDOWN = 1.15
 #: The share of machines that opt out of every product at some day in the range.
 OPT_OUT_SHARE = 0.04
 #: How often, per report, the most common problem occurs in the versions before the new one, and in it.
-COMMON_RATE = 0.08
-FIXED_RATE = 0.004
+COMMON_RATE = 0.03
+FIXED_RATE = 0.002
 _EXCEPTIONS = ("TimeoutError", "FileNotFoundError", "KeyError", "PermissionError", "ConnectionResetError")
 _MODULES = ("io", "loader", "render", "net", "settings")
 _OS = (
@@ -87,7 +87,7 @@ class Machine:
     @property
     def speed(self) -> float:
         """How much longer than a machine of 8 logical CPUs it takes to do the same work."""
-        return (8 / self.system.cpu_logical) ** 0.3
+        return float((8 / (self.system.cpu_logical or 8)) ** 0.3)
 
 
 def _system(rng: random.Random) -> SystemInfo:
@@ -137,7 +137,7 @@ def _signatures(spec: ProductSpec, rng: random.Random) -> list[str]:
 
 def _weights(n: int, rng: random.Random) -> list[float]:
     """Uneven chances for ``n`` choices (the first most likely): no two labels or values alike."""
-    return [rng.uniform(0.7, 1.3) * 0.55**i for i in range(n)]
+    return [rng.uniform(0.75, 1.1) * 0.6**i for i in range(n)]
 
 
 def _setting(metric: MetricSpec, machine: Machine, weights: list[float], rng: random.Random) -> str | int | bool:
@@ -148,7 +148,7 @@ def _setting(metric: MetricSpec, machine: Machine, weights: list[float], rng: ra
     if metric.description.startswith("Whether"):
         return rng.random() < 0.7
     values, chances = _COUNTS
-    return min(rng.choices(values, weights=chances)[0], machine.system.cpu_logical)
+    return min(rng.choices(values, weights=chances)[0], machine.system.cpu_logical or 8)
 
 
 def _timing(metric: MetricSpec, rng: random.Random) -> tuple[float, float]:
@@ -187,25 +187,34 @@ class _Product:
         self.value_weights = {m.name: _weights(len(m.labels or ()), rng) for m in self.configs}
         self.problems = {m.name: _signatures(spec, rng) for m in spec.metrics if m.kind is MetricKind.PROBLEM}
         self.settings: dict[str, dict[str, str | int | float | bool]] = {}
-        self.adopted: dict[str, list[MetricSpec]] = {}
+        self.adopted: dict[str, list[tuple[MetricSpec, tuple[str, ...]]]] = {}
         self.noisy: set[str] = set()
 
     def setup(self, machine: Machine, rng: random.Random) -> None:
         self.settings[machine.guid] = {
             m.name: _setting(m, machine, self.value_weights[m.name], rng) for m in self.configs
         }
-        self.adopted[machine.guid] = [m for i, m in enumerate(self.counters) if rng.random() < 0.95 * 0.7**i]
+        self.adopted[machine.guid] = [
+            (m, self._kinds(m, rng)) for i, m in enumerate(self.counters) if rng.random() < 0.95 * 0.7**i
+        ]
         if len(self.noisy) < 6:  # a handful of machines that hit one problem over and over
             self.noisy.add(machine.guid)
 
+    def _kinds(self, metric: MetricSpec, rng: random.Random) -> tuple[str, ...]:
+        """The labels of a feature one machine uses: at least one, the common ones more often."""
+        if not metric.labels:
+            return ()
+        weights = self.label_weights[metric.name]
+        kinds = tuple(label for label, w in zip(metric.labels, weights, strict=True) if rng.random() < min(0.95, w))
+        return kinds or (rng.choices(metric.labels, weights=weights)[0],)
+
     def _counters(self, machine: Machine, rng: random.Random) -> list[CounterValue]:
         counters = []
-        for metric in self.adopted[machine.guid]:
+        for metric, labels in self.adopted[machine.guid]:
             if not metric.labels:
                 counters.append(CounterValue(metric.name, 1 + int(rng.expovariate(0.3))))
-                continue
-            for label, chance in zip(metric.labels, self.label_weights[metric.name], strict=True):
-                if rng.random() < min(0.9, chance):
+            for label in labels:  # the kinds of use this machine's person takes to, not always each day
+                if rng.random() < 0.5:
                     counters.append(CounterValue(metric.name, 1 + int(rng.expovariate(0.4)), label))
         return counters
 
@@ -217,9 +226,9 @@ class _Product:
             if rng.random() < common:
                 problems.append(Problem(kind, signatures[0], 1))
             for j, signature in enumerate(signatures[1:4], 1):
-                if rng.random() < 0.05 * 0.55**j:
+                if rng.random() < 0.025 * 0.55**j:
                     problems.append(Problem(kind, signature, 1))
-            if new and rng.random() < 0.08 * 0.6**n:  # the new version's own problem
+            if new and rng.random() < 0.05 * 0.6**n:  # the new version's own problem
                 problems.append(Problem(kind, signatures[4], 1))
             if machine.guid in self.noisy and n == 0:
                 problems.append(Problem(kind, f"RecursionError@{self.spec.id}/plugins.py:42", rng.randint(20, 60)))
