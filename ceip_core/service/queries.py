@@ -13,6 +13,7 @@ sent is gone).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -387,9 +388,8 @@ async def versions(storage: Storage, filters: Filters, k: int) -> dict[str, Any]
 
 
 def _version_order(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Versions in release order as people number them: ``2.9`` before ``2.10``."""
-    parts = version.replace("-", ".").split(".")
-    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in parts)
+    """Versions in release order as people number them: ``2.9`` before ``2.10``, numbers before words."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|[^\d.\-_+]+", version))
 
 
 async def problem_versions(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
