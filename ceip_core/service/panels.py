@@ -37,7 +37,7 @@ MAX_VERSION_PROBLEMS = 8
 MAX_TOP_PROBLEMS = 10
 #: What each query's ``hidden`` counts, in the words of the privacy note; in the order the note lists them.
 HIDDEN_WHAT = {
-    "versions": "version(s) of the product",
+    "versions": "product(s) or product version(s)",
     "problems": "problem(s)",
     "trends": "day(s) of a problem's trend",
     "problem_versions": "version(s) of a problem",
@@ -323,7 +323,7 @@ def top_problems(
                 "machines_text": number(r["machines"]),
                 "occurrences_text": number(r["occurrences"]),
                 "share": percent(share) if share is not None else "",
-                "bar": charts.bar(share or 0.0, 1.0, f"{percent(share)} of {r['product']} machines" if share else ""),
+                "bar": charts.bar(share or 0.0, 1.0, f"{percent(share or 0.0)} of the {r['product']} machines"),
             }
         )
     return _panel(answer, json_href, why, rows=rows, more=len(answer["problems"]) - len(rows))
