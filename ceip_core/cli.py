@@ -585,9 +585,10 @@ def demo(seconds: float, no_wait: bool) -> None:
 
     Opts the installed products in and allowlists them, starts `ceip agent`, launches each product's
     stand-in executable (and one that crashes), waits until the agent has seen them end, stops it, and
-    shows what was queued. Then starts `ceip serve` on 127.0.0.1, sends it a simulated fleet of 200
-    machines and this machine's reports over HTTP, and prints the dashboard's address and login token;
-    it serves until Ctrl-C. Use it with a throw-away state folder: ceip --home ./demo-home demo
+    says what was queued (`ceip review` shows it). Then starts `ceip serve` on 127.0.0.1, sends it a
+    simulated fleet of 200 machines and a copy of this machine's reports over HTTP (they stay queued), and
+    prints the dashboard's address and login token; it serves until Ctrl-C.
+    Use it with a throw-away state folder: ceip --home ./demo-home demo
     """
     from ceip_core import demo as demo_run
 
@@ -600,12 +601,9 @@ def demo(seconds: float, no_wait: bool) -> None:
         demo_run.run(plugins, state_dir(), seconds, click.echo)
     except demo_run.DemoError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo("")
-    ctx = click.get_current_context()
-    ctx.invoke(review, product=None, as_json=False)
-    click.echo("")
-    ctx.invoke(status, as_json=False)
-    click.echo("")
+    home = f"ceip --home {state_dir()}"
+    click.echo(f"Queued on this machine: {demo_run.queued(state_dir())}. See them: {home} review (the machine: "
+               f"{home} status).\n")  # fmt: skip
     service_dir = state_dir() / demo_run.SERVICE_FOLDER
     try:
         with demo_run.running_service(service_dir, click.echo) as service:

@@ -4,12 +4,16 @@ It opts the installed products in and allowlists their executables, starts ``cei
 its own, launches each product's stand-in executable (installed with its plugin under the product's
 executable name; it records through the public recording API, see ``ceip_core.standin``) and one that
 crashes, waits until the agent has seen every one of them end, and stops the agent, which seals what it
-holds. What is left in the spool is what ``ceip review`` then shows.
+holds. What is left in the spool is what ``ceip review`` shows; the demo only says how much it is
+(:func:`queued`), and which command shows it.
 
-Then the vendor's side (:func:`serve_dashboard`): it starts ``ceip serve`` on loopback with its data in
-the state folder, sends it a simulated fleet (``ceip_core.fleet``) and this machine's own queued reports
-through the HTTP transport and ``POST /v1/reports``, the way machines do, and prints the dashboard's
-address and the token to log in with.
+Then the vendor's side (:func:`populate`): it starts ``ceip serve`` on loopback with its data in the
+state folder, sends it a simulated fleet (``ceip_core.fleet``: its reports, then the deletion requests of
+the machines that opted out) and a copy of this machine's own queued reports through the HTTP transport
+and ``POST /v1/reports``, the way machines do, and prints the dashboard's address and the token to log in
+with. This machine's reports stay queued, so the README's tour (``ceip review``, ``ceip consent out``,
+``ceip upload``) works on them afterwards; sending them again is harmless, since the service keeps one
+copy of each report id.
 
 The demo does not collect the exit status of the stand-ins it started until the agent has seen them end:
 that is what lets the agent tell a normal end from a crash (see ``process_observer``).
@@ -41,7 +45,6 @@ from ceip_core.records import ProductSpec
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 from ceip_core.transport import Batch, BatchItem, Outcome
-from ceip_core.upload import drain
 
 #: How often the demo's agent looks at the processes, in seconds.
 POLL_S = 0.2
@@ -169,11 +172,8 @@ def _announced_url(service: subprocess.Popen[str], timeout: float) -> str | None
     return None
 
 
-async def _send_fleet(plugins: Plugins, url: str) -> tuple[int, int]:
-    """Send the simulated fleet through the HTTP transport; (reports accepted, reports sent)."""
-    specs = list(plugins.products.values())
-    items = [BatchItem(r.report_id, "report", r.product, wire.encode_item(r))
-             for r in fleet.simulate(specs, machines_count=FLEET_MACHINES, days=FLEET_DAYS)]  # fmt: skip
+async def _send(plugins: Plugins, url: str, items: list[BatchItem]) -> int:
+    """Send ``items`` through the HTTP transport, in batches within the size limits; how many were accepted."""
     transport = plugins.transport_for(url)
     accepted = start = 0
     try:
@@ -183,7 +183,25 @@ async def _send_fleet(plugins: Plugins, url: str) -> tuple[int, int]:
             accepted += sum(r.outcome is Outcome.ACCEPTED for r in await transport.send(batch))
     finally:
         await transport.close()
-    return accepted, len(items)
+    return accepted
+
+
+def _fleet_items(plugins: Plugins) -> tuple[list[BatchItem], list[BatchItem]]:
+    """The simulated fleet as batch items: its reports, and the deletion requests of those who opted out."""
+    simulated = fleet.Fleet(list(plugins.products.values()), machines_count=FLEET_MACHINES, days=FLEET_DAYS)
+    reports = [BatchItem(r.report_id, "report", r.product, wire.encode_item(r)) for r in simulated.reports()]
+    deletions = [BatchItem(d.request_id, "deletion", d.product, wire.encode_item(d)) for d in simulated.deletions()]
+    return reports, deletions
+
+
+def queued(folder: Path) -> str:
+    """What this machine has queued, in one line: ``4 report(s): analyst 2, hub-server 1, packager 1``."""
+    items = Spool(StateDB(folder)).items()
+    by_product: dict[str, int] = {}
+    for item in items:
+        by_product[item.product] = by_product.get(item.product, 0) + 1
+    found = ", ".join(f"{product} {n}" for product, n in sorted(by_product.items()))
+    return f"{len(items)} item(s): {found}" if items else "nothing"
 
 
 async def _ask(url: str, token: str, query: str) -> dict[str, Any]:
@@ -199,27 +217,25 @@ async def _ask(url: str, token: str, query: str) -> dict[str, Any]:
 
 
 def populate(plugins: Plugins, folder: Path, url: str, token: str, echo: Callable[[str], None]) -> None:
-    """Fill the service: the simulated fleet, then this machine's own queued reports, all over HTTP."""
+    """Fill the service: the simulated fleet, its opt-outs, then a copy of this machine's queued reports."""
     began = time.monotonic()
-    accepted, sent = asyncio.run(_send_fleet(plugins, url))
-    echo(f"Sent {sent:,} reports of {FLEET_MACHINES} simulated machines over the last {FLEET_DAYS} days "
+    reports, deletions = _fleet_items(plugins)
+    accepted = asyncio.run(_send(plugins, url, reports))
+    echo(f"Sent {len(reports):,} reports of {FLEET_MACHINES} simulated machines over the last {FLEET_DAYS} days "
          f"to {url}/v1/reports: {accepted:,} accepted ({time.monotonic() - began:.1f} s).")  # fmt: skip
-    if accepted != sent:
+    if accepted != len(reports):
         log = folder / SERVICE_FOLDER / "service.log"
-        raise DemoError(f"the service accepted {accepted} of {sent} simulated reports; see {log}")
-
-    async def upload_own() -> int:
-        transport = plugins.transport_for(url)
-        try:
-            return (await drain(Spool(StateDB(folder)), transport)).accepted
-        finally:
-            await transport.close()
-
-    echo(f"Uploaded this machine's own queued reports: {asyncio.run(upload_own())} accepted.")
+        raise DemoError(f"the service accepted {accepted} of {len(reports)} simulated reports; see {log}")
+    opted_out = asyncio.run(_send(plugins, url, deletions))
+    echo(f"Sent {opted_out} deletion request(s) of the simulated machines that opted out (the opt-outs chart).")
+    own = [BatchItem(q.item_id, q.kind, q.product, q.data) for q in Spool(StateDB(folder)).items()]
+    echo(f"Sent a copy of this machine's {len(own)} queued item(s): {asyncio.run(_send(plugins, url, own))} "
+         "accepted; they stay queued here for the tour.")  # fmt: skip
     # The first query folds what the service has not folded yet, so the first page view is quick.
-    versions = asyncio.run(_ask(url, token, "versions"))["versions"]
-    machines = ", ".join(f"{r['product']} {r['machines']}" for r in versions if r["version"] is None)
-    echo(f"Active machines per product: {machines}.")
+    answer = asyncio.run(_ask(url, token, "versions"))
+    machines = ", ".join(f"{r['product']} {r['machines']}" for r in answer["versions"] if r["version"] is None)
+    echo(f"Active machines per product: {machines}. What fewer than k = {answer['k']} machines reported (a problem "
+         "only this machine had) is hidden; each page says what it hid under 'Hidden numbers'.")  # fmt: skip
 
 
 def _wait(condition: Callable[[], bool], timeout: float) -> bool:

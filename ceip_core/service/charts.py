@@ -115,9 +115,16 @@ def columns(
     return _svg(css, width, height, label, _join(body))
 
 
-def hbars(rows: Sequence[tuple[str, float, str, Mapping[str, object]]], label: str, *, css: str = "hbars") -> Markup:
+def hbars(
+    rows: Sequence[tuple[str, float | None, str, Mapping[str, object]]],
+    label: str,
+    *,
+    css: str = "hbars",
+    row: str = "row",
+) -> Markup:
     """Horizontal bars, labels on the left: ``(label, share from 0 to 1, text at the bar's end, data)`` per
-    row, where ``data`` becomes the row's ``data-*`` attributes (the exact numbers behind the text)."""
+    row, where ``data`` becomes the row's ``data-*`` attributes (the exact numbers behind the text), and
+    ``row`` its class. A share of None (a number k-anonymity hides) draws no bar, only the text."""
     width, left, row_h, right = 560, 200, 20, 110
     height = max(1, len(rows)) * row_h
     track = width - left - right
@@ -125,16 +132,17 @@ def hbars(rows: Sequence[tuple[str, float, str, Mapping[str, object]]], label: s
     for i, (name, share, text, data) in enumerate(rows):
         y = i * row_h
         attributes = _join([M(' data-{}="{}"').format(k, v) for k, v in data.items()])
-        w = max(1.0 if share > 0 else 0.0, track * min(share, 1.0))
+        w = 0.0 if share is None else max(1.0 if share > 0 else 0.0, track * min(share, 1.0))
         shown = name if len(name) <= 30 else name[:29] + "…"
         body.append(
             M(
-                '<g class="row"{attributes}><title>{tip}</title>'
+                '<g class="{row}"{attributes}><title>{tip}</title>'
                 '<text class="label" x="{lx}" y="{ty}" text-anchor="end">{shown}</text>'
                 '<rect class="track" x="{left}" y="{ry}" width="{track}" height="{rh}"/>'
                 '<rect class="fill" x="{left}" y="{ry}" width="{w:.1f}" height="{rh}"/>'
                 '<text class="value" x="{vx:.1f}" y="{ty}">{text}</text></g>'
             ).format(
+                row=row,
                 attributes=attributes,
                 tip=f"{name}: {text}",
                 lx=left - 6,
@@ -190,3 +198,58 @@ def ranges(rows: Sequence[tuple[str, float, float, float]], label: str) -> Marku
             ).format(tip=tip, lx=left - 6, ty=y + 4, version=version, a=x(p50), b=x(p90), c=x(p99), y=y)
         )
     return _svg("ranges", width, height, label, _join(body))
+
+
+#: Series a :func:`lines` chart draws at most (each has a colour of its own in the stylesheet).
+MAX_SERIES = 8
+
+
+def lines(series: Sequence[tuple[str, Sequence[int | None]]], days: Sequence[str], label: str, unit: str,
+          *, height: int = 180) -> Markup:  # fmt: skip
+    """One line per series (``(name, one value per day)``) over the same days, on one scale: products
+    compared at a glance. ``None`` (a day under k machines) breaks the line. Each point has a tooltip;
+    the series' names and colours are the legend the page shows beside it (class ``s0`` ... ``s7``).
+    """
+    width, left, bottom, top_pad, right = 720, 44, 18, 8, 8
+    top = max((v for _, values in series for v in values if v is not None), default=0) or 1
+    step = (width - left - right) / max(1, len(days) - 1)
+    plot = height - bottom - top_pad
+    base = height - bottom
+    body = [
+        M('<line class="axis" x1="{l}" y1="{b}" x2="{w}" y2="{b}"/>').format(l=left, b=base, w=width - right),
+        M('<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>').format(left - 4, top_pad + 4, number(top)),
+        M('<text class="tick" x="{}" y="{}" text-anchor="end">0</text>').format(left - 4, base),
+    ]
+    for n, (name, values) in enumerate(series[:MAX_SERIES]):
+        points: list[list[tuple[float, float]]] = [[]]
+        dots = []
+        for i, (day, v) in enumerate(zip(days, values, strict=True)):
+            x = left + i * step
+            if v is None:
+                points.append([])
+                continue
+            y = base - plot * v / top
+            points[-1].append((x, y))
+            dots.append(
+                M('<circle r="2.5" cx="{:.1f}" cy="{:.1f}"><title>{}</title></circle>').format(
+                    x, y, f"{name}, {day}: {number(v)} {unit}"
+                )
+            )
+        drawn = [
+            M('<polyline points="{}"/>').format(" ".join(f"{x:.1f},{y:.1f}" for x, y in s))
+            for s in points
+            if len(s) > 1
+        ]
+        body.append(
+            M('<g class="series s{n}" data-series="{name}">{lines}{dots}</g>').format(
+                n=n, name=name, lines=_join(drawn), dots=_join(dots)
+            )
+        )
+    if days:
+        body.append(M('<text class="tick" x="{}" y="{}">{}</text>').format(left, height - 4, days[0]))
+        body.append(
+            M('<text class="tick" x="{}" y="{}" text-anchor="end">{}</text>').format(
+                width - right, height - 4, days[-1]
+            )
+        )
+    return _svg("lines", width, height, label, _join(body))

@@ -251,6 +251,10 @@ _COLUMNS = {
     "timings": ("timings", ["product", "name", "version", "machines", "count", "p50", "p90", "p99"]),
     "participation": ("active", ["product", "day", "active_machines"]),
     "versions": ("versions", ["product", "version", "machines"]),
+    "problem_versions": (
+        "problem_versions",
+        ["product", "kind", "signature", "version", "machines", "active_machines", "share"],
+    ),
 }
 
 
@@ -275,7 +279,8 @@ def report(
     k: int,
     as_json: bool,
 ) -> None:
-    """Print what the query API answers: problems, trends, features, config, timings, participation or versions."""
+    """Print what the query API answers: problems, trends, features, config, timings, participation, versions
+    or problem_versions."""
     from ceip_core.service import queries
     from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage, redact
 

@@ -35,7 +35,6 @@ from attrs import frozen
 
 from ceip_core.service import panels, queries, sessions
 from ceip_core.service.auth import matches
-from ceip_core.service.charts import number
 from ceip_core.service.rollups import DAY_S
 from ceip_core.service.storage import Storage, StorageUnavailable, session_epoch
 
@@ -288,27 +287,35 @@ class Dashboard:
         return await queries.QUERIES[name](self.storage, filters, self.k)
 
     async def _index(self, view: View) -> dict[str, Any]:
-        """Every allowlisted product, with its active machines in the range."""
-        answer = await self._ask("versions", view.filters)
-        machines = {r["product"]: r["machines"] for r in answer["versions"] if r["version"] is None}
-        rows = []
-        for product in self.products:
-            n = machines.get(product)
-            rows.append({
-                "product": product,
-                "machines": n,
-                "href": panels.link(DASHBOARD, view.params(product=product)),
-                "shown": number(n) if n is not None else f"none, or fewer than {self.k}",
-            })  # fmt: skip
-        return {"nav": self._nav(view), "form": self._range_form(view, []), "index": {"rows": rows}}
+        """Every allowlisted product side by side: machines per day, opt-outs, the top problems across them."""
+        filters = view.filters
+        answers = {name: await self._ask(name, filters) for name in ("versions", "participation", "problems")}
+        hrefs = {p: panels.link(DASHBOARD, view.params(product=p)) for p in self.products}
+
+        def api(name: str) -> str:
+            return panels.link(f"/v1/query/{name}", view.params())
+
+        days = view.days
+        built = await asyncio.to_thread(
+            lambda: {
+                "first_day": days[0],
+                "last_day": days[-1],
+                "overview": panels.overview(answers["participation"], answers["versions"], self.products, days,
+                                            hrefs, api("participation")),
+                "problems": panels.top_problems(answers["problems"], answers["versions"], hrefs, api("problems")),
+                "privacy": panels.privacy(answers, self.k),
+            }
+        )  # fmt: skip
+        return {"nav": self._nav(view), "form": self._range_form(view, []), "index": built}
 
     async def _product(self, view: View) -> dict[str, Any]:
         """A product's page: every panel, for the view's version and range."""
         filters = view.filters
         every_version = await self._ask("versions", attrs.evolve(filters, version=None))
         versions = [r["version"] for r in every_version["versions"] if r["version"] is not None]
-        answers = {name: await self._ask(name, filters) for name in ("problems", "trends", "features", "config",
-                                                                      "timings", "participation")}  # fmt: skip
+        names = ("problems", "trends", "problem_versions", "features", "config", "timings", "participation")
+        answers = {name: await self._ask(name, filters) for name in names}
+        answers["versions"] = every_version
 
         def api(name: str) -> str:
             return panels.link(f"/v1/query/{name}", view.params())
@@ -317,21 +324,28 @@ class Dashboard:
         active = shown[0]["machines"] if shown else None
         optouts = sum(r["requests"] for r in answers["participation"]["deletions"])
         days = view.days
-        # The panels are built in a worker thread too: their cost grows with what is stored.
-        built = await asyncio.to_thread(
-            lambda: {
+        too_few = None if active is not None else f"{view.product} {view.version or ''}".strip()
+
+        def build() -> dict[str, Any]:
+            privacy = panels.privacy(answers, self.k, too_few)
+            return {
                 "name": view.product,
                 "version": view.version,
                 "first_day": days[0],
                 "last_day": days[-1],
-                "summary": panels.summary(active, len(answers["problems"]["problems"]), optouts, self.k),
+                "privacy": privacy,
+                "summary": panels.summary(active, len(answers["problems"]["problems"]), optouts, self.k,
+                                          privacy["total"]),
                 "problems": panels.problems(answers["problems"], answers["trends"], days, api("problems")),
+                "problem_versions": panels.problem_versions(answers["problem_versions"], api("problem_versions")),
                 "features": panels.features(answers["features"], api("features")),
                 "config": panels.config(answers["config"], api("config")),
                 "performance": panels.performance(answers["timings"], api("timings")),
                 "participation": panels.participation(answers["participation"], days, api("participation")),
-            }
-        )
+            }  # fmt: skip
+
+        # The panels are built in a worker thread too: their cost grows with what is stored.
+        built = await asyncio.to_thread(build)
         return {"nav": self._nav(view), "form": self._range_form(view, versions), "product": built}
 
 

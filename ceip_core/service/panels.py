@@ -32,6 +32,20 @@ MAX_FEATURE_ROWS = 100
 MAX_CONFIG_KEYS = 40
 #: Timing metrics drawn on a page, at most.
 MAX_METRICS = 30
+#: Problems drawn per version on a product page (the most machines first), and listed across products.
+MAX_VERSION_PROBLEMS = 8
+MAX_TOP_PROBLEMS = 10
+#: What each query's ``hidden`` counts, in the words of the privacy note; in the order the note lists them.
+HIDDEN_WHAT = {
+    "versions": "product(s) or product version(s)",
+    "problems": "problem(s)",
+    "trends": "day(s) of a problem's trend",
+    "problem_versions": "version(s) of a problem",
+    "features": "feature or label row(s)",
+    "config": 'configuration value(s), folded into "other"',
+    "timings": "timing(s) of a version",
+    "participation": "day(s) of active machines",
+}
 
 #: How the configuration panel groups the distributions, in order: (title, key or key prefix).
 CONFIG_SECTIONS = (
@@ -206,12 +220,138 @@ def participation(answer: Mapping[str, Any], days: Sequence[str], json_href: str
     )
 
 
-def summary(active: int | None, problems_shown: int, optouts: int, k: int) -> list[dict[str, str]]:
+def summary(active: int | None, problems_shown: int, optouts: int, k: int, hidden: int) -> list[dict[str, str]]:
     """The tiles at the top of a product page."""
     shown = number(active) if active is not None else f"fewer than {k}"
     return [
         {"css": "active", "label": "Active machines", "value": shown},
         {"css": "problems", "label": "Problems shown", "value": number(problems_shown)},
         {"css": "optouts", "label": "Opt-outs", "value": number(optouts)},
-        {"css": "k", "label": "k-anonymity", "value": f"groups under {k} machines hidden"},
+        {"css": "k", "label": f"k-anonymity (k = {k})", "value": f"{number(hidden)} group(s) under {k} machines hidden",
+         "href": "#privacy"},
+    ]  # fmt: skip
+
+
+def privacy(answers: Mapping[str, Mapping[str, Any]], k: int, too_few: str | None = None) -> Panel:
+    """Says when and why numbers are hidden: what k-anonymity held back on this page, query by query.
+
+    A newcomer's own few machines (or the one machine a test runs on) are exactly what k hides; without a
+    word, an empty panel looks like a bug. ``too_few`` names what fewer than k machines used (a product or
+    a version), if that is why the page is empty.
+    """
+    hidden = [
+        {"query": name, "count": answers[name]["hidden"], "what": words}
+        for name, words in HIDDEN_WHAT.items()
+        if name in answers and answers[name]["hidden"]
     ]
+    if too_few is not None:
+        headline = f"Fewer than {k} machines used {too_few} in this range, so nothing about them is published here."
+    elif hidden:
+        headline = f"Some groups in this range have fewer than {k} machines, so their numbers are not shown."
+    else:
+        headline = f"Every group on this page has at least {k} machines: nothing is hidden."
+    why = Markup(
+        "Every number on the dashboard counts at least <b>k = {k}</b> machines (k-anonymity), so that no number "
+        "describes one machine or a handful of them: a test machine's own reports, or a problem only one "
+        "customer has, stay out of sight. Only how many groups were held back is shown. Nothing is thrown away: "
+        "the reports are stored, and a group appears once {k} machines have it (<code>ceip serve --k</code> "
+        "sets k)."
+    ).format(k=k)
+    return {"k": k, "headline": headline, "hidden": hidden, "total": sum(h["count"] for h in hidden), "why": why}
+
+
+def overview(
+    participation: Mapping[str, Any],
+    versions: Mapping[str, Any],
+    products: Sequence[str],
+    days: Sequence[str],
+    hrefs: Mapping[str, str],
+    json_href: str,
+) -> Panel:
+    """The products side by side: active machines per day (one line each) and in the range, opt-outs."""
+    k = participation["k"]
+    why = Markup(
+        "Machines that used each product, per day: one line per product on one scale (a day of fewer than {k} "
+        "machines breaks its line). Open a product for its problems, features, configuration and performance."
+    ).format(k=k)
+    per_day: dict[str, dict[str, int]] = defaultdict(dict)
+    for r in participation["active"]:
+        per_day[r["product"]][r["day"]] = r["active_machines"]
+    optouts: dict[str, int] = defaultdict(int)
+    for r in participation["deletions"]:
+        optouts[r["product"]] += r["requests"]
+    machines = {r["product"]: r["machines"] for r in versions["versions"] if r["version"] is None}
+    drawn = list(products[: charts.MAX_SERIES])
+    rows = []
+    for n, product in enumerate(products):
+        found = machines.get(product)
+        rows.append(
+            {
+                "product": product,
+                "machines": found,
+                "series": f"s{n}" if product in drawn else None,
+                "href": hrefs[product],
+                "shown": number(found) if found is not None else f"none, or fewer than {k}",
+                "optouts": number(optouts.get(product, 0)),
+            }
+        )
+    chart = charts.lines(
+        [(p, [per_day[p].get(d) for d in days]) for p in drawn], days, "active machines per day, by product", "machines"
+    )
+    return _panel(participation, json_href, why, rows=rows, chart=chart)
+
+
+def top_problems(
+    answer: Mapping[str, Any], versions: Mapping[str, Any], hrefs: Mapping[str, str], json_href: str
+) -> Panel:
+    """The problems that hit the most machines, across products, with the share of each product's machines."""
+    why = Markup(
+        "The problems of every product, ranked by <b>distinct machines</b>. The bar is the share of the "
+        "product's active machines that had the problem, so a small product's problems compare fairly with a "
+        "large one's."
+    )
+    machines = {r["product"]: r["machines"] for r in versions["versions"] if r["version"] is None}
+    rows = []
+    for rank, r in enumerate(answer["problems"][:MAX_TOP_PROBLEMS], 1):
+        active = machines.get(r["product"])
+        share = r["machines"] / active if active else None
+        rows.append(
+            {
+                **r,
+                "rank": rank,
+                "href": hrefs.get(r["product"], ""),
+                "machines_text": number(r["machines"]),
+                "occurrences_text": number(r["occurrences"]),
+                "share": percent(share) if share is not None else "",
+                "bar": charts.bar(share or 0.0, 1.0, f"{percent(share or 0.0)} of the {r['product']} machines"),
+            }
+        )
+    return _panel(answer, json_href, why, rows=rows, more=len(answer["problems"]) - len(rows))
+
+
+def problem_versions(answer: Mapping[str, Any], json_href: str) -> Panel:
+    """Per top problem, the share of each version's machines that had it: did a fix work?"""
+    k = answer["k"]
+    why = Markup(
+        "For the problems that hit the most machines: the share of each version's active machines that had the "
+        "problem. A fix that worked shows as a short bar in the version that has it; a problem a new version "
+        "brought, as a bar that only that version has. A version where fewer than {k} machines had it says so "
+        "instead of a number. The JSON has every problem."
+    ).format(k=k)
+    by_problem: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    for r in answer["problem_versions"]:
+        by_problem[r["kind"], r["signature"]].append(r)
+    drawn = []
+    for (kind, signature), found in list(by_problem.items())[:MAX_VERSION_PROBLEMS]:
+        bars = []
+        for r in found:
+            if r["machines"] is None:
+                text = f"under {k} of {number(r['active_machines'])}"
+            else:
+                text = f"{percent(r['share'])} · {number(r['machines'])} of {number(r['active_machines'])}"
+            data = {"version": r["version"], "machines": "" if r["machines"] is None else r["machines"],
+                    "active": r["active_machines"]}  # fmt: skip
+            bars.append((r["version"], r["share"], text, data))
+        label = f"{signature}: share of each version's machines"
+        drawn.append({"kind": kind, "signature": signature, "chart": charts.hbars(bars, label, row="version-row")})
+    return _panel(answer, json_href, why, problems=drawn, more=len(by_problem) - len(drawn))

@@ -13,6 +13,7 @@ sent is gone).
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
@@ -386,6 +387,48 @@ async def versions(storage: Storage, filters: Filters, k: int) -> dict[str, Any]
     return _answer("versions", rows, len(found) - len(rows), k, filters)
 
 
+def _version_order(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Versions in release order as people number them: ``2.9`` before ``2.10``, numbers before words."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in re.findall(r"\d+|[^\d.\-_+]+", version))
+
+
+async def problem_versions(storage: Storage, filters: Filters, k: int) -> dict[str, Any]:
+    """Machines per product version for each problem that ``problems`` shows, beside that version's active
+    machines: a fix that worked shows as a share that drops in the version that has it.
+
+    One row per problem and version of at least ``k`` active machines in the range (the versions that
+    ``versions`` lists), in the problems' rank and then release order; ``machines`` 0 is a version none of
+    whose machines had the problem. A version where fewer than ``k`` machines had it has ``machines`` and
+    ``share`` null (counted in ``hidden``): that some had it is shown, how many is not.
+    """
+    await catch_up(storage)
+    ranked = (await _problems(storage, filters, k))[0]
+    active = await _reach(storage, filters, "active", ("version",), per_version=True)
+    hit = await _reach(storage, filters, "problem", ("name", "value", "version"), per_version=True)
+    by_product: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for (product, version), n in sorted(active.items(), key=lambda kv: (kv[0][0], _version_order(kv[0][1]))):
+        if n >= k:
+            by_product[product].append((version, n))
+    rows = []
+    for r in ranked:
+        product, kind, signature = r["product"], r["kind"], r["signature"]
+        for version, total in by_product[product]:
+            n = hit.get((product, kind, signature, version), 0)
+            shown = n if n == 0 or n >= k else None
+            rows.append(
+                {
+                    "product": product,
+                    "kind": kind,
+                    "signature": signature,
+                    "version": version,
+                    "machines": shown,
+                    "active_machines": total,
+                    "share": None if shown is None else shown / total,
+                }
+            )
+    return _answer("problem_versions", rows, sum(r["machines"] is None for r in rows), k, filters)
+
+
 QUERIES = {
     "problems": problems,
     "trends": trends,
@@ -394,5 +437,6 @@ QUERIES = {
     "timings": timings,
     "participation": participation,
     "versions": versions,
+    "problem_versions": problem_versions,
 }
 """Every query by name: the API path ``/v1/query/<name>`` and ``ceip report <name>``."""

@@ -3,6 +3,7 @@ k-anonymity, escaping of client-supplied text, and bad input answered with a pag
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -43,6 +44,12 @@ async def page(client: Any, query: str | None = None) -> str:
     assert response.status == 200, await response.text()
     text: str = await response.text()
     return text
+
+
+async def send_other(client: Any, n: int) -> None:
+    """``n`` machines of product ``other``, each with the same problem."""
+    items = [report(product="other", problems={"Other@o.py:1": 1}) for _ in range(n)]
+    assert (await client.post("/v1/reports", data=body(*items), headers=GZIP)).status == 200
 
 
 async def api(client: Any, what: str, query: str | None = None) -> dict[str, Any]:
@@ -235,6 +242,59 @@ async def test_the_product_list_links_every_allowlisted_product(client: Any) -> 
     html = await page(client, "")
     products = {a["data-product"]: a["data-machines"] for a, _ in elements(html, "product")}
     assert products == {"other": "", "sample": "113"}  # 'other' has no machines: nothing to show
+
+
+async def test_the_products_page_compares_products_at_a_glance(client: Any) -> None:
+    await seed(client)
+    await send_other(client, 7)
+    await signed_in(client)
+    html = await page(client, "")
+    assert [a["data-series"] for a, _ in elements(html, "series")] == ["other", "sample"]  # a line per product
+    participation = await api(client, "participation", "")
+    points = re.findall(r"<title>(other|sample), (\d{4}-\d\d-\d\d): (\d+) machines</title>", html)
+    assert sorted(points) == sorted(
+        (r["product"], r["day"], str(r["active_machines"])) for r in participation["active"]
+    )
+    rows = {a["data-product"]: text for a, text in elements(html, "product")}
+    assert rows == {"other": "other 7 0", "sample": "sample 113 2"}  # active machines, opt-outs
+    problems = (await api(client, "problems", ""))["problems"]
+    top = [(a["data-product"], a["data-signature"], int(a["data-machines"])) for a, _ in elements(html, "top-problem")]
+    assert top == [(p["product"], p["signature"], p["machines"]) for p in problems]
+    assert top[:2] == [("sample", "Common@many.py:2", 98), ("other", "Other@o.py:1", 7)]  # 87% of 113, 100% of 7
+    shares = [text.split()[-3] for _, text in elements(html, "top-problem")[:2]]
+    assert shares == ["87%", "100%"]  # a small product's problem compares fairly
+
+
+async def test_problems_by_version_show_the_query_apis_numbers(client: Any) -> None:
+    await seed(client)
+    await signed_in(client)
+    html = await page(client)
+    answer = await api(client, "problem_versions")
+    shown = [(a["data-version"], a["data-machines"], int(a["data-active"])) for a, _ in elements(html, "version-row")]
+    assert shown == [
+        (r["version"], "" if r["machines"] is None else str(r["machines"]), r["active_machines"])
+        for r in answer["problem_versions"]
+    ]
+    assert shown[:2] == [("1.0", "98", 102), ("2.0", "0", 11)]  # Common@many.py:2 is on 1.0 only
+
+
+async def test_the_page_says_what_k_anonymity_hid_and_why(client: Any) -> None:
+    await seed(client)
+    await signed_in(client)
+    html = await page(client)
+    hidden = {a["data-query"]: int(a["data-hidden"]) for a, _ in elements(html, "hidden-group")}
+    for query in ("problems", "trends", "problem_versions", "features", "config", "timings", "participation"):
+        assert hidden.get(query, 0) == (await api(client, query))["hidden"], query
+    assert hidden["problems"] == 1  # Rare@x.py:9, of 4 machines
+    assert "Some groups in this range have fewer than 5 machines" in html and "k = 5" in html
+    tiles = {a["class"]: text for a, text in elements(html, "tile")}
+    assert tiles["tile k"] == f"k-anonymity (k = 5) {sum(hidden.values())} group(s) under 5 machines hidden"
+
+    # One machine alone (a newcomer's own): nothing of it is published, and the page says why.
+    await send_other(client, 1)
+    alone = await page(client, "product=other")
+    assert "Fewer than 5 machines used other in this range, so nothing about them is published here." in alone
+    assert "No problems in this range" in alone and "Other@o.py:1" not in alone
 
 
 async def test_a_page_lists_the_top_problems_and_points_to_the_rest(client: Any) -> None:

@@ -53,8 +53,15 @@ SPEC = ProductSpec(
         MetricSpec("render_chart_ms", _H, "ms", _PERF, "Time to draw a chart.", max_value=600_000),
         MetricSpec("error", _P, "occurrences", _PERF, "Errors shown to the user, by signature."),
         MetricSpec("crash", _P, "occurrences", _PERF, "Crashes, by the place in the code where they happened."),
-        MetricSpec("theme", _K, "value", _CONF, "The colour theme chosen (light or dark)."),
-        MetricSpec("default_chart", _K, "value", _CONF, "The chart type used by default."),
+        MetricSpec("theme", _K, "value", _CONF, "The colour theme chosen (light or dark).", labels=("light", "dark")),
+        MetricSpec(
+            "default_chart",
+            _K,
+            "value",
+            _CONF,
+            "The chart type used by default.",
+            labels=("bar", "line", "pie", "scatter", "table"),
+        ),
         MetricSpec("auto_save", _K, "value", _CONF, "Whether sessions are saved automatically."),
     ),
 )

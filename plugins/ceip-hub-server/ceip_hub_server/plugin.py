@@ -50,7 +50,9 @@ SPEC = ProductSpec(
         ),
         MetricSpec("error", _P, "occurrences", _PERF, "Errors while serving, by kind."),
         MetricSpec("crash", _P, "occurrences", _PERF, "Crashes, by the place in the code where they happened."),
-        MetricSpec("storage_backend", _K, "value", _CONF, "The kind of storage the hub uses."),
+        MetricSpec(
+            "storage_backend", _K, "value", _CONF, "The kind of storage the hub uses.", labels=("sqlite", "postgresql")
+        ),
         MetricSpec("tls_enabled", _K, "value", _CONF, "Whether the hub serves over TLS."),
         MetricSpec("worker_count", _K, "workers", _CONF, "How many worker processes serve requests."),
     ),

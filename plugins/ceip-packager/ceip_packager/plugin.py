@@ -35,7 +35,9 @@ SPEC = ProductSpec(
         MetricSpec("run_duration_ms", _H, "ms", _PERF, "Time one run took from start to finish.", max_value=86_400_000),
         MetricSpec("failure", _P, "occurrences", _PERF, "Failed runs, by kind of failure."),
         MetricSpec("crash", _P, "occurrences", _PERF, "Crashes, by the place in the code where they happened."),
-        MetricSpec("compression", _K, "value", _CONF, "The compression chosen for packages."),
+        MetricSpec(
+            "compression", _K, "value", _CONF, "The compression chosen for packages.", labels=("zstd", "gzip", "none")
+        ),
         MetricSpec("parallel_jobs", _K, "jobs", _CONF, "How many jobs run in parallel."),
     ),
 )
