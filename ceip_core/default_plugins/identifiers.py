@@ -188,7 +188,8 @@ _ID_WORDS = (
 )
 # Encoded characters: percent-encoding, \x and \u escapes, HTML character references.
 _ENCODED = re.compile(r"%[0-9A-Fa-f]{2}|\\x[0-9A-Fa-f]{2}|\\u[0-9A-Fa-f]{4}|&#[xX]?[0-9A-Fa-f]{1,6};|&[a-z]{2,8};")
-_ESCAPE = re.compile(r"\\x([0-9A-Fa-f]{2})|\\u([0-9A-Fa-f]{4})")
+# A backslash that is itself escaped (``\\\\u``, as in the UNC path ``\\\\uaa01\\share``) starts no escape.
+_ESCAPE = re.compile(r"(?<!\\)\\x([0-9A-Fa-f]{2})|(?<!\\)\\u([0-9A-Fa-f]{4})")
 # IPv4-shaped text preceded by one of these is a version: v1.2.3.4, "version 1.0.0.0".
 _VERSION_BEFORE = re.compile(r"(?i)(?:(?<![A-Za-z0-9])v|(?<![A-Za-z])(?:version|ver\.?|build|release|rev)[ :=]{1,3}+)$")
 # The most of a string that is scanned (in characters): the limits scrubber cuts strings to a quarter of

@@ -653,3 +653,10 @@ def test_this_machine_keeps_short_names() -> None:
     machine = MachineIdentifiers.of_this_machine()
     assert all(len(n) >= 2 for n in (*machine.host_names, *machine.user_names))
     assert "localhost" not in machine.host_names
+
+
+def test_a_unc_path_whose_names_look_like_escapes_is_still_a_path() -> None:
+    """``\\\\uaa01`` is a UNC server, not the escape ``\\uaa01``: decoding it would hide the path (found by
+    the planted-identifier property above)."""
+    text, _ = scrub(r"copy failed: \\uaa01\share\uaax\a.txt")
+    assert "uaa01" not in text and "uaax" not in text, text
