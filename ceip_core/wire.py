@@ -286,8 +286,10 @@ def spec_document(spec: ProductSpec) -> dict[str, Any]:
 @functools.lru_cache(maxsize=64)
 def spec_digest(spec: ProductSpec) -> str:
     """The content hash a report carries in ``spec_digest``: the first 32 hex digits of the SHA-256 of
-    :func:`spec_document` as compact JSON with sorted keys. Any change to the declaration changes it."""
-    data = orjson.dumps(spec_document(spec), option=orjson.OPT_SORT_KEYS)
+    :func:`spec_document` without ``executables``, as compact JSON with sorted keys. Any change to what a
+    report may hold changes it; which processes may record is the allowlist's business, not the report's."""
+    document = {k: v for k, v in spec_document(spec).items() if k != "executables"}
+    data = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(data).hexdigest()[:32]
 
 

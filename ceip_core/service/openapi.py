@@ -281,10 +281,22 @@ def openapi(limits: Limits) -> dict[str, Any]:
                     "summary": "Log in with the query token",
                     "operationId": "login",
                     "requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": form}}},
-                    "responses": {"303": _SEE_OTHER, "401": _html("The login form again"), "408": _error("timeout")},
+                    "responses": {
+                        "303": _SEE_OTHER,
+                        "401": _html("The login form again"),
+                        "403": _html("Refused: the form was posted from another site's page"),
+                        "408": _error("timeout"),
+                        "429": _html("Too many wrong tokens lately; Retry-After says when to try again"),
+                    },
                 },
             },
-            LOGOUT: {"post": {"summary": "Log out", "operationId": "logout", "responses": {"303": _SEE_OTHER}}},
+            LOGOUT: {
+                "post": {
+                    "summary": "Log out (ends the session on every worker)",
+                    "operationId": "logout",
+                    "responses": {"303": _SEE_OTHER, "403": {"description": "Posted from another site's page"}},
+                }
+            },
             STYLESHEET: {
                 "get": {
                     "summary": "The dashboard's stylesheet",

@@ -30,7 +30,10 @@ OTHER = ProductSpec(
     id="other",
     display_name="Other",
     executables=("other-app",),
-    metrics=(MetricSpec("used", MetricKind.COUNTER, "uses", Category.PROGRAM_USE, "Times used."),),
+    metrics=(
+        MetricSpec("used", MetricKind.COUNTER, "uses", Category.PROGRAM_USE, "Times used."),
+        MetricSpec("error", MetricKind.PROBLEM, "occurrences", Category.PERFORMANCE, "Errors by signature."),
+    ),
 )
 
 

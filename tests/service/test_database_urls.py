@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from helpers import wait_for
+from service.factory import specs_file
 
 from ceip_core.cli import cli
 
@@ -46,6 +47,7 @@ def test_serve_takes_a_relative_sqlite_file_and_names_its_absolute_path(tmp_path
     out = tmp_path / "out.txt"
     command = [sys.executable, "-m", "ceip_core", "serve", "--port", "0", "--db", "sqlite:ceip.db"]
     command += ["--data", str(tmp_path / "data"), "--allowlist", "allowlist.toml", "--token", "t"]
+    command += ["--specs", str(specs_file(tmp_path))]
     with out.open("w") as stdout:
         proc = subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=subprocess.STDOUT)
     try:

@@ -30,7 +30,7 @@ import pytest
 from campaign import TOKEN, Service, peak_rss
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from service.factory import ALLOWLIST, body, report
+from service.factory import ALLOWLIST, body, report, specs_file
 
 from ceip_core import wire
 
@@ -58,7 +58,9 @@ def _allowlist(folder: Path) -> Path:
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     folder = tmp_path_factory.mktemp("fuzz")
-    running = Service(folder / "service", "--allowlist", str(_allowlist(folder))).start()
+    running = Service(
+        folder / "service", "--allowlist", str(_allowlist(folder)), "--specs", str(specs_file(folder))
+    ).start()
     try:
         yield running
     finally:
@@ -68,7 +70,9 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
 @pytest.fixture
 def own(tmp_path: Path) -> Iterator[Service]:
     """A service of the test's own, for input that may leave traces in the service's log."""
-    running = Service(tmp_path / "service", "--allowlist", str(_allowlist(tmp_path))).start()
+    running = Service(
+        tmp_path / "service", "--allowlist", str(_allowlist(tmp_path)), "--specs", str(specs_file(tmp_path))
+    ).start()
     try:
         yield running
     finally:
@@ -321,7 +325,8 @@ def test_a_sender_that_goes_away_mid_body_is_no_service_failure(fuzzed: Service)
 
 
 def test_a_body_that_trickles_in_gets_408(tmp_path: Path) -> None:
-    slow = Service(tmp_path / "slow", "--allowlist", str(_allowlist(tmp_path)), "--request-timeout", "1").start()
+    slow = Service(tmp_path / "slow", "--allowlist", str(_allowlist(tmp_path)), "--specs", str(specs_file(tmp_path)),
+                   "--request-timeout", "1").start()  # fmt: skip
     try:
         payload = body(report())
         head = ["POST /v1/reports HTTP/1.1", "Host: 127.0.0.1", "Content-Encoding: gzip"]

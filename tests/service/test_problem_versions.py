@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from click.testing import CliRunner, Result
-from service.factory import body, report
+from service.factory import body, report, specs_file
 from service.test_queries import ask, machines, send
 
 from ceip_core.cli import cli
@@ -78,7 +78,12 @@ def test_ceip_report_prints_it(tmp_path: Path, database: str) -> None:
     folder = tmp_path / "bundle"
     write_atomically(folder, body(*(report(g, problems={"E@x.py:1": 1}) for g in machines(5))))
     common = ["--db", database, "--data", str(tmp_path)]
-    assert run("import", str(folder), *common, "--allowlist", str(allowlist)).exit_code == 0
+    assert (
+        run(
+            "import", str(folder), *common, "--allowlist", str(allowlist), "--specs", str(specs_file(tmp_path))
+        ).exit_code
+        == 0
+    )
     answer = json.loads(run("report", "problem_versions", *common, "--json").stdout)
     assert rows(answer) == [("E@x.py:1", "1.0", 5, 5)]
     table = run("report", "problem_versions", *common).stdout
