@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from queue import Queue
 from threading import Thread
@@ -138,7 +138,9 @@ class Target:
     select: Callable[[ast.Module], Ranges] = everything
     numbers: bool = False
     why: str = ""
-    env: dict[str, str] = field(default_factory=dict)
+    plugins: tuple[str, ...] | None = ("_hypothesis_pytestplugin", "ceip_core.testing")
+    """The pytest plugins to load, or None for all installed: the core tests need neither aiohttp's nor
+    asyncio's, and importing them is a large part of each run's start."""
 
 
 _SQLITE_ONLY = ("-k", "not postgres")
@@ -150,27 +152,35 @@ TARGETS = (
     Target(
         "identifiers",
         "ceip_core/default_plugins/identifiers.py",
-        ("tests/default_plugins/test_identifiers.py", "tests/test_mutation_scrubbers.py"),
+        (
+            "tests/default_plugins/test_identifiers.py",
+            "tests/default_plugins/test_mutation_scrubbers.py",
+            "tests/default_plugins/test_declared.py",
+        ),
         why="no identifier survives in free text",
     ),
     Target(
         "declared",
         "ceip_core/default_plugins/declared.py",
-        ("tests/default_plugins/test_declared.py", "tests/test_mutation_scrubbers.py"),
+        ("tests/default_plugins/test_declared.py", "tests/default_plugins/test_mutation_scrubbers.py"),
         numbers=True,
         why="only what the spec declares leaves the machine",
     ),
     Target(
         "limits",
         "ceip_core/default_plugins/limits.py",
-        ("tests/default_plugins/test_limits.py", "tests/test_mutation_scrubbers.py"),
+        (
+            "tests/default_plugins/test_limits.py",
+            "tests/default_plugins/test_mutation_scrubbers.py",
+            "tests/default_plugins/test_declared.py",
+        ),
         numbers=True,
         why="every report is bounded in size",
     ),
     Target(
         "scrubbing",
         "ceip_core/scrubbing.py",
-        ("tests/default_plugins", "tests/test_mutation_scrubbers.py", "tests/test_recorder.py"),
+        ("tests/default_plugins", "tests/test_recorder.py"),
         numbers=True,
         why="every report passes every scrubber, in order; a failing one drops it",
     ),
@@ -183,7 +193,11 @@ TARGETS = (
     Target(
         "spool",
         "ceip_core/spool.py",
-        ("tests/test_spool.py", "tests/test_mutation_spool.py"),
+        (
+            "tests/test_spool.py",
+            "tests/test_mutation_spool.py",
+            "tests/test_salvage.py::test_journal_forgets_delivered_requests_and_empties_itself",
+        ),
         select=functions(
             "Spool.lease", "Spool.settle", "_settle_journal", "Spool.purge", "Spool._enforce_quotas", "drop_partial"
         ),
@@ -196,10 +210,11 @@ TARGETS = (
             "tests/service/test_reports.py",
             "tests/service/test_reach.py",
             "tests/service/test_fold.py",
-            "tests/test_mutation_deletion.py",
+            "tests/service/test_mutation_deletion.py",
             *_SQLITE_ONLY,
         ),
         select=functions("SQLiteStorage._delete", "SQLiteStorage._write", "_DELETE_ROLLUP"),
+        plugins=None,
         why="a deletion request removes the machine's rows from every table",
     ),
     Target(
@@ -209,11 +224,12 @@ TARGETS = (
             "tests/service/test_reports.py",
             "tests/service/test_reach.py",
             "tests/service/test_fold.py",
-            "tests/test_mutation_deletion.py",
+            "tests/service/test_mutation_deletion.py",
             "-k",
             "postgres",
         ),
         select=functions("PostgresStorage._delete"),
+        plugins=None,
         why="the same on PostgreSQL",
     ),
     Target(
@@ -222,10 +238,11 @@ TARGETS = (
         (
             "tests/service/test_reach.py",
             "tests/service/test_reports.py",
-            "tests/test_mutation_deletion.py",
+            "tests/service/test_mutation_deletion.py",
             *_SQLITE_ONLY,
         ),
         select=functions("Table.delete", "PER_MACHINE", "removal"),
+        plugins=None,
         why="the per-machine rollup rows go with the machine",
     ),
     Target(
@@ -234,14 +251,161 @@ TARGETS = (
         (
             "tests/service/test_kanonymity.py",
             "tests/service/test_queries.py",
-            "tests/test_mutation_kanonymity.py",
+            "tests/service/test_mutation_kanonymity.py",
             *_SQLITE_ONLY,
         ),
         select=k_checks,
+        plugins=None,
         why="no group of fewer than k machines is published",
     ),
 )
 BY_NAME = {t.name: t for t in TARGETS}
+
+
+@dataclass(frozen=True)
+class Equivalent:
+    """A surviving mutant that no test can kill, because it changes no behaviour: the reason is the proof.
+    Matched by the unmutated line (stripped), the operator and, if given, the mutated line, so that it
+    follows the line as files change."""
+
+    module: str
+    line: str
+    operators: tuple[str, ...]
+    reason: str
+    mutant: str = ""
+
+
+_IDS = "ceip_core/default_plugins/identifiers.py"
+_LIMITS = "ceip_core/default_plugins/limits.py"
+_CACHE = "the cache of spec indexes is a shortcut: a wrong answer here only rebuilds the index"
+_PREFILTER = (
+    "the quick test before the names pattern only skips a search that cannot match; without it (or with it"
+    " always true) the pattern runs and finds the same"
+)
+_SHORTCUT = "a shortcut that returns what the full path would: the same output, only slower"
+_STRICT = "zip(strict=True) only raises on sequences of different lengths, and these have one length by construction"
+EQUIVALENT = (
+    Equivalent(
+        "ceip_core/default_plugins/declared.py",
+        "if hit is None or hit[0] is not spec:",
+        ("NumberReplacer",),
+        _CACHE + " (hit[1], hit[-1] are never the spec, so every call rebuilds)",
+    ),
+    Equivalent(
+        "ceip_core/default_plugins/declared.py",
+        "if len(_INDEXES) >= 64:",
+        ("ReplaceComparisonOperator_GtE_Gt", "ReplaceComparisonOperator_GtE_Lt", "NumberReplacer", "AddNot"),
+        _CACHE + " (emptied at another size, or before every new spec)",
+    ),
+    Equivalent(_IDS, "@functools.lru_cache(maxsize=16)", ("RemoveDecorator",), "a cache of compiled patterns"),
+    Equivalent(_IDS, "for ch in name:", ("ZeroIterationForLoop",), _PREFILTER + " (the folded name is empty)"),
+    Equivalent(
+        _IDS,
+        "out.append(next((a for a in _ASCII_LOWER if pattern.fullmatch(a)), ch.lower() if ch.isascii() else ch))",
+        ("AddNot",),
+        _PREFILTER + " (the folded name is compared with ASCII text only, and a character with no ASCII"
+        " equivalent is not ASCII whether lowered or not)",
+    ),
+    Equivalent(
+        _IDS,
+        "return m.names.sub(self._name, text) if m.names is not None and self._may_hold_names(text) else text",
+        ("ReplaceAndWithOr",),
+        _PREFILTER + " (text this plain is ASCII, so with no names the quick test is false as before)",
+    ),
+    Equivalent(
+        _IDS,
+        "if len(text) >= 7 and _HAS_DIGIT.search(text):",
+        ("ReplaceAndWithOr",),
+        "every number detector needs a digit and at least 7 characters: running them anyway finds nothing",
+    ),
+    Equivalent(
+        _IDS,
+        "while i < len(groups):",
+        ("ReplaceComparisonOperator_Lt_LtE",),
+        "the extra pass has no groups left to try: it finds no card and ends",
+    ),
+    Equivalent(
+        _IDS,
+        "break",
+        ("ReplaceBreakWithContinue",),
+        "past 19 digits every longer run is past 19 too: continuing finds no card either",
+        mutant="continue",
+    ),
+    Equivalent(_IDS, "return all(a is b for a, b in zip(new, old, strict=True))", ("ReplaceTrueWithFalse",), _STRICT),
+    Equivalent(
+        _LIMITS,
+        "if len(text) * 4 <= max_bytes:",
+        ("NumberReplacer", "ReplaceComparisonOperator_LtE_Lt"),
+        _SHORTCUT + " (four bytes a character is the most UTF-8 takes; a stricter test only skips the shortcut)",
+        mutant="if len(text) * 5 <= max_bytes:",
+    ),
+    Equivalent(
+        _LIMITS,
+        "if len(text) * 4 <= max_bytes:",
+        ("ReplaceComparisonOperator_LtE_Lt",),
+        _SHORTCUT + " (a stricter test only skips the shortcut)",
+    ),
+    Equivalent(
+        _LIMITS,
+        "if len(data) <= max_bytes:",
+        ("ReplaceComparisonOperator_LtE_Lt",),
+        _SHORTCUT + " (cutting a text of exactly max_bytes to max_bytes returns it whole)",
+    ),
+    Equivalent(
+        _LIMITS,
+        "return series if all(a is b for a, b in zip(out, series, strict=True)) else merge(out)",
+        ("ReplaceTrueWithFalse",),
+        _STRICT,
+    ),
+    Equivalent(
+        _LIMITS,
+        "return problems if all(a is b for a, b in zip(out, problems, strict=True)) else merge_problems(out)",
+        ("ReplaceTrueWithFalse",),
+        _STRICT,
+    ),
+    Equivalent(
+        _LIMITS,
+        "if all(len(g) <= limit for g in groups.values()):",
+        ("ReplaceComparisonOperator_LtE_Lt",),
+        _SHORTCUT + " (a group of exactly the limit keeps all its items, and the scrubber's input arrives merged,"
+        " so sorted as the full path sorts it)",
+    ),
+    Equivalent(
+        "ceip_core/spool.py",
+        "break",
+        ("ReplaceBreakWithContinue",),
+        "once both quotas hold they hold for every later row: continuing drops nothing more",
+        mutant="continue",
+    ),
+    Equivalent(
+        "ceip_core/spool.py",
+        'i.item_id for i in lease.items if i.kind == "deletion" and (i.item_id in accepted or i.item_id in rejected)',
+        ("ReplaceAndWithOr",),
+        "settled reports are not in the deletion journal, so forgetting them there changes nothing, and the"
+        " journal is emptied only when no deletion request is queued, which is right after any lease",
+    ),
+    Equivalent(
+        "ceip_core/service/rollups.py",
+        'if self.name == "machine_days" or "day" not in self.columns:',
+        ("AddNot", "ReplaceComparisonOperator_Eq_NotEq"),
+        "the day condition only lets the database find the rows by key; guid and product alone pick the same"
+        " rows (machine_days holds every day of the machine)",
+    ),
+)
+
+
+def _equivalent(module: str, line: str, operator: str, mutant: str) -> Equivalent | None:
+    return next(
+        (
+            e
+            for e in EQUIVALENT
+            if module == e.module
+            and line.strip() == e.line
+            and operator in e.operators
+            and (not e.mutant or e.mutant == mutant)
+        ),
+        None,
+    )
 
 
 # -- running one target in one copy -------------------------------------------------------------------
@@ -249,7 +413,8 @@ BY_NAME = {t.name: t for t in TARGETS}
 
 def _pytest(copy: Path, target: Target) -> str:
     existing = [a for a in target.tests if not a.startswith("tests/") or (copy / a.split("::")[0]).exists()]
-    args = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--hypothesis-seed=0", *existing]
+    plugins = [a for p in target.plugins or () for a in ("-p", p)]
+    args = ["-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *plugins, "--hypothesis-seed=0", *existing]
     return shlex.join([str(copy / ".venv" / "bin" / "python"), *args])
 
 
@@ -266,23 +431,39 @@ def _configure(copy: Path, target: Target, work: Path, timeout: float) -> Path:
     return config
 
 
+def _annotations(tree: ast.Module) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """Where the type annotations are: with ``from __future__ import annotations`` they are never evaluated,
+    so a mutant there (``str | None`` made ``str & None``) changes nothing."""
+    found: list[ast.expr] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            found.append(node.annotation)
+        elif isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.returns is not None:
+            found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+    return [((a.lineno, a.col_offset), (a.end_lineno or a.lineno, a.end_col_offset or 0)) for a in found]
+
+
 def _narrow(session: Path, copy: Path, target: Target) -> None:
-    """Mark as skipped every mutation outside the target's lines or of an operator not run."""
+    """Mark as skipped every mutation outside the target's lines, in an annotation, or of an operator not run."""
     tree = ast.parse((copy / target.module).read_text())
     ranges = target.select(tree)
+    annotations = _annotations(tree)
     allowed = OPERATORS | {NUMBERS} if target.numbers else OPERATORS
     db = sqlite3.connect(session)
     with db:
         skipped = []
-        for job, operator, start, end in db.execute(
-            "SELECT job_id, operator_name, start_pos_row, end_pos_row FROM mutation_specs"
+        for job, operator, start, column, end in db.execute(
+            "SELECT job_id, operator_name, start_pos_row, start_pos_col, end_pos_row FROM mutation_specs"
         ):
             inside = any(start <= b and a <= end for a, b in ranges)
-            if not inside or operator.removeprefix("core/") not in allowed:
+            annotation = any(a <= (start, column) < b for a, b in annotations)
+            if not inside or annotation or operator.removeprefix("core/") not in allowed:
                 skipped.append(job)
         db.executemany(
             "INSERT OR REPLACE INTO work_results (worker_outcome, output, test_outcome, diff, job_id) "
-            "VALUES ('skipped', 'not in the mutation scope', NULL, NULL, ?)",
+            "VALUES ('SKIPPED', 'not in the mutation scope', NULL, NULL, ?)",
             [(j,) for j in skipped],
         )
     db.close()
@@ -292,7 +473,11 @@ def run_target(copy: Path, target: Target, out: Path, *, dry_run: bool = False) 
     """Mutate ``target`` in ``copy``; write and return its results."""
     work = out / target.name
     work.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **target.env}
+    env = dict(os.environ)
+    if target.plugins is not None:
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
+    # A copy left mutated by an interrupted run (``--keep``) starts from the committed file again.
+    subprocess.run(["git", "-C", str(copy), "checkout", "-q", "--", target.module], check=True)
     python = str(copy / ".venv" / "bin" / "python")
     cosmic = [python, "-m", "cosmic_ray.cli"]
     session = work / "session.sqlite"
@@ -334,27 +519,37 @@ def summarise(session: Path, copy: Path) -> dict[str, object]:
     rows = db.execute(
         "SELECT m.module_path, m.start_pos_row, m.operator_name, m.occurrence, r.worker_outcome, r.test_outcome, "
         "r.output, r.diff FROM mutation_specs m JOIN work_results r USING (job_id) "
-        "WHERE r.worker_outcome != 'skipped' ORDER BY m.start_pos_row, m.operator_name"
+        "WHERE r.worker_outcome != 'SKIPPED' ORDER BY m.start_pos_row, m.operator_name"
     ).fetchall()
     pending = db.execute(
         "SELECT COUNT(*) FROM mutation_specs WHERE job_id NOT IN (SELECT job_id FROM work_results)"
     ).fetchone()[0]
     db.close()
-    counts = {"mutants": 0, "killed": 0, "survived": 0, "timeouts": 0, "errors": 0, "pending": pending}
+    counts = {"mutants": 0, "killed": 0, "survived": 0, "equivalent": 0, "timeouts": 0, "errors": 0}
+    counts["pending"] = pending
     survivors = []
+    sources: dict[str, list[str]] = {}
     for module, line, operator, occurrence, worker, outcome, output, diff in rows:
-        if worker == "no-test":  # the operator found nothing to change at that occurrence
+        if worker == "NO_TEST":  # the operator found nothing to change at that occurrence
             continue
         counts["mutants"] += 1
-        if worker != "normal" or outcome == "incompetent":
+        if worker != "NORMAL" or outcome not in ("KILLED", "SURVIVED"):
             counts["errors"] += 1
-        elif outcome == "killed":
+        elif outcome == "KILLED":
             counts["timeouts" if output == "timeout" else "killed"] += 1
         else:
-            counts["survived"] += 1
+            relative = str(Path(module).relative_to(copy))
+            if relative not in sources:
+                sources[relative] = (copy / relative).read_text().splitlines()
             change = [
                 ln[1:].strip() for ln in (diff or "").splitlines() if ln.startswith("+") and not ln.startswith("+++")
             ]
+            if _equivalent(
+                relative, sources[relative][line - 1], operator.removeprefix("core/"), change[0] if change else ""
+            ):
+                counts["equivalent"] += 1
+                continue
+            counts["survived"] += 1
             survivors.append(
                 {
                     "where": f"{Path(module).relative_to(copy)}:{line}",
@@ -369,7 +564,8 @@ def summarise(session: Path, copy: Path) -> dict[str, object]:
 def _postgres(copy: Path) -> Any:
     """One PostgreSQL server for every run of the PostgreSQL tests (``CEIP_TEST_POSTGRES_URL``), instead of
     a cluster made afresh for each mutant."""
-    sys.path.insert(0, str(copy / "tests"))
+    # The tests' ``service`` package, not bench/service.py beside this file.
+    sys.path[0] = str(copy / "tests")
     from service.postgres import Cluster
 
     cluster = Cluster()
@@ -382,17 +578,28 @@ def _postgres(copy: Path) -> Any:
 
 
 def table(results: list[dict[str, object]]) -> str:
-    head = ("target", "module", "mutants", "killed", "survived", "timeouts", "errors", "pending", "seconds")
+    head = (
+        "target",
+        "module",
+        "mutants",
+        "killed",
+        "survived",
+        "equivalent",
+        "timeouts",
+        "errors",
+        "pending",
+        "seconds",
+    )
     lines = [head]
     for r in results:
         if "error" in r:
-            lines.append((str(r["target"]), str(r["module"]), "-", "-", "-", "-", str(r["error"]), "-", "-"))
+            lines.append((str(r["target"]), str(r["module"]), "-", "-", "-", "-", "-", str(r["error"]), "-", "-"))
             continue
         lines.append(tuple(str(r.get(c, "")) for c in head))
     widths = [max(len(row[i]) for row in lines) for i in range(len(head))]
     text = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines]
     text.insert(1, "-+-".join("-" * w for w in widths))
-    total = {c: sum(int(r.get(c, 0) or 0) for r in results if "error" not in r) for c in head[2:8]}
+    total = {c: sum(int(r.get(c, 0) or 0) for r in results if "error" not in r) for c in head[2:9]}
     text.append("total: " + ", ".join(f"{v} {k}" for k, v in total.items()))
     for r in results:
         for s in r.get("survivors", []) or []:  # type: ignore[union-attr]
