@@ -288,8 +288,9 @@ EQUIVALENT = (
     Equivalent(
         "ceip_core/default_plugins/declared.py",
         "if hit is None or hit[0] is not spec:",
-        ("NumberReplacer",),
-        _CACHE + " (hit[1], hit[-1] are never the spec, so every call rebuilds)",
+        ("NumberReplacer", "ReplaceComparisonOperator_IsNot_Is"),
+        _CACHE + " (hit[1], hit[-1] are never the spec, and a cached spec is held, so its id cannot be reused:"
+        " every call rebuilds, or none is stale)",
     ),
     Equivalent(
         "ceip_core/default_plugins/declared.py",
@@ -627,17 +628,18 @@ def main() -> int:
     needs_postgres = not args.dry_run and any("postgres" in t.name for t in targets)
     cluster = _postgres(Path(args.copies.split(",")[0]).resolve()) if needs_postgres else None
 
+    def say(line: str) -> None:  # one write per line: the jobs' lines never interleave
+        sys.stdout.write(f"[{time.strftime('%H:%M:%S')}] {line}\n")
+        sys.stdout.flush()
+
     def work(target: Target) -> None:
         copy = copies.get()
         try:
-            print(f"[{time.strftime('%H:%M:%S')}] {target.name}: started in {copy}", flush=True)
+            say(f"{target.name}: started in {copy}")
             results[target.name] = run_target(copy, target, args.out, dry_run=args.dry_run)
             r = results[target.name]
-            print(
-                f"[{time.strftime('%H:%M:%S')}] {target.name}: "
-                + (str(r["error"]) if "error" in r else f"{r['mutants']} mutants, {r['survived']} survived"),
-                flush=True,
-            )
+            done = f"{r['mutants']} mutants, {r['survived']} survived" if "error" not in r else str(r["error"])
+            say(f"{target.name}: {done}")
         finally:
             copies.put(copy)
 

@@ -164,3 +164,9 @@ def test_a_scrubber_that_raises_drops_the_report(
 ) -> None:
     outcome = run_pipeline(make_report(), ordered([*scrubbers, _Failing()]), ctx)
     assert outcome == ScrubOutcome(None, "scrubber-error:failing")
+
+
+def test_a_problem_seen_minus_once_is_out_of_range(make_report: Callable[..., Report], ctx: ScrubContext) -> None:
+    out = declared(make_report(problems=(Problem("crash", "ValueError@render.py:88", -1),)), ctx)
+    assert out.problems == ()
+    assert out.diagnostics == {"scrub.declared.out_of_range": 1}
