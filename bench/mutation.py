@@ -373,6 +373,30 @@ EQUIVALENT = (
     ),
     Equivalent(
         "ceip_core/spool.py",
+        "if count <= q.max_reports and size <= q.max_bytes:",
+        ("ReplaceComparisonOperator_LtE_Lt",),
+        _SHORTCUT + " (at exactly a quota the loop below makes the same test first and drops nothing)",
+    ),
+    Equivalent(
+        "ceip_core/consent.py",
+        "TYPE_CHECKING = False  # typing, dataclasses and logging together cost more than the recording path's budget",
+        ("ReplaceFalseWithTrue",),
+        "imports for type checkers only: importing them at run time costs time (bench/run.py), changes nothing",
+    ),
+    Equivalent(
+        "ceip_core/consent.py",
+        "if TYPE_CHECKING:",
+        ("AddNot",),
+        "imports for type checkers only: importing them at run time costs time (bench/run.py), changes nothing",
+    ),
+    Equivalent(
+        "ceip_core/consent.py",
+        "guid_created: bool = False,",
+        ("ReplaceFalseWithTrue",),
+        "every caller passes guid_created: the default is never used",
+    ),
+    Equivalent(
+        "ceip_core/spool.py",
         "break",
         ("ReplaceBreakWithContinue",),
         "once both quotas hold they hold for every later row: continuing drops nothing more",

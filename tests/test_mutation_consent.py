@@ -148,3 +148,20 @@ def test_one_watcher_thread_however_many_listeners_and_still_listening_after_idl
         wait_for(lambda: all(li.seen and "sample" in li.seen[-1] for li in listeners), timeout=10)
     finally:
         watcher.stop()
+
+
+def test_a_backup_of_no_opt_in_brings_no_guid_back(ceip_home: Path) -> None:
+    """A GUID is kept only while a product is opted in, so a restore without an opt-in discards it."""
+    StateDB(ceip_home).close()
+    identity.write_backup(ceip_home, "0d9b8c7a-6f5e-4d3c-8b2a-1908f7e6d5c4", {"sample": "out"})
+    again = _recreate(ceip_home)
+    assert again.states() == {"sample": State.OUT}
+    assert again.guid() is None
+
+
+def test_a_product_the_policy_caps_has_no_epoch_to_record_under(ceip_home: Path) -> None:
+    Consent(StateDB(ceip_home), Policy()).opt_in("sample")
+    Consent(StateDB(ceip_home), Policy()).opt_in("other")
+    capped = Consent(StateDB(ceip_home), Policy(off_products=frozenset({"sample"})))
+    assert capped.epoch("sample") is None
+    assert isinstance(capped.epoch("other"), int)
