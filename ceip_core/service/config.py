@@ -76,6 +76,8 @@ class ServiceConfig:
     k: int = 5
     """Published summaries hide groups of fewer than ``k`` machines."""
     limits: Limits = Limits()
+    retention_days: int = 90
+    """Days raw reports and per-machine rows are kept (``ceip_core.service.aging``); 0 keeps them for ever."""
 
     def policy_for(self, product: str) -> ProductPolicy:
         return self.policy.get(product, ProductPolicy())
