@@ -88,9 +88,10 @@ _UNQUEUE = (
 _NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
 _TOMBSTONES = "SELECT guid, product, requested FROM tombstones WHERE guid IN (SELECT value FROM json_each(?))"
+#: The bodies of a pair's folded reports: neither just taken out of the queue (the JSON array) nor quarantined.
 _FOLDED_BODIES = (
     "SELECT json_group_array(body) FROM reports WHERE guid = ? AND product = ? "
-    "AND seq NOT IN (SELECT seq FROM rollup_queue) AND seq NOT IN (SELECT seq FROM quarantine)"
+    "AND seq NOT IN (SELECT value FROM json_each(?)) AND seq NOT IN (SELECT seq FROM quarantine)"
 )
 _COUNT = COUNT_SQL.format("?", "?")
 _DELETE_ROLLUP = {t.name: t.delete(":guid", ":product") for t in rollups.PER_MACHINE}
@@ -300,8 +301,9 @@ class SQLiteStorage:
     def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
-        unqueued += [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
-        (bodies,) = db.execute(_FOLDED_BODIES, pair).fetchone()
+        taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
+        unqueued += taken
+        (bodies,) = db.execute(_FOLDED_BODIES, (*pair, orjson.dumps(taken))).fetchone()
         db.executemany(_UPSERTS["histogram_buckets"], histogram_removal(orjson.loads(bodies)))
         db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (d.product,))
         db.execute(TOMBSTONE_SQL.format("?", "?", "?"), (*pair, d.requested))
