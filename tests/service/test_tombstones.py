@@ -85,7 +85,7 @@ async def test_an_imported_bundle_from_before_the_opt_out_is_refused(tmp_path: P
     assert await tombstoned(database) == 2
 
 
-async def test_the_write_ahead_log_holds_no_deleted_report_after_a_deletion(tmp_path: Path, aiohttp_client: Any) -> None:
+async def test_the_wal_holds_no_deleted_report_after_a_deletion(tmp_path: Path, aiohttp_client: Any) -> None:
     path = tmp_path / "reports.db"
     client = await aiohttp_client(make_app(SERVICE, f"sqlite://{path}", TOKEN))
     guid = str(uuid.uuid4())
