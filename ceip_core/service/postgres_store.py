@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from functools import cache
@@ -192,6 +193,38 @@ async def _one_by_one(conn: asyncpg.Connection, reports: dict[int, Any]) -> dict
     return failed
 
 
+#: Advisory lock keys that machines' (guid, product) pairs hash into (see :func:`_lock_pairs`).
+PAIR_LOCKS = 64
+
+
+async def _lock_pairs(conn: asyncpg.Connection, writes: Sequence[Write]) -> None:
+    """Serialise a deletion with every transaction storing a report of its pair, across workers.
+
+    Without it a worker could store a report (no tombstone yet) while another deletes the pair (not seeing
+    the uncommitted report), and the report would outlive its deletion. Reports take their pairs' locks
+    shared, deletions exclusive (each in key order, two statements); pairs hash into :data:`PAIR_LOCKS` keys,
+    so a batch of thousands takes a few dozen locks. A deadlock (two writes with deletions, rare) is retried.
+    """
+    exclusive = {hash_pair(w.guid, w.product) for w in writes if isinstance(w, Deletion)}
+    shared = {hash_pair(w.guid, w.product) for w in writes if isinstance(w, NewReport)} - exclusive
+    for lock, keys in (("pg_advisory_xact_lock", exclusive), ("pg_advisory_xact_lock_shared", shared)):
+        if keys:
+            await conn.execute(
+                f"SELECT {lock}($1, k) FROM (SELECT unnest($2::int4[]) AS k ORDER BY 1) AS keys",
+                _PAIR_LOCK_SPACE,
+                sorted(keys),
+            )
+
+
+#: The first key of the pair locks: keeps them apart from any other advisory lock in the database.
+_PAIR_LOCK_SPACE = 0x0CE1
+
+
+def hash_pair(guid: str, product: str) -> int:
+    """The pair lock a (guid, product) takes: stable across processes (unlike ``hash``)."""
+    return zlib.crc32(f"{product}\0{guid}".encode()) % PAIR_LOCKS
+
+
 class PostgresStorage:
     """The :class:`~ceip_core.service.storage.Storage` on a PostgreSQL database."""
 
@@ -344,6 +377,7 @@ class PostgresStorage:
             stored: list[tuple[int, Any]] = []
             unqueued: list[int] = []
             async with conn.transaction():
+                await _lock_pairs(conn, writes)
                 run_of_reports: list[NewReport] = []
                 for w in [*writes, None]:
                     if isinstance(w, NewReport):
