@@ -86,6 +86,13 @@ def _service_config(allowlist: Path | None, policy: Path | None, k: int, **limit
 @click.option("--token", envvar="CEIP_SERVICE_TOKEN", help="Query API token (default: generated into --data).")
 @click.option("--request-timeout", type=click.FloatRange(min=1), default=30, show_default=True, help="Seconds.")
 @click.option("--access-log", is_flag=True, help="Log each request (never with the sender's address).")
+@click.option(
+    "--retention-days",
+    type=click.IntRange(min=0),
+    default=90,
+    show_default=True,
+    help="Days raw reports and per-machine rows are kept (rollups stay); 0: for ever.",
+)
 def serve(
     host: str,
     port: int,
@@ -100,8 +107,11 @@ def serve(
     token: str | None,
     request_timeout: float,
     access_log: bool,
+    retention_days: int,
 ) -> None:
     """Run the receiving service: machines upload here; the query API answers with aggregates."""
+    import attrs
+
     from ceip_core.service.auth import TOKEN_FILE, load_or_create_token
     from ceip_core.service.serve import ServeOptions
     from ceip_core.service.serve import serve as run
@@ -110,6 +120,7 @@ def serve(
     if tls_key and not tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
     config = _service_config(allowlist, policy, k, request_timeout_s=request_timeout)
+    config = attrs.evolve(config, retention_days=retention_days)
     if token is None:
         token = load_or_create_token(data_dir)
         click.echo(f"Query API token: in {data_dir / TOKEN_FILE}")
