@@ -269,18 +269,16 @@ def _cpu_s(proc: psutil.Process) -> float:
     return total
 
 
-#: ``ceip serve`` started on uvloop without changing it: the policy is set, then the CLI runs.
-_UVLOOP = (
-    "import asyncio, uvloop; asyncio.set_event_loop_policy(uvloop.EventLoopPolicy()); "
-    "from ceip_core.cli import cli; cli()"
-)
+#: ``ceip serve`` on asyncio's own loop even where uvloop is installed (``ceip serve`` takes uvloop when it
+#: can): the "ceip" rows stay comparable between machines; ``--uvloop`` adds a row with uvloop.
+_ASYNCIO = "import sys; sys.modules['uvloop'] = None; from ceip_core.cli import cli; cli()"
 
 
 def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, folder: Path) -> Any:
     """Start ``server`` on an empty database, warm it up, drive it, stop it; the load generator's figures.
 
-    ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers), ``ceip-uv``
-    (SQLite, uvloop), ``ceip-pg``.
+    ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers: spawned workers
+    take uvloop if it is installed), ``ceip-uv`` (SQLite, uvloop), ``ceip-pg``.
     """
     port = free_port()
     if server in ("bare", "minimal"):
@@ -292,7 +290,7 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
         else:
             database = f"sqlite://{folder / f'{port}.db'}"
         (folder / "allowlist.toml").write_text(ALLOWLIST)
-        entry = ["-c", _UVLOOP] if server == "ceip-uv" else ["-m", "ceip_core"]
+        entry = ["-m", "ceip_core"] if server == "ceip-uv" else ["-c", _ASYNCIO]
         command = [sys.executable, *entry, "serve", "--port", str(port), "--db", database]
         command += ["--data", str(folder), "--token", "bench", "--allowlist", str(folder / "allowlist.toml")]
         command += ["--workers", "2" if server == "ceip-2w" else "1"]
@@ -352,7 +350,7 @@ def main() -> None:
     parser.add_argument(
         "--postgres", help="also measure on this (loopback) PostgreSQL, e.g. postgresql://postgres@127.0.0.1/postgres"
     )
-    parser.add_argument("--uvloop", action="store_true", help="also run ceip serve on uvloop (if installed)")
+    parser.add_argument("--uvloop", action="store_true", help="also run ceip serve on uvloop (needs ceip[uvloop])")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)

@@ -79,8 +79,14 @@ async def prepare(database: str) -> None:
 
 
 def run_worker(options: ServeOptions) -> None:
-    """Serve until SIGINT or SIGTERM (blocking): one worker process."""
+    """Serve until SIGINT or SIGTERM (blocking): one worker process, on uvloop if it is installed (``ceip[uvloop]``)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     app = make_app(options.config, options.database, options.token)
     web.run_app(
         app,

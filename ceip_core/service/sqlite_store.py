@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,8 @@ from ceip_core.service.storage import (
 log = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
+#: The interpreter's thread switch interval while a SQLite store is open (see ``SQLiteStorage.open``).
+SWITCH_INTERVAL_S = 0.0005
 #: SQLite result codes that mean "not now" (busy, locked, I/O, full, cannot open, read-only), not a bug.
 _UNAVAILABLE = {5, 6, 8, 10, 13, 14, 15}
 
@@ -224,6 +227,11 @@ class SQLiteStorage:
         self._reader.execute("PRAGMA query_only=ON")
 
     async def open(self) -> None:
+        # The writer and reader threads take the GIL back after every SQLite step. At Python's default
+        # switch interval (5 ms) a busy event loop makes each of those steps wait up to 5 ms for it, so a
+        # transaction of a few hundred steps takes a second under load with the CPU mostly idle. 0.5 ms
+        # lets the threads in promptly (measured with bench/service.py: see docs/operations.md).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         try:
             await self._on(self._writer_thread, self._open_writer)
             await self._on(self._reader_thread, self._open_reader)
