@@ -16,6 +16,12 @@ restarted, another worker stored it, the rollups are being rebuilt) is read back
 the ingest decoder itself (``validation.decode_stored``). A report the fold still cannot take is
 **quarantined**: moved from the rollup queue to the ``quarantine`` table with the reason, counted
 (:meth:`Storage.quarantined`, shown by ``/readyz``), and never retried by itself, so it blocks nothing.
+
+A deletion request deletes every row of its (guid, product), takes its counts out of the totals (the
+timing buckets from its folded raw reports, :func:`histogram_removal`), and leaves a **tombstone** that
+refuses the pair's reports recorded before it (:func:`refused`). The rollups commit without waiting for
+the disk, the raw reports do: :meth:`Storage.rebuild` folds the raw reports again. Raw reports and
+per-machine rows age out (``aging``); :meth:`Storage.stats` is what operators see (``metrics``).
 """
 
 from __future__ import annotations
