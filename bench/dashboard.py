@@ -264,7 +264,7 @@ async def measure(database: str, views: dict[str, str], runs: int, api: bool) ->
     results: dict[str, dict[str, float]] = {}
     try:
         jar = aiohttp.CookieJar(unsafe=True)  # unsafe: cookies for an IP address host
-        jar.update_cookies({sessions.COOKIE: sessions.issue(TOKEN)}, response_url=URL(base))
+        jar.update_cookies({sessions.COOKIE: sessions.issue(TOKEN, 0)}, response_url=URL(base))  # epoch 0: none ended
         async with aiohttp.ClientSession(cookie_jar=jar) as session:
 
             async def get(path: str) -> str:
