@@ -1,16 +1,19 @@
-"""Benchmark of the dashboard: how long ``ceip serve`` takes to answer a product page on 1M reports, beside
-baselines measured in the same run.
+"""Benchmark of the dashboard: how long ``ceip serve`` takes to answer a product page and each query on 5M
+reports of 100,000 machines (the sizes are options), beside baselines measured in the same run.
 
-    python bench/dashboard.py                     # SQLite; the first run seeds for ~10 min, later runs reuse it
+    python bench/dashboard.py                     # SQLite; the first run seeds (long at 5M), later runs reuse it
+    python bench/dashboard.py --reports 1000000 --machines 20000          # a size that seeds in minutes
     python bench/dashboard.py --postgres postgresql://postgres@127.0.0.1:5432/postgres   # and PostgreSQL
 
-How the 1M reports get in, honestly: sending them through HTTP would take hours here, so the benchmark
-generates them with the simulated fleet of ``ceip demo`` (``ceip_core.fleet``: 20,000 machines with
+How the reports get in, honestly: sending them through HTTP would take hours here, so the benchmark
+generates them with the simulated fleet of ``ceip demo`` (``ceip_core.fleet``: ``--machines`` machines with
 distinct GUIDs, the three product plugins' metrics, about 45 days up to today) and folds them into the
-rollups with ``fold_reports``, **the very function the service's rollup step runs** on every queued report
-(the same rows in ``machine_days``, ``counter_days``, ``problem_days``, the totals, ``histogram_buckets``,
-``reach`` and ``reach_state``), in chunks of 5,000 like a busy fold. Only the raw ``reports`` table is left
-empty: no query reads it. The seeded database is kept under ``bench/results/`` (git-ignored) and reused.
+rollups with ``rollups.fold`` and ``Fold.rows``, **the very functions the service's rollup step runs** on
+every queued report (the same rows in ``machine_days``, ``counter_days``, ``problem_days``, the totals,
+``histogram_buckets``, ``reach`` and ``reach_state``), in chunks of 5,000, but bulk-loaded: the machines'
+states and the summed tables stay in memory and are written once, by plain inserts (PostgreSQL: COPY).
+Only the raw ``reports`` table is left empty: no query reads it. The seeded database is kept under
+``bench/results/`` (git-ignored) and reused; the seeding time is printed.
 
 Measured: the time from sending ``GET /dashboard?product=analyst&since=...&until=...`` (logged in) to
 having read the whole page, on loopback, with an aiohttp client in the same process as the service (so
@@ -18,7 +21,8 @@ it is server time plus under a millisecond of client). The first request after o
 reported apart ("cold": the database's own cache is empty). Baselines: (a) the same page on an empty SQLite store
 (rendering and HTTP, no data); (b) the eight JSON queries the page makes, through the query API; (c) the
 page's problem and feature numbers computed the way they were before ``reach`` existed, by
-``COUNT(DISTINCT guid)`` over the per-machine, per-day rows. Target: the page in at most 300 ms.
+``COUNT(DISTINCT guid)`` over the per-machine, per-day rows. Targets: the page in at most 300 ms, each JSON
+query on its own in at most 100 ms.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ RESULTS = Path(__file__).parent / "results"
 TOKEN = "bench-token"
 CHUNK = 5000
 TARGET_MS = 300.0
+QUERY_TARGET_MS = 100.0
 META = "CREATE TABLE bench_meta (reports BIGINT, seconds DOUBLE PRECISION, day BIGINT)"
 QUERIES = ("versions", "problems", "trends", "problem_versions", "features", "config", "timings", "participation")
 
@@ -77,23 +82,89 @@ def _progress(done: int, count: int, began: float) -> None:
     print(f"\r  seeded {done:,} of {count:,} reports ({time.monotonic() - began:.0f} s)", end="", file=sys.stderr)
 
 
+class BulkFold:
+    """The service's fold, for seeding: the very rows ``rollups.fold`` and ``Fold.rows`` make, with the
+    machines' reach states and every summed table kept in memory and written once at the end.
+
+    That is what makes seeding fast (the per-chunk reads of states and the upserts into the same total rows
+    go). The per-machine tables are written as they come, by plain inserts: the simulated fleet sends one
+    report per machine, product and day, so their keys never repeat across chunks.
+    """
+
+    PER_MACHINE = ("machine_days", "counter_days", "problem_days")
+
+    def __init__(self) -> None:
+        from ceip_core.service import rollups
+
+        self.tables = {t.name: t for t in rollups.TABLES}
+        self.states: dict[tuple[str, str], str] = {}
+        self.sums: dict[str, dict[tuple[Any, ...], list[Any]]] = {
+            name: {} for name in self.tables if name not in (*self.PER_MACHINE, "reach_state")
+        }
+
+    def add(self, chunk: list[Any]) -> dict[str, list[tuple[Any, ...]]]:
+        """Fold a chunk; the per-machine rows to insert now."""
+        from ceip_core.service import rollups
+
+        rows = rollups.fold(chunk).rows(self.states)
+        for product, guid, runs in rows["reach_state"]:
+            self.states[product, guid] = runs
+        for name, summed in self.sums.items():
+            table = self.tables[name]
+            width = len(table.keys)
+            for row in rows[name]:
+                key, values = row[:width], row[width:]
+                found = summed.get(key)
+                if found is None:
+                    summed[key] = list(values)
+                    continue
+                for i, (_, _, merge) in enumerate(table.values):
+                    if merge == "sum":
+                        found[i] += values[i]
+                    elif merge == "min":
+                        found[i] = min(found[i], values[i])
+                    else:
+                        found[i] = max(found[i], values[i])
+        return {name: rows[name] for name in self.PER_MACHINE}
+
+    def totals(self) -> dict[str, list[tuple[Any, ...]]]:
+        """The summed tables and the reach states, to insert once."""
+        found = {name: [(*key, *values) for key, values in summed.items()] for name, summed in self.sums.items()}
+        found["reach_state"] = [(product, guid, runs) for (product, guid), runs in self.states.items()]
+        return found
+
+    def insert(self, name: str, marks: Callable[[int], str]) -> str:
+        """A plain insert into ``name``, with the dialect's parameter marks (``marks(count)``)."""
+        columns = self.tables[name].columns
+        return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks(len(columns))})"
+
+
 async def seed_sqlite(path: Path, count: int, machines: int, days: int) -> float:
     """Fold ``count`` simulated reports into a new SQLite database; the seconds it took."""
-    from ceip_core.service.sqlite_store import SQLiteStorage, fold_reports
+    from ceip_core.service.sqlite_store import SQLiteStorage
 
     storage = SQLiteStorage(f"sqlite://{path}")
     await storage.open()  # the schema, exactly as the service makes it
     await storage.close()
     db = sqlite3.connect(path, isolation_level=None)
-    began, done = time.monotonic(), 0
+    db.execute("PRAGMA synchronous=OFF")  # a benchmark's seed: a crash means seeding again
+    bulk, began, done = BulkFold(), time.monotonic(), 0
+
+    def marks(n: int) -> str:
+        return ", ".join("?" * n)
+
+    db.execute("BEGIN")
     for chunk in _chunks(count, machines, days):
-        db.execute("BEGIN IMMEDIATE")
-        fold_reports(db, chunk)
-        db.execute("COMMIT")
+        for name, rows in bulk.add(chunk).items():
+            db.executemany(bulk.insert(name, marks), rows)
         done += len(chunk)
         _progress(done, count, began)
+    for name, rows in bulk.totals().items():
+        db.executemany(bulk.insert(name, marks), rows)
+    db.execute("COMMIT")
     db.execute(META)
     db.execute("INSERT INTO bench_meta VALUES (?, ?, ?)", (done, time.monotonic() - began, _today()))
+    db.execute("ANALYZE")
     db.close()
     print(file=sys.stderr)
     return time.monotonic() - began
@@ -102,19 +173,28 @@ async def seed_sqlite(path: Path, count: int, machines: int, days: int) -> float
 async def seed_postgres(url: str, count: int, machines: int, days: int) -> None:
     import asyncpg
 
-    from ceip_core.service.postgres_store import PostgresStorage, fold_reports
+    from ceip_core.service.postgres_store import PostgresStorage
 
     storage = PostgresStorage(url)
     await storage.open()
     await storage.close()
     conn = await asyncpg.connect(url)
-    began, done = time.monotonic(), 0
+    bulk, began, done = BulkFold(), time.monotonic(), 0
     try:
+        schema = await conn.fetchval("SELECT current_schema()")
+
+        async def copy(name: str, rows: list[tuple[Any, ...]]) -> None:
+            columns = list(bulk.tables[name].columns)
+            await conn.copy_records_to_table(name, records=rows, columns=columns, schema_name=schema)
+
         for chunk in _chunks(count, machines, days):
-            async with conn.transaction():
-                await fold_reports(conn, chunk)
+            for name, rows in bulk.add(chunk).items():
+                await copy(name, rows)
             done += len(chunk)
             _progress(done, count, began)
+        for name, rows in bulk.totals().items():
+            await copy(name, rows)
+        await conn.execute("ANALYZE")
         await conn.execute(META)
         await conn.execute("INSERT INTO bench_meta VALUES ($1, $2, $3)", done, time.monotonic() - began, _today())
     finally:
@@ -202,6 +282,11 @@ async def measure(database: str, views: dict[str, str], runs: int, api: bool) ->
                         await get(f"/v1/query/{q}?{query}")
 
                 results["api"] = await timed(all_queries, runs)
+                for q in QUERIES:  # each on its own: every query has its own target
+                    results[f"query {q}"] = await timed(
+                        lambda q=q: get(f"/v1/query/{q}?{query}"),  # type: ignore[misc]
+                        runs,
+                    )
     finally:
         await runner.cleanup()
     return results
@@ -240,10 +325,12 @@ def views_for(today: datetime) -> dict[str, str]:
     }
 
 
-def row(what: str, found: dict[str, float], baseline: str = "-", target: str = "-") -> tuple[str, ...]:
+def row(
+    what: str, found: dict[str, float], baseline: str = "-", target: str = "-", limit: float = TARGET_MS
+) -> tuple[str, ...]:
     met = "-"
     if target != "-":
-        met = "yes" if found["median"] <= TARGET_MS and found["p95"] <= TARGET_MS else "NO"
+        met = "yes" if found["median"] <= limit and found["p95"] <= limit else "NO"
     return what, f"{found['median']:.0f}", f"{found['p95']:.0f}", f"{found['cold']:.0f}", baseline, target, met
 
 
@@ -267,7 +354,8 @@ async def run(database: str, label: str, runs: int, rows: list[tuple[str, ...]])
     api = found.pop("api")
     rows.append(row(f"{label}: (b) its {len(QUERIES)} JSON queries", api))
     for name, figures in found.items():
-        rows.append(row(f"{label}: {name}", figures, target=f"<= {TARGET_MS:.0f}"))
+        limit = QUERY_TARGET_MS if name.startswith("query ") else TARGET_MS
+        rows.append(row(f"{label}: {name}", figures, target=f"<= {limit:.0f}", limit=limit))
     first = int(today.timestamp() // 86400) - 29
     scan = await distinct_scan(database, first, first + 29)
     rows.append((f"{label}: (c) COUNT(DISTINCT) scan, problems+features", f"{scan:.0f}", "-", "-", "-", "-", "-"))
@@ -275,8 +363,8 @@ async def run(database: str, label: str, runs: int, rows: list[tuple[str, ...]])
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reports", type=int, default=1_000_000)
-    parser.add_argument("--machines", type=int, default=20_000)
+    parser.add_argument("--reports", type=int, default=5_000_000, help="the issue's size; seeding takes a while")
+    parser.add_argument("--machines", type=int, default=100_000)
     parser.add_argument("--days", type=int, default=45)
     parser.add_argument("--runs", type=int, default=15, help="timed requests per page, after the cold one")
     parser.add_argument("--postgres", help="also measure on this loopback PostgreSQL (seeds schema ceip_bench)")

@@ -10,13 +10,16 @@ baselines written here, all driven by the same load generator in the same run.
   report and its rollup queue entry committed before the answer).
 
 Bodies are realistic: gzip JSON batches of generated Analyst-like reports (about 1.5 KB each expanded),
-1 or 20 reports per request, a fresh report id in every report. The load generator is an aiohttp client
-in its own process with bounded concurrency and a fixed number of requests. Each server runs in its own
-process on its own empty database. ``ceip serve`` acknowledges a report once it and its rollup-queue entry
-are committed and folds reports into the rollups when the load eases; the "sustained" rows count the
-time until that backlog is empty too. Targets: ceip >= 60% of (b) at both batch sizes, >= 35% of (a)
-for single-report requests; two workers >= 1.6x one; with ``--postgres URL`` (a loopback server),
-PostgreSQL >= 40% of (b).
+1 or 20 reports per request, a fresh report id in every report. The load generator (``bench/loadgen.py``)
+is lean: prebuilt requests over keep-alive sockets from several processes, the same for every server; each
+row prints the generator's CPU and the server's (in % of one core) so a reader sees which one was the
+ceiling. Each server runs in its own process on its own empty database. ``ceip serve`` acknowledges a
+report once it and its rollup-queue entry are committed and folds reports into the rollups when the load
+eases (or the backlog passes 20,000); the "sustained" rows count the time until that backlog is empty too,
+and print the largest fold lag seen during the run (sampled every 0.25 s). Targets: ceip >= 60% of (b) at
+both batch sizes, sustained (with folding) >= 60% of (b) on SQLite and PostgreSQL, >= 35% of (a) for
+single-report requests; two workers >= 1.6x one; with ``--postgres URL`` (a loopback server), PostgreSQL
+>= 40% of (b). ``--uvloop`` also runs ``ceip serve`` on uvloop, if it is installed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gzip
-import json
 import os
 import pickle
 import random
@@ -43,6 +45,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
+import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+from loadgen import load
 
 LOOPBACK = "127.0.0.1"  # the only address this benchmark ever talks to
 ALLOWLIST = '[products.analyst]\nexecutables = ["analyst", "analyst.exe"]\n'
@@ -174,39 +180,6 @@ def serve_baseline(kind: str, port: int, db_path: str) -> None:
     web.run_app(app, host=LOOPBACK, port=port, access_log=None, print=None)
 
 
-# -- the load generator ---------------------------------------------------------------------------------
-
-
-async def load(url: str, bodies: list[tuple[bytes, int]], concurrency: int) -> dict[str, Any]:
-    import aiohttp
-
-    headers = {"Content-Encoding": "gzip", "Content-Type": "application/vnd.ceip.batch+json"}
-    accepted = sent = 0
-    statuses: dict[int, int] = {}
-    queue = iter(bodies)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
-
-        async def worker() -> None:
-            nonlocal accepted, sent
-            for data, n in queue:
-                async with session.post(url, data=data, headers=headers) as response:
-                    text = await response.read()
-                statuses[response.status] = statuses.get(response.status, 0) + 1
-                sent += n
-                if response.status == 204:
-                    accepted += n
-                elif response.status == 200:
-                    doc = orjson.loads(text)
-                    accepted += (
-                        doc["accepted"] if "accepted" in doc else sum(r["status"] == "accepted" for r in doc["results"])
-                    )
-
-        started = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"accepted": accepted, "sent": sent, "elapsed": elapsed, "statuses": statuses}
-
-
 # -- running it -----------------------------------------------------------------------------------------
 
 
@@ -231,18 +204,45 @@ def wait_healthy(port: int, proc: subprocess.Popen[bytes]) -> None:
     raise RuntimeError("server did not become healthy")
 
 
-async def _pending_rollups(database: str) -> int:
-    """Reports acknowledged but not yet folded into the rollups."""
+async def _fold_queue(database: str) -> tuple[int, float]:
+    """Reports acknowledged but not yet folded into the rollups, and how long ago the oldest arrived (s)."""
+    sql = "SELECT COUNT(*), MIN(r.received) FROM rollup_queue q JOIN reports r ON r.seq = q.seq"
     if database.startswith("sqlite"):
         with sqlite3.connect(database[len("sqlite://") :]) as db:
-            return int(db.execute("SELECT COUNT(*) FROM rollup_queue").fetchone()[0])
-    import asyncpg
+            count, oldest = db.execute(sql).fetchone()
+    else:
+        import asyncpg
 
-    conn = await asyncpg.connect(database)
-    try:
-        return int(await conn.fetchval("SELECT COUNT(*) FROM rollup_queue"))
-    finally:
-        await conn.close()
+        conn = await asyncpg.connect(database)
+        try:
+            count, oldest = await conn.fetchrow(sql)
+        finally:
+            await conn.close()
+    return int(count), 0.0 if oldest is None else time.time() - oldest
+
+
+class FoldWatch:
+    """Samples the fold queue every 0.25 s on a thread while the load runs: the largest backlog and lag seen."""
+
+    def __init__(self, database: str | None) -> None:
+        self.database = database
+        self.queued, self.lag = 0, 0.0
+        self._stop = False
+        self._thread = ThreadPoolExecutor(1)
+        self._done = self._thread.submit(self._run) if database else None
+
+    def _run(self) -> None:
+        assert self.database is not None
+        while not self._stop:
+            count, lag = asyncio.run(_fold_queue(self.database))
+            self.queued, self.lag = max(self.queued, count), max(self.lag, lag)
+            time.sleep(0.25)
+
+    def stop(self) -> None:
+        self._stop = True
+        if self._done is not None:
+            self._done.result()
+        self._thread.shutdown()
 
 
 async def _fresh_schema(server: str, name: str) -> str:
@@ -257,10 +257,28 @@ async def _fresh_schema(server: str, name: str) -> str:
     return f"{server}{'&' if '?' in server else '?'}search_path={name}"
 
 
-def measure(server: str, bodies: Path, warmup: Path, concurrency: int, folder: Path, postgres: str | None) -> Any:
+def _cpu_s(proc: psutil.Process) -> float:
+    """CPU seconds of a process and its children (the workers of ``ceip serve --workers N``)."""
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            times = p.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
+
+
+#: ``ceip serve`` on asyncio's own loop even where uvloop is installed (``ceip serve`` takes uvloop when it
+#: can): the "ceip" rows stay comparable between machines; ``--uvloop`` adds a row with uvloop.
+_ASYNCIO = "import sys; sys.modules['uvloop'] = None; from ceip_core.cli import cli; cli()"
+
+
+def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, folder: Path) -> Any:
     """Start ``server`` on an empty database, warm it up, drive it, stop it; the load generator's figures.
 
-    ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers), ``ceip-pg``.
+    ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers: spawned workers
+    take uvloop if it is installed), ``ceip-uv`` (SQLite, uvloop), ``ceip-pg``.
     """
     port = free_port()
     if server in ("bare", "minimal"):
@@ -268,27 +286,36 @@ def measure(server: str, bodies: Path, warmup: Path, concurrency: int, folder: P
         database = None
     else:
         if server == "ceip-pg":
-            assert postgres is not None
-            database = asyncio.run(_fresh_schema(postgres, f"bench_{port}"))
+            database = asyncio.run(_fresh_schema(args.postgres, f"bench_{port}"))
         else:
             database = f"sqlite://{folder / f'{port}.db'}"
         (folder / "allowlist.toml").write_text(ALLOWLIST)
-        command = [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--db", database]
+        entry = ["-m", "ceip_core"] if server == "ceip-uv" else ["-c", _ASYNCIO]
+        command = [sys.executable, *entry, "serve", "--port", str(port), "--db", database]
         command += ["--data", str(folder), "--token", "bench", "--allowlist", str(folder / "allowlist.toml")]
         command += ["--workers", "2" if server == "ceip-2w" else "1"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_healthy(port, proc)
         url = f"http://{LOOPBACK}:{port}/v1/reports"
-        for data_file in (warmup, bodies):
-            command = [sys.executable, __file__, "--load", url, "--bodies", str(data_file)]
-            out = subprocess.run([*command, "--concurrency", str(concurrency)], check=True, capture_output=True)
-        result: dict[str, Any] = json.loads(out.stdout)
-        if database is not None:  # how long until every accepted report is folded into the rollups
-            started = time.perf_counter()
-            while asyncio.run(_pending_rollups(database)):
+        load(url, warmup, args.processes, args.connections)
+        if database is not None:  # start from an empty fold queue
+            while asyncio.run(_fold_queue(database))[0]:
                 time.sleep(0.05)
-            result["drain"] = time.perf_counter() - started
+        server_proc = psutil.Process(proc.pid)
+        cpu_before = _cpu_s(server_proc)
+        watch = FoldWatch(database)
+        try:
+            result: dict[str, Any] = load(url, bodies, args.processes, args.connections)
+            result["server_cpu_s"] = _cpu_s(server_proc) - cpu_before
+            if database is not None:  # how long until every accepted report is folded into the rollups
+                started = time.perf_counter()
+                while asyncio.run(_fold_queue(database))[0]:
+                    time.sleep(0.05)
+                result["drain"] = time.perf_counter() - started
+        finally:
+            watch.stop()
+        result["max_queued"], result["max_lag"] = watch.queued, watch.lag
         return result
     finally:
         proc.terminate()
@@ -297,38 +324,44 @@ def measure(server: str, bodies: Path, warmup: Path, concurrency: int, folder: P
             print(err.decode(), file=sys.stderr)
 
 
-def compare(what: str, value: float, name: str, baseline: float, target: float | None = None) -> tuple[str, ...]:
+def compare(what: str, value: float, name: str, baseline: float, target: float | None = None) -> list[str]:
     """A table row: the figure, its baseline, the target share of it and whether it is met."""
     share = value / baseline
     met = "-" if target is None else ("yes" if share >= target else "NO")
     goal = "-" if target is None else (f">= {target:g}x" if target > 1 else f">= {target:.0%} of {name.split()[0]}")
-    return what, f"{value:.0f}", f"{name} {baseline:.0f}", goal, f"{share:.0%} {met}"
+    return [what, f"{value:.0f}", f"{name} {baseline:.0f}", goal, f"{share:.0%} {met}"]
+
+
+def cpu(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
+    """Generator and server CPU (% of one core) of a row's run and of its baseline's, and the fold lag."""
+
+    def shares(r: dict[str, Any]) -> str:
+        return f"{r['cpu_s'] / r['elapsed']:.0%}/{r['server_cpu_s'] / r['elapsed']:.0%}"
+
+    lag = f"{result['max_lag']:.1f} s ({result['max_queued']})" if "drain" in result else "-"
+    return [shares(result), shares(baseline), lag]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=12000, help="requests per run with 1 report each")
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=2, help="load generator processes")
+    parser.add_argument("--connections", type=int, default=16, help="keep-alive connections per generator process")
     parser.add_argument(
         "--postgres", help="also measure on this (loopback) PostgreSQL, e.g. postgresql://postgres@127.0.0.1/postgres"
     )
+    parser.add_argument("--uvloop", action="store_true", help="also run ceip serve on uvloop (needs ceip[uvloop])")
     parser.add_argument("--serve", help=argparse.SUPPRESS)
-    parser.add_argument("--load", help=argparse.SUPPRESS)
-    parser.add_argument("--bodies", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve_baseline(args.serve, args.port, args.db)
         return
-    if args.load:
-        bodies = pickle.loads(Path(args.bodies).read_bytes())
-        print(json.dumps(asyncio.run(load(args.load, bodies, args.concurrency))))
-        return
 
     if args.postgres and urlsplit(args.postgres).hostname not in (LOOPBACK, "::1", "localhost"):
         parser.error("--postgres must name a server on loopback (127.0.0.1, ::1 or localhost)")
-    rows: list[tuple[str, ...]] = []
+    rows: list[list[str]] = []
     with tempfile.TemporaryDirectory(prefix="ceip-bench-") as tmp:
         folder = Path(tmp)
         for batch, requests in ((1, args.requests), (20, max(args.requests // 10, 100))):
@@ -338,30 +371,67 @@ def main() -> None:
             size = sum(len(b) for b, _ in pickle.loads(bodies.read_bytes())) / (requests * batch)
             print(f"batch {batch}: {requests} requests, {size:.0f} bytes gzip per report", file=sys.stderr)
             servers = ["bare", "minimal", "ceip"] + (["ceip-2w"] if batch == 20 else [])
+            servers += ["ceip-uv"] if args.uvloop else []
             servers += ["ceip-pg"] if args.postgres else []
-            rate, sustained = {}, {}
+            rate, sustained, result = {}, {}, {}
             for server in servers:
-                result = measure(server, bodies, warmup, args.concurrency, folder, args.postgres)
-                assert result["accepted"] == requests * batch, f"{server}: accepted {result['accepted']}: {result}"
-                rate[server] = result["accepted"] / result["elapsed"]
-                if "drain" in result:
-                    sustained[server] = result["accepted"] / (result["elapsed"] + result["drain"])
+                result[server] = r = measure(server, bodies, warmup, args, folder)
+                assert r["accepted"] == requests * batch, f"{server}: accepted {r['accepted']}: {r}"
+                rate[server] = r["accepted"] / r["elapsed"]
+                if "drain" in r:
+                    sustained[server] = r["accepted"] / (r["elapsed"] + r["drain"])
                 print(f"  {server}: {rate[server]:.0f} reports/s", file=sys.stderr)
-            b = f"batch {batch}:"
-            rows.append(compare(f"{b} durable accepted/s", rate["ceip"], "(b) minimal", rate["minimal"], 0.6))
+            b, minimal = f"batch {batch}:", result["minimal"]
+            rows.append(
+                compare(f"{b} durable accepted/s", rate["ceip"], "(b) minimal", rate["minimal"], 0.6)
+                + cpu(result["ceip"], minimal)
+            )
             if batch == 1:
-                rows.append(compare(f"{b} vs bare HTTP", rate["ceip"], "(a) bare", rate["bare"], 0.35))
-            rows.append(compare(f"{b} sustained incl. rollups", sustained["ceip"], "(b) minimal", rate["minimal"]))
+                rows.append(
+                    compare(f"{b} vs bare HTTP", rate["ceip"], "(a) bare", rate["bare"], 0.35)
+                    + cpu(result["ceip"], result["bare"])
+                )
+            rows.append(
+                compare(f"{b} sustained incl. folding", sustained["ceip"], "(b) minimal", rate["minimal"], 0.6)
+                + cpu(result["ceip"], minimal)
+            )
             if "ceip-2w" in rate:
-                rows.append(compare(f"{b} 2 workers vs 1", rate["ceip-2w"], "1 worker", rate["ceip"], 1.6))
+                rows.append(
+                    compare(f"{b} 2 workers vs 1", rate["ceip-2w"], "1 worker", rate["ceip"], 1.6)
+                    + cpu(result["ceip-2w"], result["ceip"])
+                )
+            if "ceip-uv" in rate:
+                rows.append(
+                    compare(f"{b} uvloop sustained vs asyncio", sustained["ceip-uv"], "asyncio", sustained["ceip"])
+                    + cpu(result["ceip-uv"], result["ceip"])
+                )
             if "ceip-pg" in rate:
-                rows.append(compare(f"{b} PostgreSQL accepted/s", rate["ceip-pg"], "(b) minimal", rate["minimal"], 0.4))
-                rows.append(compare(f"{b} PostgreSQL sustained", sustained["ceip-pg"], "(b) minimal", rate["minimal"]))
-    header = ("benchmark (reports/s; SQLite, 1 worker unless said)", "ceip serve", "baseline", "target", "met")
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(5)]
-    for line in (header, tuple("-" * w for w in widths), *rows):
+                pg = result["ceip-pg"]
+                rows.append(
+                    compare(f"{b} PostgreSQL accepted/s", rate["ceip-pg"], "(b) minimal", rate["minimal"], 0.4)
+                    + cpu(pg, minimal)
+                )
+                rows.append(
+                    compare(f"{b} PostgreSQL sustained", sustained["ceip-pg"], "(b) minimal", rate["minimal"], 0.6)
+                    + cpu(pg, minimal)
+                )
+    header = [
+        "benchmark (reports/s; SQLite, 1 worker unless said)",
+        "ceip serve",
+        "baseline",
+        "target",
+        "met",
+        "CPU gen/server",
+        "baseline's",
+        "max fold lag (queued)",
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for line in (header, ["-" * w for w in widths], *rows):
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
-    print(f"\n{os.cpu_count()} CPUs; load generator: aiohttp client, {args.concurrency} connections, own process.")
+    print(
+        f"\n{os.cpu_count()} CPUs; load generator: bench/loadgen.py, {args.processes} processes x "
+        f"{args.connections} keep-alive connections; CPU in % of one core over the measured run."
+    )
 
 
 if __name__ == "__main__":

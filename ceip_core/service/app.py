@@ -18,7 +18,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from ceip_core.service import queries
+from ceip_core.service import metrics, queries
+from ceip_core.service.aging import Aging
 from ceip_core.service.auth import authorized
 from ceip_core.service.config import ServiceConfig
 from ceip_core.service.dashboard import Dashboard, add_routes
@@ -38,6 +39,7 @@ STORAGE = web.AppKey("storage", Storage)
 INGEST = web.AppKey("ingest", Ingest)
 RATE = web.AppKey("rate", RateLimiter)
 DASHBOARD = web.AppKey("dashboard", Dashboard)
+CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
 #: Seconds a client should wait when the database is unavailable.
 RETRY_UNAVAILABLE_S = 5
@@ -167,20 +169,35 @@ async def query(request: web.Request) -> web.Response:
     return _json(answer)
 
 
+async def get_metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: database size, rows per table, fold lag and counters, in Prometheus text format."""
+    if not authorized(request.headers.get("Authorization"), request.app[TOKEN]):
+        return _error(401, "unauthorized", "send Authorization: Bearer <token>", **{"WWW-Authenticate": "Bearer"})
+    try:
+        found = await metrics.figures(request.app[STORAGE], request.app[CLOCK]())
+    except StorageUnavailable as exc:
+        return _unavailable(exc)
+    return web.Response(body=metrics.prometheus(found), headers={"Content-Type": metrics.CONTENT_TYPE})
+
+
 # -- the application --------------------------------------------------------------------------------
 
 
-def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.Application:
+def make_app(
+    config: ServiceConfig, database: str | Storage, token: str, clock: Callable[[], float] = time.time
+) -> web.Application:
     """The receiving service as an aiohttp application.
 
     :param database: a database URL (``sqlite:///...``, ``postgresql://...``) or an opened-or-not storage;
         the application opens it at startup and closes it at cleanup.
     :param token: the query token: the query API's bearer token, and what the dashboard's login page asks for.
+    :param clock: what aging and the fold lag read as now (tests move it).
     """
     # Raw bodies: the service inflates them itself, within its limits.
     app = web.Application(middlewares=[_guard], handler_args={"auto_decompress": False})
     app[CONFIG] = config
     app[TOKEN] = token
+    app[CLOCK] = clock
     app[STORAGE] = open_storage(database) if isinstance(database, str) else database
     app[RATE] = RateLimiter(config.limits.rate_burst, config.limits.rate_per_s)
     app.cleanup_ctx.append(_storage_ctx)
@@ -191,6 +208,7 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get(OPENAPI_PATH, get_openapi)
+    app.router.add_get("/metrics", get_metrics)
     app[DASHBOARD] = Dashboard(app[STORAGE], token, config.k, sorted(config.allowlist))
     add_routes(app, app[DASHBOARD])
     add_security_headers(app)
@@ -200,7 +218,8 @@ def make_app(config: ServiceConfig, database: str | Storage, token: str) -> web.
 async def _storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[STORAGE]
     await storage.open()
-    committer = GroupCommitter(storage)
+    aging = Aging(storage, app[CONFIG].retention_days, clock=app[CLOCK])
+    committer = GroupCommitter(storage, aging=aging)
     committer.start()
     app[INGEST] = Ingest(app[CONFIG], committer)
     try:

@@ -159,6 +159,13 @@ _SPECS = click.option(
     default="INFO",
     show_default=True,
 )
+@click.option(
+    "--retention-days",
+    type=click.IntRange(min=0),
+    default=90,
+    show_default=True,
+    help="Days raw reports and per-machine rows are kept (rollups stay); 0: for ever.",
+)
 def serve(
     host: str,
     port: int,
@@ -179,8 +186,11 @@ def serve(
     rate_per_s: float,
     access_log: bool,
     log_level: str,
+    retention_days: int,
 ) -> None:
     """Run the receiving service: machines upload here; the query API answers with aggregates."""
+    import attrs
+
     from ceip_core.service.auth import TOKEN_FILE, load_or_create_token
     from ceip_core.service.serve import ServeError, ServeOptions
     from ceip_core.service.serve import serve as run
@@ -199,6 +209,7 @@ def serve(
         rate_burst=rate_burst,
         rate_per_s=rate_per_s,
     )
+    config = attrs.evolve(config, retention_days=retention_days)
     if token is None:
         token = load_or_create_token(data_dir)
         click.echo(f"Query API token: in {data_dir / TOKEN_FILE}")
@@ -258,8 +269,30 @@ _COLUMNS = {
 }
 
 
+async def _with_storage(database: str, fn: Callable[[Any], Any]) -> Any:
+    from ceip_core.service.storage import open_storage
+
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        return await fn(storage)
+    finally:
+        await storage.close()
+
+
+def _print_storage(found: dict[str, Any]) -> None:
+    from ceip_core.service.storage import EXPIRED, TOMBSTONED
+
+    click.echo(f"database size: {found['bytes'] / 1e6:.1f} MB")
+    lag = f"{found['fold_lag_s']:.1f} s" if found["queued"] else "none"
+    click.echo(f"fold backlog: {found['queued']} report(s), lag {lag}; quarantined: {found['quarantined']}")
+    counters = found["counters"]
+    click.echo(f"refused by a tombstone: {counters.get(TOMBSTONED, 0)}; rows aged out: {counters.get(EXPIRED, 0)}")
+    _print_rows([{"table": t, "rows": n} for t, n in found["rows"].items()], ["table", "rows"])
+
+
 @click.command()
-@click.argument("what", type=click.Choice(list(_COLUMNS)))
+@click.argument("what", type=click.Choice([*_COLUMNS, "storage"]))
 @click.option("--product", help="Only this product.")
 @click.option("--version", help="Only this product version.")
 @click.option("--since", help="First day, e.g. 2026-11-01.")
@@ -280,9 +313,21 @@ def report(
     as_json: bool,
 ) -> None:
     """Print what the query API answers: problems, trends, features, config, timings, participation, versions
-    or problem_versions."""
-    from ceip_core.service import queries
+    or problem_versions; or ``storage``: database size, rows per table, fold lag and counters (what
+    ``GET /metrics`` exports)."""
+    from ceip_core.service import metrics, queries
     from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage, redact
+
+    if what == "storage":
+        try:
+            found = asyncio.run(_with_storage(_database(database, data_dir), lambda s: metrics.figures(s, time.time())))
+        except (StorageError, StorageUnavailable) as exc:
+            raise click.ClickException(str(exc)) from None
+        if as_json:
+            click.echo(json.dumps(found, indent=2))
+        else:
+            _print_storage(found)
+        return
 
     params = {"product": product, "version": version, "since": since, "until": until}
     try:
@@ -438,5 +483,24 @@ def import_bundles(
         raise SystemExit(1)
 
 
-COMMANDS = (serve, report, import_bundles)
+@click.command("rebuild-rollups")
+@_DB
+@_DATA
+def rebuild_rollups(database: str | None, data_dir: Path) -> None:
+    """Fold every stored raw report into the rollups again (days that aged out keep theirs).
+
+    The rollups commit without waiting for the disk, since they can be rebuilt from the raw reports, which
+    do: after a power cut, or any doubt, this gives exactly the answers the stored reports give. Workers
+    may keep serving meanwhile; queries wait for the fold.
+    """
+    from ceip_core.service.storage import StorageError, StorageUnavailable
+
+    try:
+        folded = asyncio.run(_with_storage(_database(database, data_dir), lambda s: s.rebuild()))
+    except (StorageError, StorageUnavailable) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"rollups rebuilt from {folded} stored report(s)")
+
+
+COMMANDS = (serve, report, import_bundles, rebuild_rollups)
 """The commands ``ceip_core.cli`` adds to the ``ceip`` group."""

@@ -133,6 +133,8 @@ class ServiceConfig:
     """What each product may report; reports of a product with no declaration are refused."""
     files: ConfigFiles | None = None
     """The files this configuration was read from, re-read when they change (None: fixed)."""
+    retention_days: int = 90
+    """Days raw reports and per-machine rows are kept (``ceip_core.service.aging``); 0 keeps them for ever."""
 
     def policy_for(self, product: str) -> ProductPolicy:
         return self.policy.get(product, ProductPolicy())

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from ceip_core.service.aging import Aging
 from ceip_core.service.storage import Storage, Write
 
 log = logging.getLogger(__name__)
@@ -32,9 +33,16 @@ class GroupCommitter:
     """
 
     def __init__(
-        self, storage: Storage, rollup_batch: int = 200, idle_s: float = 0.05, max_backlog: int = 20_000
+        self,
+        storage: Storage,
+        rollup_batch: int = 200,
+        idle_s: float = 0.05,
+        max_backlog: int = 20_000,
+        aging: Aging | None = None,
     ) -> None:
+        """:param aging: what ages data out; its bounded steps run when nothing is pending or queued."""
         self.storage = storage
+        self.aging = aging
         self.rollup_batch = rollup_batch
         self.idle_s = idle_s
         self.max_backlog = max_backlog
@@ -102,6 +110,18 @@ class GroupCommitter:
         # A short step emptied the queue; a full one leaves (about) the rest.
         self._backlog = max(self._backlog - folded, 1) if folded == self.rollup_batch else 0
 
+    async def _age(self) -> None:
+        assert self.aging is not None
+        try:
+            await self.aging.step()
+        except Exception:
+            log.exception("aging data out failed; trying again later")
+            self.aging.postpone()
+
+    def _aging_wait(self) -> float | None:
+        """Seconds until aging is due (it is looked at again then), or None without aging."""
+        return None if self.aging is None else max(self.aging.wait(), self.idle_s)
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         last_commit = -self.idle_s
@@ -114,7 +134,10 @@ class GroupCommitter:
             if self._backlog and (quiet >= self.idle_s or self._backlog > self.max_backlog):
                 await self._fold()
                 continue
-            timeout = self.idle_s - quiet if self._backlog else None
+            if self.aging is not None and self.aging.due() and quiet >= self.idle_s:
+                await self._age()
+                continue
+            timeout = self.idle_s - quiet if self._backlog else self._aging_wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()

@@ -61,6 +61,7 @@ def _to_write(valid: Valid, received: float) -> Write:
         product=item.product,
         day=int(received // DAY_S),
         received=received,
+        requested=item.requested.timestamp(),
     )
 
 

@@ -224,6 +224,18 @@ def openapi(limits: Limits) -> dict[str, Any]:
                 }
             },
             "/v1/query/{name}": {"get": _query_operation()},
+            "/metrics": {
+                "get": {
+                    "summary": "Storage and ingest figures in the Prometheus text format (query token)",
+                    "operationId": "metrics",
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {"description": "metrics", "content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "401": _error("unauthorized"),
+                        "503": _retry("storage-unavailable"),
+                    },
+                }
+            },
             "/healthz": {
                 "get": {
                     "summary": "The process runs",

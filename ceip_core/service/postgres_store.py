@@ -14,6 +14,7 @@ import asyncio
 import logging
 import re
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from decimal import Decimal
 from functools import cache
@@ -21,13 +22,20 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ceip_core.service import rollups
+from ceip_core.service import aging, rollups
 from ceip_core.service.storage import (
+    COUNT_SQL,
     DELETE_QUARANTINED,
     END_SESSIONS_SQL,
+    EXPIRED,
+    HELD_SINCE,
     QUARANTINE_DDL,
+    REPORTS_DAY_INDEX,
     SCHEMA_VERSION,
     SESSION_EPOCH,
+    TOMBSTONE_SQL,
+    TOMBSTONED,
+    TOMBSTONES_DDL,
     Deletion,
     Held,
     NewReport,
@@ -36,7 +44,9 @@ from ceip_core.service.storage import (
     Write,
     decode_bodies,
     describe,
+    histogram_removal,
     redact,
+    refused,
 )
 
 log = logging.getLogger(__name__)
@@ -57,7 +67,10 @@ _DDL = [
     *(statement for table in rollups.TABLES for statement in table.ddl()),
     rollups.MACHINE_INDEX,
     QUARANTINE_DDL,
+    TOMBSTONES_DDL,
+    REPORTS_DAY_INDEX,
 ]
+_COUNT = COUNT_SQL.format("$1::text", "$2::bigint")
 _INSERT_REPORTS = (
     "INSERT INTO reports (report_id, guid, product, version, day, received, body) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::float8[], $7::text[]) "
@@ -122,6 +135,16 @@ async def _fetch(conn: asyncpg.Connection, sql: str, params: Mapping[str, Any]) 
     return list(await conn.fetch(text, *(params[n] for n in names)))
 
 
+async def _status(conn: asyncpg.Connection, sql: str, **params: Any) -> str:
+    text, names = _positional(sql)
+    return str(await conn.execute(text, *(params[n] for n in names)))
+
+
+def _count(status: str) -> int:
+    """The row count of a command status (``DELETE 12``)."""
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def _upsert(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
     if rows:
         await conn.execute(_UPSERTS[table], *(list(column) for column in zip(*rows, strict=True)))
@@ -170,6 +193,38 @@ async def _one_by_one(conn: asyncpg.Connection, reports: dict[int, Any]) -> dict
     return failed
 
 
+#: Advisory lock keys that machines' (guid, product) pairs hash into (see :func:`_lock_pairs`).
+PAIR_LOCKS = 64
+
+
+async def _lock_pairs(conn: asyncpg.Connection, writes: Sequence[Write]) -> None:
+    """Serialise a deletion with every transaction storing a report of its pair, across workers.
+
+    Without it a worker could store a report (no tombstone yet) while another deletes the pair (not seeing
+    the uncommitted report), and the report would outlive its deletion. Reports take their pairs' locks
+    shared, deletions exclusive (each in key order, two statements); pairs hash into :data:`PAIR_LOCKS` keys,
+    so a batch of thousands takes a few dozen locks. A deadlock (two writes with deletions, rare) is retried.
+    """
+    exclusive = {hash_pair(w.guid, w.product) for w in writes if isinstance(w, Deletion)}
+    shared = {hash_pair(w.guid, w.product) for w in writes if isinstance(w, NewReport)} - exclusive
+    for lock, keys in (("pg_advisory_xact_lock", exclusive), ("pg_advisory_xact_lock_shared", shared)):
+        if keys:
+            await conn.execute(
+                f"SELECT {lock}($1, k) FROM (SELECT unnest($2::int4[]) AS k ORDER BY 1) AS keys",
+                _PAIR_LOCK_SPACE,
+                sorted(keys),
+            )
+
+
+#: The first key of the pair locks: keeps them apart from any other advisory lock in the database.
+_PAIR_LOCK_SPACE = 0x0CE1
+
+
+def hash_pair(guid: str, product: str) -> int:
+    """The pair lock a (guid, product) takes: stable across processes (unlike ``hash``)."""
+    return zlib.crc32(f"{product}\0{guid}".encode()) % PAIR_LOCKS
+
+
 class PostgresStorage:
     """The :class:`~ceip_core.service.storage.Storage` on a PostgreSQL database."""
 
@@ -179,6 +234,8 @@ class PostgresStorage:
         self.pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._held = Held()
+        self._silent_after: dict[str, str] = {}
+        """Aging's cursor over machines, per product."""
 
     async def _run(self, fn: Callable[[asyncpg.Connection], Awaitable[_R]]) -> _R:
         """``fn`` on a pooled connection; a deadlock between workers is retried, an outage is reported."""
@@ -237,6 +294,17 @@ class PostgresStorage:
     @staticmethod
     async def _insert(conn: asyncpg.Connection, reports: list[NewReport], stored: list[tuple[int, Any]]) -> list[bool]:
         """Insert and queue ``reports``; per report, whether it is new. Adds ``(seq, item)`` of each to ``stored``."""
+        tombstones = {
+            (row["guid"], row["product"]): row["requested"]
+            for row in await conn.fetch(
+                "SELECT guid, product, requested FROM tombstones WHERE guid = ANY($1::text[])",
+                sorted({r.guid for r in reports}),
+            )
+        }
+        dead = refused(reports, tombstones) if tombstones else set()
+        if dead:
+            await conn.execute(_COUNT, TOMBSTONED, len(dead))
+        every, reports = reports, [r for r in reports if r.report_id not in dead]
         columns = [
             [r.report_id for r in reports],
             [r.guid for r in reports],
@@ -250,7 +318,7 @@ class PostgresStorage:
         await conn.execute("INSERT INTO rollup_queue (seq) SELECT unnest($1::int8[])", list(inserted.values()))
         # The same id twice in one statement is inserted once: the first occurrence is the new one.
         results = []
-        for r in reports:
+        for r in every:
             seq = inserted.pop(r.report_id, None)
             results.append(seq is not None)
             if seq is not None:
@@ -268,6 +336,17 @@ class PostgresStorage:
             d.product,
         )
         unqueued += [row["seq"] for row in taken]
+        # Read after the queue rows were taken: a fold of these reports by another worker has committed.
+        bodies = await conn.fetch(
+            "SELECT body FROM reports WHERE guid = $1 AND product = $2 AND NOT (seq = ANY($3::int8[])) "
+            "AND seq NOT IN (SELECT seq FROM quarantine)",
+            d.guid,
+            d.product,
+            [row["seq"] for row in taken],
+        )
+        await _upsert(conn, "histogram_buckets", histogram_removal(row["body"] for row in bodies))
+        await conn.execute("DELETE FROM histogram_buckets WHERE product = $1 AND count = 0", d.product)
+        await conn.execute(TOMBSTONE_SQL.format("$1", "$2", "$3"), d.guid, d.product, d.requested)
         await conn.execute(DELETE_QUARANTINED.format("$1", "$2"), d.guid, d.product)
         await conn.execute("DELETE FROM reports WHERE guid = $1 AND product = $2", d.guid, d.product)
         mine = {"guid": d.guid, "product": d.product}
@@ -298,6 +377,7 @@ class PostgresStorage:
             stored: list[tuple[int, Any]] = []
             unqueued: list[int] = []
             async with conn.transaction():
+                await _lock_pairs(conn, writes)
                 run_of_reports: list[NewReport] = []
                 for w in [*writes, None]:
                     if isinstance(w, NewReport):
@@ -319,6 +399,9 @@ class PostgresStorage:
 
         async def run(conn: asyncpg.Connection) -> int:
             async with conn.transaction():
+                # Rollups can be rebuilt from the raw reports, so this commit does not wait for the WAL flush
+                # (a crash loses at most the last folds, never a report; see ``rebuild``).
+                await conn.execute("SET LOCAL synchronous_commit = off")
                 queued = await conn.fetch(
                     "SELECT q.seq, r.report_id FROM rollup_queue q JOIN reports r ON r.seq = q.seq "
                     f"ORDER BY q.seq LIMIT $1 {lock}",
@@ -343,6 +426,92 @@ class PostgresStorage:
             for seq, why in failed.items():
                 log.warning("report seq %d quarantined: %s", seq, why)
             return len(queued)
+
+        return await self._run(run)
+
+    async def rebuild(self) -> int:
+        async def run(conn: asyncpg.Connection) -> None:
+            async with conn.transaction():
+                found = await conn.fetchval("SELECT value FROM meta WHERE key = $1", HELD_SINCE)
+                for statement in rollups.rebuild(int(found) if found else 0):
+                    await conn.execute(statement)
+
+        await self._run(run)
+        self._held.clear()
+        folded = 0
+        while step := await self.roll_up(wait=True):
+            folded += step
+        return folded
+
+    async def expire(self, before_day: int, limit: int) -> int:
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                await conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = "
+                    "CAST(GREATEST(CAST(meta.value AS BIGINT), CAST(excluded.value AS BIGINT)) AS TEXT)",
+                    HELD_SINCE,
+                    str(before_day),
+                )
+                done = deleted = _count(await _status(conn, aging.OLD_REPORTS_SQL, before=before_day, limit=limit))
+                if deleted:
+                    await conn.execute(aging.ORPHANED_QUARANTINE_SQL)
+                products = [row[0] for row in await conn.fetch(aging.PRODUCTS_SQL)]
+                for table in aging.AGED_TABLES:
+                    for product in products:
+                        if done < limit:
+                            sql = aging.delete_old(table, "ctid")
+                            n = _count(await _status(conn, sql, product=product, before=before_day, limit=limit - done))
+                            done, deleted = done + n, deleted + n
+                for product in products:  # silent machines, from a cursor: each step examines a bounded slice
+                    if done >= limit:
+                        break
+                    mine = {"product": product, "after": self._silent_after.get(product, ""), "limit": limit - done}
+                    guids = [row[0] for row in await _fetch(conn, aging.MACHINES_SQL, mine)]
+                    if not guids:
+                        continue
+                    self._silent_after[product] = guids[-1]
+                    gone = await conn.fetch(
+                        "DELETE FROM reach_state s WHERE product = $1 AND guid = ANY($2::text[]) AND NOT EXISTS "
+                        "(SELECT 1 FROM machine_days m WHERE m.product = s.product AND m.guid = s.guid "
+                        "AND m.day >= $3) "
+                        "RETURNING guid",
+                        product,
+                        guids,
+                        before_day,
+                    )
+                    done, deleted = done + len(guids), deleted + len(gone)
+                if deleted:
+                    await conn.execute(_COUNT, EXPIRED, deleted)
+            if done < limit:
+                self._silent_after.clear()  # the pass is over; the next starts from the first machine
+            return done
+
+        return await self._run(run)
+
+    async def stats(self) -> dict[str, Any]:
+        async def run(conn: asyncpg.Connection) -> dict[str, Any]:
+            tables = [
+                row[0]
+                for row in await conn.fetch(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() ORDER BY tablename"
+                )
+            ]
+            rows = {t: int(await conn.fetchval(f'SELECT COUNT(*) FROM "{t}"')) for t in tables}
+            size = await conn.fetchval(
+                "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+            )
+            oldest = await conn.fetchval("SELECT MIN(r.received) FROM rollup_queue q JOIN reports r ON r.seq = q.seq")
+            counters = await conn.fetch(
+                "SELECT key, value FROM meta WHERE key = ANY($1::text[])", [TOMBSTONED, EXPIRED]
+            )
+            return {
+                "bytes": int(size),
+                "rows": rows,
+                "queued": rows.get("rollup_queue", 0),
+                "oldest_queued": oldest,
+                "counters": {row[0]: int(row[1]) for row in counters},
+            }
 
         return await self._run(run)
 

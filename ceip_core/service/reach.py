@@ -101,13 +101,16 @@ def add(state: State, report: Any, day: int, deltas: Deltas) -> None:
     to its runs. This loop runs for every group of every report folded, so it is written for speed.
     """
     product, version = report.product, report.product_version
-    groups = [(f, "version", version, product, n, v) for f, n, v in _named(report)]
-    groups += [(f, "all", "", product, n, v) for f, _, _, _, n, v in groups if f not in VERSION_ONLY]
+    named = _named(report)
+    groups = [(f, "version", version, product, n, v) for f, n, v in named]
+    groups += [(f, "all", "", product, n, v) for f, n, v in named if f not in VERSION_ONLY]
+    get, find = deltas.get, state.get  # ``deltas[k] += 1`` would call Counter.__missing__ for every new key
     for group in groups:
-        runs = state.get(group)
+        runs = find(group)
         if runs is None:
             state[group] = [day, day]
-            deltas[group, day, NO_DAY] += 1
+            key = (group, day, NO_DAY)
+            deltas[key] = get(key, 0) + 1
             continue
         last = runs[-1]
         if last < day:  # the usual case: a day after every day seen so far
@@ -115,7 +118,8 @@ def add(state: State, report: Any, day: int, deltas: Deltas) -> None:
                 runs[-1] = day
             else:
                 runs += (day, day)
-            deltas[group, day, last] += 1
+            key = (group, day, last)
+            deltas[key] = get(key, 0) + 1
         elif last != day:
             _insert(runs, group, day, deltas)
 

@@ -148,13 +148,34 @@ RECOMPUTE_PROBLEM = (
 MY_STATE = "SELECT runs FROM reach_state WHERE product = :product AND guid = :guid"
 
 
-def rebuild() -> list[str]:
-    """Statements that empty the rollups and queue every stored report to be folded again."""
+def rebuild(since_day: int = 0) -> list[str]:
+    """Statements that empty the rollups from ``since_day`` on and queue every stored report to be folded again.
+
+    Days before ``since_day`` aged out (their raw reports are gone), so their rollups stay. Every machine's
+    reach state goes: a machine seen again is filed as new from ``since_day`` on (at the window's edge a
+    range reaching across it may count such a machine on each side).
+    """
     return [
         *(f"DROP TABLE IF EXISTS {name}" for name in RETIRED),
-        *(f"DELETE FROM {table.name}" for table in TABLES),
-        "INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq NOT IN (SELECT seq FROM rollup_queue)",
+        *(
+            f"DELETE FROM {table.name}" + (f" WHERE day >= {int(since_day)}" if "day" in table.columns else "")
+            for table in TABLES
+        ),
+        f"INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE day >= {int(since_day)} "
+        "AND seq NOT IN (SELECT seq FROM rollup_queue)",
     ]
+
+
+def bucket_rows(reports: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """``histogram_buckets`` rows of reports (as validation decoded them), summed per key, sorted."""
+    buckets: dict[tuple[Any, ...], int] = {}
+    for r in reports:
+        product, version, day = r.product, r.product_version, int(r.period.end.timestamp() // DAY_S)
+        for h in r.histograms:
+            for bucket, count in h.buckets.items():
+                key = (product, day, h.name, version, bucket)
+                buckets[key] = buckets.get(key, 0) + count
+    return sorted((*k, v) for k, v in buckets.items())
 
 
 def _add_problem(table: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], count: int, end: float) -> None:
@@ -166,11 +187,10 @@ def _add_problem(table: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], 
         found[1], found[2] = min(found[1], end), max(found[2], end)
 
 
-def _rows(reports: Iterable[tuple[Any, float]]) -> dict[str, list[tuple[Any, ...]]]:
+def _rows(reports: list[tuple[Any, float]]) -> dict[str, list[tuple[Any, ...]]]:
     machines: set[tuple[Any, ...]] = set()
     counters: dict[tuple[Any, ...], int] = {}
     counter_totals: dict[tuple[Any, ...], int] = {}
-    buckets: dict[tuple[Any, ...], int] = {}
     problems: dict[tuple[Any, ...], list[Any]] = {}
     problem_totals: dict[tuple[Any, ...], list[Any]] = {}
     for r, end in reports:
@@ -186,17 +206,13 @@ def _rows(reports: Iterable[tuple[Any, float]]) -> dict[str, list[tuple[Any, ...
         for p in r.problems:
             _add_problem(problems, (product, day, guid, p.kind, p.signature, version), p.count, end)
             _add_problem(problem_totals, (product, day, p.kind, p.signature, version), p.count, end)
-        for h in r.histograms:
-            for bucket, count in h.buckets.items():
-                bkey = (product, day, h.name, version, bucket)
-                buckets[bkey] = buckets.get(bkey, 0) + count
     return {
         "machine_days": sorted(machines),
         "counter_days": sorted((*k, v) for k, v in counters.items()),
         "problem_days": sorted((*k, *v) for k, v in problems.items()),
         "counter_totals": sorted((*k, v) for k, v in counter_totals.items()),
         "problem_totals": sorted((*k, *v) for k, v in problem_totals.items()),
-        "histogram_buckets": sorted((*k, v) for k, v in buckets.items()),
+        "histogram_buckets": bucket_rows(r for r, _ in reports),
     }
 
 

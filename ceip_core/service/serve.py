@@ -142,8 +142,15 @@ def _configure_logging(level: str) -> None:
 
 
 def run_worker(options: ServeOptions, sock: socket.socket) -> None:
-    """Serve on ``sock`` until SIGINT or SIGTERM (blocking): one worker process."""
+    """Serve on ``sock`` until SIGINT or SIGTERM (blocking): one worker process, on uvloop if it is
+    installed (``ceip[uvloop]``)."""
     _configure_logging(options.log_level)
+    try:
+        import uvloop  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        pass
+    else:
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.run(_serve(options, sock))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -21,13 +22,20 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from ceip_core.service import rollups
+from ceip_core.service import aging, rollups
 from ceip_core.service.storage import (
+    COUNT_SQL,
     DELETE_QUARANTINED,
     END_SESSIONS_SQL,
+    EXPIRED,
+    HELD_SINCE,
     QUARANTINE_DDL,
+    REPORTS_DAY_INDEX,
     SCHEMA_VERSION,
     SESSION_EPOCH,
+    TOMBSTONE_SQL,
+    TOMBSTONED,
+    TOMBSTONES_DDL,
     Deletion,
     Held,
     NewReport,
@@ -36,11 +44,15 @@ from ceip_core.service.storage import (
     Write,
     decode_bodies,
     describe,
+    histogram_removal,
+    refused,
 )
 
 log = logging.getLogger(__name__)
 
 _R = TypeVar("_R")
+#: The interpreter's thread switch interval while a SQLite store is open (see ``SQLiteStorage.open``).
+SWITCH_INTERVAL_S = 0.0005
 #: SQLite result codes that mean "not now" (busy, locked, I/O, full, cannot open, read-only), not a bug.
 _UNAVAILABLE = {5, 6, 8, 10, 13, 14, 15}
 
@@ -56,6 +68,8 @@ _DDL = [
     *(statement for table in rollups.TABLES for statement in table.ddl()),
     rollups.MACHINE_INDEX,
     QUARANTINE_DDL,
+    TOMBSTONES_DDL,
+    REPORTS_DAY_INDEX,
 ]
 
 
@@ -76,6 +90,13 @@ _UNQUEUE = (
 )
 _NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
+_TOMBSTONES = "SELECT guid, product, requested FROM tombstones WHERE guid IN (SELECT value FROM json_each(?))"
+#: The bodies of a pair's folded reports: neither just taken out of the queue (the JSON array) nor quarantined.
+_FOLDED_BODIES = (
+    "SELECT json_group_array(body) FROM reports WHERE guid = ? AND product = ? "
+    "AND seq NOT IN (SELECT value FROM json_each(?)) AND seq NOT IN (SELECT seq FROM quarantine)"
+)
+_COUNT = COUNT_SQL.format("?", "?")
 _DELETE_ROLLUP = {t.name: t.delete(":guid", ":product") for t in rollups.PER_MACHINE}
 _UPSERTS = {t.name: t.upsert(f"VALUES ({', '.join('?' * len(t.columns))})") for t in rollups.TABLES}
 
@@ -92,6 +113,7 @@ def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     db = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_s)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
+    db.execute("PRAGMA secure_delete=ON")  # deleted reports leave no bytes behind in the file
     return db
 
 
@@ -172,6 +194,8 @@ class SQLiteStorage:
         self._reader: sqlite3.Connection | None = None
         self._held = Held()
         """Touched on the writer thread only, like the writer connection."""
+        self._silent_after: dict[str, str] = {}
+        """Aging's cursor over machines, per product (writer thread only)."""
 
     async def _on(self, thread: ThreadPoolExecutor, fn: Callable[[], _R]) -> _R:
         try:
@@ -203,6 +227,11 @@ class SQLiteStorage:
         self._reader.execute("PRAGMA query_only=ON")
 
     async def open(self) -> None:
+        # The writer and reader threads take the GIL back after every SQLite step. At Python's default
+        # switch interval (5 ms) a busy event loop makes each of those steps wait up to 5 ms for it, so a
+        # transaction of a few hundred steps takes a second under load with the CPU mostly idle. 0.5 ms
+        # lets the threads in promptly (measured with bench/service.py: see docs/operations.md).
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         try:
             await self._on(self._writer_thread, self._open_writer)
             await self._on(self._reader_thread, self._open_reader)
@@ -239,6 +268,10 @@ class SQLiteStorage:
                     results.append(self._delete(db, w, unqueued))
         self._held.keep(stored)  # committed: the fold may take them now ...
         self._held.forget(unqueued)  # ... and never those a deletion took out
+        if any(isinstance(w, Deletion) for w in writes):
+            # Deleted rows may still sit in the write-ahead log: copy it into the file (where secure_delete
+            # zeroed them) and truncate it. Best effort: a reader holding a snapshot makes it partial.
+            self._writer.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return results
 
     @staticmethod
@@ -246,9 +279,19 @@ class SQLiteStorage:
         """Insert and queue ``reports``; per report, whether it is new. Adds ``(seq, item)`` of each to ``stored``."""
         ids = orjson.dumps([r.report_id for r in reports])
         existing = {row[0] for row in db.execute(_EXISTING, (ids,))}
+        guids = orjson.dumps(sorted({r.guid for r in reports}))
+        tombstones = {(g, p): t for g, p, t in db.execute(_TOMBSTONES, (guids,))}
+        dead = refused(reports, tombstones) if tombstones else set()
+        if dead:
+            db.execute(_COUNT, (TOMBSTONED, len(dead)))
+            existing |= dead
+            reports_in = [r for r in reports if r.report_id not in dead]
+        else:
+            reports_in = reports
         (last,) = db.execute("SELECT COALESCE(MAX(seq), 0) FROM reports").fetchone()
         db.executemany(
-            _INSERT_REPORT, [(r.report_id, r.guid, r.product, r.version, r.day, r.received, r.body) for r in reports]
+            _INSERT_REPORT,
+            [(r.report_id, r.guid, r.product, r.version, r.day, r.received, r.body) for r in reports_in],
         )
         # One writer at a time: the rows after the last seq are exactly the ones this statement inserted.
         db.execute("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq > ?", (last,))
@@ -266,7 +309,12 @@ class SQLiteStorage:
     def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
-        unqueued += [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
+        taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
+        unqueued += taken
+        (bodies,) = db.execute(_FOLDED_BODIES, (*pair, orjson.dumps(taken))).fetchone()
+        db.executemany(_UPSERTS["histogram_buckets"], histogram_removal(orjson.loads(bodies)))
+        db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (d.product,))
+        db.execute(TOMBSTONE_SQL.format("?", "?", "?"), (*pair, d.requested))
         db.execute(DELETE_QUARANTINED.format("?", "?"), pair)
         db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
         state = db.execute(rollups.MY_STATE, mine).fetchone()
@@ -290,6 +338,17 @@ class SQLiteStorage:
         return await self._on(self._writer_thread, lambda: self._write(writes))
 
     def _roll_up(self, limit: int) -> int:
+        assert self._writer is not None, "storage is not open"
+        # Rollups can be rebuilt from the raw reports (``rebuild``), so their commit does not wait for the
+        # disk: WAL with synchronous=NORMAL keeps the database consistent, and a power cut loses at most the
+        # last folds, whose reports the rebuild folds again. Raw reports keep synchronous=FULL.
+        self._writer.execute("PRAGMA synchronous=NORMAL")
+        try:
+            return self._fold_queued(limit)
+        finally:
+            self._writer.execute("PRAGMA synchronous=FULL")
+
+    def _fold_queued(self, limit: int) -> int:
         assert self._writer is not None, "storage is not open"
         with _Transaction(self._writer) as db:
             (found,) = db.execute(_QUEUED, (limit,)).fetchone()
@@ -331,6 +390,90 @@ class SQLiteStorage:
     async def quarantined(self) -> int:
         (count,) = (await self.query("SELECT COUNT(*) FROM quarantine", {}))[0]
         return int(count)
+
+    def _rebuild(self) -> None:
+        assert self._writer is not None, "storage is not open"
+        with _Transaction(self._writer) as db:
+            found = db.execute("SELECT value FROM meta WHERE key = ?", (HELD_SINCE,)).fetchone()
+            for statement in rollups.rebuild(int(found[0]) if found else 0):
+                db.execute(statement)
+        self._held.clear()
+
+    async def rebuild(self) -> int:
+        await self._on(self._writer_thread, self._rebuild)
+        folded = 0
+        while step := await self.roll_up():
+            folded += step
+        return folded
+
+    def _expire(self, before: int, limit: int) -> int:
+        assert self._writer is not None, "storage is not open"
+        with _Transaction(self._writer) as db:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = "
+                "CAST(MAX(CAST(meta.value AS INTEGER), CAST(excluded.value AS INTEGER)) AS TEXT)",
+                (HELD_SINCE, str(before)),
+            )
+            done = deleted = db.execute(aging.OLD_REPORTS_SQL, {"before": before, "limit": limit}).rowcount
+            if deleted:
+                db.execute(aging.ORPHANED_QUARANTINE_SQL)
+            products = [p for (p,) in db.execute(aging.PRODUCTS_SQL)]
+            for table in aging.AGED_TABLES:
+                for product in products:
+                    if done < limit:
+                        mine = {"product": product, "before": before, "limit": limit - done}
+                        n = db.execute(aging.delete_old(table, "rowid"), mine).rowcount
+                        done, deleted = done + n, deleted + n
+            for product in products:  # silent machines, from a cursor: each step examines a bounded slice
+                if done >= limit:
+                    break
+                after = self._silent_after.get(product, "")
+                mine = {"product": product, "after": after, "limit": limit - done}
+                guids = [g for (g,) in db.execute(aging.MACHINES_SQL, mine)]
+                if not guids:
+                    continue
+                self._silent_after[product] = guids[-1]
+                active = {
+                    g
+                    for (g,) in db.execute(
+                        "SELECT DISTINCT guid FROM machine_days WHERE product = ? AND day >= ? "
+                        "AND guid IN (SELECT value FROM json_each(?))",
+                        (product, before, orjson.dumps(guids)),
+                    )
+                }
+                silent = [(product, g) for g in guids if g not in active]
+                db.executemany("DELETE FROM reach_state WHERE product = ? AND guid = ?", silent)
+                done, deleted = done + len(guids), deleted + len(silent)
+            if deleted:
+                db.execute(_COUNT, (EXPIRED, deleted))
+        if done < limit:
+            self._silent_after.clear()  # the pass is over; the next starts from the first machine
+        return done
+
+    async def expire(self, before_day: int, limit: int) -> int:
+        return await self._on(self._writer_thread, lambda: self._expire(before_day, limit))
+
+    def _stats(self) -> dict[str, Any]:
+        assert self._reader is not None, "storage is not open"
+        db = self._reader
+        tables = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        rows = {t: db.execute(f'SELECT COUNT(*) FROM "{t}"').fetchone()[0] for t in tables}
+        (page_count,) = db.execute("PRAGMA page_count").fetchone()
+        (page_size,) = db.execute("PRAGMA page_size").fetchone()
+        wal = self.path.with_name(self.path.name + "-wal")
+        oldest = db.execute("SELECT MIN(r.received) FROM rollup_queue q JOIN reports r ON r.seq = q.seq").fetchone()
+        found = db.execute("SELECT key, value FROM meta WHERE key IN (?, ?)", (TOMBSTONED, EXPIRED))
+        counters = {key: int(value) for key, value in found}
+        return {
+            "bytes": page_count * page_size + (wal.stat().st_size if wal.exists() else 0),
+            "rows": rows,
+            "queued": rows.get("rollup_queue", 0),
+            "oldest_queued": oldest[0],
+            "counters": counters,
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        return await self._on(self._reader_thread, self._stats)
 
     # -- reading ------------------------------------------------------------------------------------
 

@@ -16,6 +16,12 @@ restarted, another worker stored it, the rollups are being rebuilt) is read back
 the ingest decoder itself (``validation.decode_stored``). A report the fold still cannot take is
 **quarantined**: moved from the rollup queue to the ``quarantine`` table with the reason, counted
 (:meth:`Storage.quarantined`, shown by ``/readyz``), and never retried by itself, so it blocks nothing.
+
+A deletion request deletes every row of its (guid, product), takes its counts out of the totals (the
+timing buckets from its folded raw reports, :func:`histogram_removal`), and leaves a **tombstone** that
+refuses the pair's reports recorded before it (:func:`refused`). The rollups commit without waiting for
+the disk, the raw reports do: :meth:`Storage.rebuild` folds the raw reports again. Raw reports and
+per-machine rows age out (``aging``); :meth:`Storage.stats` is what operators see (``metrics``).
 """
 
 from __future__ import annotations
@@ -67,6 +73,10 @@ class Deletion:
     day: int
     """Day the service received it (days since the epoch): what "opt-outs per day" counts."""
     received: float
+    requested: float = 0.0
+    """When the machine asked (its own clock, seconds since the epoch): the pair's **tombstone**. A report
+    of the pair whose period ended by then (a late upload, an import of a bundle exported before the
+    opt-out) is refused from then on; one recorded after a new opt-in, on the same clock, is not."""
 
 
 Write = NewReport | Deletion
@@ -76,6 +86,51 @@ QUARANTINE_DDL = (
     "CREATE TABLE IF NOT EXISTS quarantine (seq BIGINT PRIMARY KEY, reason TEXT NOT NULL, "
     "quarantined DOUBLE PRECISION NOT NULL)"
 )
+#: Tombstones: per deleted (guid, product), the newest deletion's ``requested`` time (see :class:`Deletion`).
+TOMBSTONES_DDL = (
+    "CREATE TABLE IF NOT EXISTS tombstones (guid TEXT NOT NULL, product TEXT NOT NULL, "
+    "requested DOUBLE PRECISION NOT NULL, PRIMARY KEY (guid, product))"
+)
+#: Record a tombstone, with positional parameters (guid, product, requested) in the dialect's marks.
+TOMBSTONE_SQL = (
+    "INSERT INTO tombstones (guid, product, requested) VALUES ({}, {}, {}) ON CONFLICT (guid, product) "
+    "DO UPDATE SET requested = CASE WHEN excluded.requested > tombstones.requested "
+    "THEN excluded.requested ELSE tombstones.requested END"
+)
+#: Raw reports expire by day; this index keeps each bounded expiry step a range read.
+REPORTS_DAY_INDEX = "CREATE INDEX IF NOT EXISTS reports_day ON reports (day)"
+#: ``meta`` counters (integers as text): reports refused by a tombstone, rows expired, and the first day
+#: whose raw reports are all still held (the rebuild re-folds from there on).
+TOMBSTONED, EXPIRED, HELD_SINCE = "refused_tombstoned", "expired_rows", "raw_reports_since_day"
+#: Add to a ``meta`` counter, with positional parameters (key, amount) in the dialect's marks.
+COUNT_SQL = (
+    "INSERT INTO meta (key, value) VALUES ({0}, CAST({1} AS TEXT)) ON CONFLICT (key) DO UPDATE SET "
+    "value = CAST(CAST(meta.value AS BIGINT) + CAST(excluded.value AS BIGINT) AS TEXT)"
+)
+
+
+def refused(reports: Sequence[NewReport], tombstones: Mapping[tuple[str, str], float]) -> set[str]:
+    """The report ids among ``reports`` that a tombstone refuses: recorded by a deleted pair before it asked."""
+    return {
+        r.report_id
+        for r in reports
+        if (r.guid, r.product) in tombstones and r.item.period.end.timestamp() <= tombstones[r.guid, r.product]
+    }
+
+
+def histogram_removal(bodies: Iterable[str]) -> list[tuple[Any, ...]]:
+    """``histogram_buckets`` rows (negative counts) that take a deleted machine's folded reports back out.
+
+    The timing totals keep no per-machine rows (they would double the fold's writes), so a deletion reads
+    the machine's folded raw reports, still stored at that point, with the ingest decoder. Reports that
+    aged out took their per-machine rows with them: their timings stay in the anonymous totals.
+    """
+    from ceip_core.service.rollups import bucket_rows
+
+    items = [item for item in (decode_stored(body.encode()) for body in bodies) if not isinstance(item, Rejection)]
+    return [(*key, -count) for *key, count in bucket_rows(items)]
+
+
 #: A deletion request deletes the quarantine rows of the pair's reports too (before the reports).
 DELETE_QUARANTINED = "DELETE FROM quarantine WHERE seq IN (SELECT seq FROM reports WHERE guid = {} AND product = {})"
 #: Most reports a store holds in memory for the fold (see :class:`Held`): ten of the committer's fold steps,
@@ -185,6 +240,29 @@ class Storage(Protocol):
 
     async def quarantined(self) -> int:
         """How many stored reports are in the quarantine (see the module docstring)."""
+        ...
+
+    async def rebuild(self) -> int:
+        """Empty the rollups of every day whose raw reports are still held and fold those reports again.
+
+        The rollups commit without waiting for the disk (the raw reports do wait), so after a power cut or
+        a doubt this gives exactly the answers the reports give. Days that aged out keep their rollups.
+        :returns: how many reports were folded.
+        """
+        ...
+
+    async def expire(self, before_day: int, limit: int) -> int:
+        """One bounded transaction of aging (``ceip_core.service.aging``): delete raw reports and per-machine
+        rows of days before ``before_day``, and the state of machines silent since, touching at most
+        ``limit`` rows; how many it touched (fewer than ``limit``: the pass is over)."""
+        ...
+
+    async def stats(self) -> dict[str, Any]:
+        """What operators watch: ``{"bytes", "rows": {table: n}, "queued", "oldest_queued", "counters"}``.
+
+        ``oldest_queued`` is when the oldest report not yet folded arrived (None: none is queued), so the
+        fold lag is the clock minus it; ``counters`` are the ``meta`` counters (tombstoned, expired).
+        """
         ...
 
     async def query(self, sql: str, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:

@@ -4,6 +4,7 @@ forever: the reports behind it are folded, queries answer, and the count shows i
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from typing import Any
 
@@ -63,7 +64,7 @@ async def plant(database: str, stored: dict[str, Any] | bytes) -> int:
     """Store a report row and queue it, as an earlier ceip would have done, bypassing validation: its seq."""
     text = stored.decode() if isinstance(stored, bytes) else orjson.dumps(stored).decode()
     guid = stored["guid"] if isinstance(stored, dict) else str(uuid.uuid4())
-    row = (str(uuid.uuid4()), guid, "sample", "1.0", 20_000, 0.0, text)
+    row = (str(uuid.uuid4()), guid, "sample", "1.0", int(time.time() // 86400), 0.0, text)  # not aged out
     insert = "INSERT INTO reports (report_id, guid, product, version, day, received, body) VALUES "
     if database.startswith("sqlite"):
         with sqlite3.connect(database.removeprefix("sqlite://")) as db:
