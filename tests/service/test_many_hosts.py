@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
-from service.factory import GZIP, TOKEN, body, deletion, free_port, report
+from service.factory import GZIP, TOKEN, body, deletion, free_port, report, specs_file
 
 from ceip_core.service import reach
 
@@ -57,7 +57,7 @@ def fleet() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                         version=rng.choice(["1.0", "1.1"]),
                         counters={"open_file": rng.randint(1, 9), "export": rng.randint(0, 2)},
                         problems={f"KeyError@a.py:{rng.randint(1, 3)}": 1} if rng.random() < 0.3 else None,
-                        timings={"open_ms": [rng.randint(0, 5) for _ in range(4)]},
+                        timings={"render_ms": [rng.randint(0, 5) for _ in range(4)]},
                         config={"theme": rng.choice(["dark", "light"])},
                         end=now - timedelta(days=day, hours=hour, minutes=m),
                     )
@@ -74,7 +74,8 @@ def serve(tmp_path: Path) -> Iterator[Any]:
     def run(database: str) -> str:
         port = free_port()
         command = [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--data", str(tmp_path)]
-        command += ["--allowlist", str(tmp_path / "allowlist.toml"), "--db", database, "--token", TOKEN, "--k", "1"]
+        command += ["--allowlist", str(tmp_path / "allowlist.toml"), "--specs", str(specs_file(tmp_path))]
+        command += ["--db", database, "--token", TOKEN, "--k", "1"]
         started.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         return f"http://127.0.0.1:{port}"
 

@@ -37,7 +37,7 @@ def fleet() -> list[dict[str, Any]]:
                     version=f"1.{m % 2}",
                     counters={"open_file": m + day, "export": 1} if m % 2 else {"open_file": 1},
                     problems={f"KeyError@a.py:{m % 4}": day + 1} if m % 3 == 0 else None,
-                    timings={"open_ms": [m, day, 1]},
+                    timings={"render_ms": [m, day, 1]},
                     config={"theme": "dark" if m % 2 else "light"},
                     end=now - timedelta(days=day, minutes=m + 1),
                 )

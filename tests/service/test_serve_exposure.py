@@ -18,7 +18,7 @@ import psutil
 import pytest
 from certs import self_signed
 from helpers import wait_for
-from service.factory import GZIP, body, report
+from service.factory import GZIP, body, report, specs_file
 
 ALLOWLIST_TOML = '[products.sample]\nexecutables = ["sample-app"]\n'
 HALF_A_HEAD = b"POST /v1/reports HTTP/1.1\r\nHost: ceip\r\nContent-Encoding: gz"
@@ -31,7 +31,8 @@ class Service:
         (folder / "allowlist.toml").write_text(ALLOWLIST_TOML)
         self.out, self.err = folder / "stdout.txt", folder / "stderr.txt"
         command = [sys.executable, "-m", "ceip_core", "serve", "--port", "0", "--data", str(folder), "--token", "t"]
-        command += ["--allowlist", str(folder / "allowlist.toml"), "--db", f"sqlite:{folder / 'ceip.db'}", *args]
+        command += ["--allowlist", str(folder / "allowlist.toml"), "--specs", str(specs_file(folder))]
+        command += ["--db", f"sqlite:{folder / 'ceip.db'}", *args]
         with self.out.open("w") as out, self.err.open("w") as err:
             hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
             self.proc = subprocess.Popen(

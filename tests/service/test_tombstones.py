@@ -51,9 +51,9 @@ async def tombstoned(database: str) -> int:
 async def test_a_deleted_machine_loses_its_timing_counts(make_client: Any) -> None:
     client = await make_client(SERVICE)
     leaving, staying = str(uuid.uuid4()), str(uuid.uuid4())
-    await post(client, report(leaving, timings={"open_ms": [3, 4]}), report(staying, timings={"open_ms": [0, 5]}))
+    await post(client, report(leaving, timings={"render_ms": [3, 4]}), report(staying, timings={"render_ms": [0, 5]}))
     assert await timing_count(client) == 12  # folded: the leaving machine's 7 are in the totals
-    await post(client, report(leaving, timings={"open_ms": [0, 0, 9]}))  # queued, not yet folded
+    await post(client, report(leaving, timings={"render_ms": [0, 0, 9]}))  # queued, not yet folded
     assert await post(client, deletion_at(leaving, datetime.now(UTC)), path="/v1/deletions") == ["accepted"]
     assert await timing_count(client) == 5
 
