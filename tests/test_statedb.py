@@ -344,3 +344,22 @@ def test_processes_finding_the_damage_at_once_repair_it_once(ceip_home: Path, op
     assert {i.item_id for i in spool.items()} == {f"w{k}-{n}" for k in range(writers) for n in range(per_writer)}
     assert spool.consent.guid() == opted_in
     assert integrity(ceip_home / DB_NAME) == ["ok"]
+
+
+def test_removed_reports_leave_no_bytes_in_the_file(tmp_path: Path) -> None:
+    """An opt-out or an upload deletes a report; its content must not linger in free pages of the file."""
+    from ceip_core.consent import Consent
+    from ceip_core.spool import Spool
+
+    db = StateDB(tmp_path)
+    consent = Consent(db)
+    consent.opt_in("sample")
+    spool = Spool(db)
+    marker = b"unmistakable-report-content-" * 40
+    epoch = db.read(lambda c: c.execute("SELECT epoch FROM consent WHERE product = 'sample'").fetchone()[0])
+    assert spool.put_report("r1", "sample", consent.guid() or "", marker, consent_epoch=epoch)
+    consent.opt_out("sample")
+    db.connect().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    db.close()
+    for part in tmp_path.glob(f"{DB_NAME}*"):
+        assert marker[:28] not in part.read_bytes(), part
