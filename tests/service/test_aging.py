@@ -23,15 +23,17 @@ from ceip_core.service.storage import EXPIRED, Storage, open_storage
 from ceip_core.service.validation import Bounds, check_items, decode_batch
 
 SERVICE = attrs.evolve(config(), k=1, retention_days=90)
-NOW = datetime.now(UTC).replace(microsecond=0)
-OLD = NOW - timedelta(days=5)  # outside the window once the clock says 88 days later
+# A report's newest moment, and a day well inside the one five days before: reports minutes around
+# OLD stay on its day whatever the hour the tests run at (a day boundary a few minutes away moved some).
+NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
+OLD = (NOW - timedelta(days=5)).replace(hour=12, minute=0, second=0)  # outside the window 88 days later
 DAY = 86400.0
 
 
 def fleet() -> tuple[list[dict[str, Any]], str, str]:  # (items, the silent machine, the active one)
     """A machine seen only 5 days ago (silent), one seen then and now (active), and 10 old reports of others."""
     silent, active = str(uuid.uuid4()), str(uuid.uuid4())
-    items = [report(silent, end=OLD), report(active, end=OLD), report(active, end=NOW - timedelta(minutes=1))]
+    items = [report(silent, end=OLD), report(active, end=OLD), report(active, end=NOW)]
     items += [report(end=OLD - timedelta(minutes=i)) for i in range(10)]
     return items, silent, active
 
