@@ -54,10 +54,12 @@ async def test_features_are_published_once_exactly_k_machines_are_active(client:
 async def test_participation_narrowed_to_a_product_and_days_counts_its_deletion_requests(client: Any) -> None:
     fleet = machines(K)
     await send(client, *(report(g) for g in fleet), report(product="other"))
-    response = await client.post("/v1/deletions", data=body(deletion(fleet[0])), headers=GZIP)
+    request = deletion(fleet[0])
+    response = await client.post("/v1/deletions", data=body(request), headers=GZIP)
     assert response.status == 200
-    today = a_minute_ago().date().isoformat()
-    response = await client.get(f"/v1/query/participation?product=sample&since={today}&version=1.0", headers=auth())
+    since = a_minute_ago().date().isoformat()  # the reports' day (the day before, just after midnight)
+    requested = datetime.fromisoformat(request["requested"]).astimezone(UTC).date().isoformat()
+    response = await client.get(f"/v1/query/participation?product=sample&since={since}&version=1.0", headers=auth())
     assert response.status == 200, await response.text()
     answer = await response.json()
-    assert answer["deletions"] == [{"product": "sample", "day": today, "requests": 1}]
+    assert answer["deletions"] == [{"product": "sample", "day": requested, "requests": 1}]
