@@ -42,7 +42,7 @@ from typing import Any
 
 import attrs
 
-from ceip_core import wire
+from ceip_core import filelock, wire
 from ceip_core.allowlist import Allowlist
 from ceip_core.collectors import CollectContext, Collector, SessionObserved
 from ceip_core.consent import ConsentWatcher, read_epochs
@@ -86,24 +86,14 @@ class AgentConfig:
 
 @contextlib.contextmanager
 def agent_lock(folder: Path) -> Iterator[None]:
-    """Hold the agent lock of ``folder`` (an ``flock``, which the OS releases when the holder dies)."""
-    try:
-        import fcntl
-    except ImportError:
-        raise AgentError("ceip agent needs a POSIX system: it locks its state folder with flock") from None
+    """Hold the agent lock of ``folder`` (released by the OS when the holder dies, however it dies)."""
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_FILE, "a+") as handle:
-        deadline = time.monotonic() + 0.5  # `ceip status` may be probing the lock for an instant
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    handle.seek(0)
-                    pid = handle.read().strip() or "?"
-                    raise AgentError(f"another ceip agent (pid {pid}) is already running for {folder}") from None
-                time.sleep(0.05)
+        # `ceip status` may be probing the lock for an instant
+        if not filelock.lock(handle, timeout=0.5):
+            handle.seek(0)
+            pid = handle.read().strip() or "?"
+            raise AgentError(f"another ceip agent (pid {pid}) is already running for {folder}")
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -111,25 +101,20 @@ def agent_lock(folder: Path) -> Iterator[None]:
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            filelock.unlock(handle)
 
 
 def running_agent(folder: Path) -> int | None:
     """The pid of the agent that holds ``folder``'s lock, or None if no agent runs."""
     try:
-        import fcntl
-
         handle = open(folder / LOCK_FILE)  # noqa: SIM115 - closed below, after the lock is probed
-    except (ImportError, OSError):
+    except OSError:
         return None
     with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
+        if not filelock.is_held(handle):
+            return None
+        text = handle.read().strip()
+        return int(text) if text.isdigit() else -1
 
 
 def read_status(folder: Path) -> dict[str, Any]:

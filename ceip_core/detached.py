@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from ceip_core import settings
+from ceip_core import filelock, settings
 from ceip_core.lazylog import LazyLogger
 from ceip_core.statedb import StateDB, state_dir
 
@@ -53,22 +53,15 @@ else:
 def uploader_lock(folder: Path) -> Iterator[bool]:
     """Hold the upload lock of ``folder`` for the block: yields True, or False at once if another process
     holds it. The operating system releases it when the holder dies, however it dies."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: concurrent uploaders are still safe (leases), only wasteful
-        yield True
-        return
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / LOCK_NAME, "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not filelock.try_lock(handle):
             yield False
             return
         try:
             yield True
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            filelock.unlock(handle)
 
 
 #: The shape of a session on the pipe; a sealer refuses any other (it comes from the same installation).
@@ -112,7 +105,7 @@ def _spawn_with_stdin(argv: list[str], env: dict[str, str]) -> Any:
 
     ``os.posix_spawn`` where there is one: it needs no import of ``subprocess`` and no copy of the
     product's memory, which is most of what handing over a session costs."""
-    if not hasattr(os, "posix_spawn"):
+    if sys.platform == "win32" or not hasattr(os, "posix_spawn"):
         import subprocess
 
         proc = subprocess.Popen(

@@ -16,7 +16,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from ceip_core import identity
+from ceip_core import filelock, identity
 from ceip_core.lazylog import LazyLogger
 
 TYPE_CHECKING = False  # typing and logging cost more than the recording path's import budget
@@ -450,16 +450,7 @@ def _statements(script: str) -> list[str]:
 
 @contextlib.contextmanager
 def _folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive advisory lock on the state folder (a no-op where fcntl does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: SQLite's own locking still protects the database itself
-        yield
-        return
+    """An exclusive advisory lock on the state folder, held across the schema's creation and migration."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / "ceip.lock", "a+b") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filelock.holding(folder / "ceip.lock"):
+        yield
