@@ -8,8 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ceip_core import filelock
 from helpers import wait_for
+
+from ceip_core import filelock
 
 _HOLD = """
 import sys, time
