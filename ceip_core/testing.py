@@ -24,6 +24,10 @@ test interpreter has (the same in every interpreter the test starts with ``sys.e
 ``ceip_allow`` then allowlists it with the product's other declared executables.
 
 And a helper for stand-in executables: ``wait_for_process_name(pid, name)``.
+
+For transport authors, the conformance suite (``ceip_core.conformance``): subclass ``TransportConformance``
+in a test module and give it the fixture ``ceip_transport_under_test``, a ``TransportHarness`` on your
+transport and a real destination of its protocol (docs/transports.md, "Testing a transport").
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ import orjson
 import pytest
 
 from ceip_core.allowlist import Allowlist, default_path, make_entry
+from ceip_core.conformance import NotApplicable as NotApplicable
+from ceip_core.conformance import TransportConformance as TransportConformance
+from ceip_core.conformance import TransportHarness as TransportHarness
 from ceip_core.consent import Consent
 from ceip_core.executables import process_name
 from ceip_core.plugins import Plugins, get_plugins, set_plugins
