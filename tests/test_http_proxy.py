@@ -11,7 +11,7 @@ import pytest
 from certs import self_signed, server_context
 from connect_proxy import ConnectProxy
 from fake_service import FakeService
-from test_transport_conformance import ServiceHarness
+from transport_harnesses import ServiceHarness
 
 from ceip_core.conformance import report_item
 from ceip_core.default_plugins.http_transport import HttpTransport

@@ -89,7 +89,7 @@ class MailTransport:
                 f"Add ?starttls=1, or ?allow_plain=1 if that network is trusted"
             )
         # With a CA file, only that CA is trusted; without one, the system's CAs are.
-        self._tls = (ca_context(ca) if ca else ssl.create_default_context()) if self.starttls else None
+        self.tls_context = (ca_context(ca) if ca else ssl.create_default_context()) if self.starttls else None
 
     # -- the Transport contract ---------------------------------------------------------------------
 
@@ -181,7 +181,7 @@ class _Session:
         try:
             smtp.ehlo()
             if t.starttls:
-                smtp.starttls(context=t._tls)
+                smtp.starttls(context=t.tls_context)
                 with self._lock:
                     self._sock = smtp.sock
                 smtp.ehlo()
