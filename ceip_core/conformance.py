@@ -30,10 +30,10 @@ import contextlib
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -44,6 +44,8 @@ from ceip_core.records import DeletionRequest, Period, Report
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 from ceip_core.transport import Batch, BatchItem, Outcome, SendResult, Transport
+
+T = TypeVar("T")
 
 #: The product the suite's reports are about (any valid product id: a transport never reads it).
 PRODUCT = "conformance"
@@ -112,9 +114,7 @@ def report_item(product: str = PRODUCT, *, padding: int = 0, guid: str | None = 
     """A valid report as the spool holds it; ``padding`` hex characters of random configuration make
     it that much larger and hard to compress (for the large batch)."""
     now = datetime.now(UTC).replace(microsecond=0)
-    config: dict[str, str | int | float | bool] = {
-        f"option_{i}": secrets.token_hex(32)[:64] for i in range(padding // 64)
-    }
+    config: dict[str, str | int | float | bool] = {f"option_{i}": secrets.token_hex(32) for i in range(padding // 64)}
     report = Report(
         report_id=str(uuid.uuid4()),
         guid=guid or str(uuid.uuid4()),
@@ -135,7 +135,7 @@ def received_ids(harness: TransportHarness) -> list[str]:
     return [doc.get("report_id") or doc.get("request_id") for doc in harness.received()]
 
 
-async def within(seconds: float, what: str, awaitable: Any) -> Any:
+async def within(seconds: float, what: str, awaitable: Awaitable[T]) -> T:
     """``awaitable``'s result, failing the check (not hanging the suite) if it takes longer."""
     try:
         return await asyncio.wait_for(awaitable, seconds)
@@ -143,7 +143,7 @@ async def within(seconds: float, what: str, awaitable: Any) -> Any:
         pytest.fail(f"{what} took longer than {seconds} s")
 
 
-async def wait_until(condition: Any, seconds: float, what: str) -> float:
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> float:
     """Poll ``condition()`` until true; returns when (monotonic), fails after ``seconds``."""
     deadline = time.monotonic() + seconds
     while not condition():
@@ -246,7 +246,7 @@ class TransportConformance:
         de-duplication by id makes the second delivery harmless."""
         harness = ceip_transport_under_test
         batch = Batch([report_item(), report_item(), deletion_item()])
-        answers = []
+        answers: list[SendResult] = []
         for _ in range(2):
             async with opened(harness) as transport:
                 answers += await within(SEND_DEADLINE_S, "send", transport.send(batch))

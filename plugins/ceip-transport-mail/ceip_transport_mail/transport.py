@@ -36,7 +36,7 @@ import threading
 from collections.abc import Callable, Sequence
 from email.message import EmailMessage
 from email.utils import formatdate
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from ceip_core import wire
 from ceip_core.default_plugins.file_transport import SUFFIX
@@ -71,13 +71,13 @@ class MailTransport:
         unknown = sorted(set(options) - set(OPTIONS))
         if unknown:
             raise ValueError(f"unknown option {', '.join(unknown)} in {url!r} (known: {', '.join(OPTIONS)})")
-        to = unquote(options.get("to", [""])[-1])
+        to = options.get("to", [""])[-1]
         if "@" not in to:
             raise ValueError(f"{url!r} names no mailbox: add ?to=ADDRESS (the collecting mailbox)")
         self.host = parts.hostname
         self.port = parts.port or 25
         self.to = to
-        self.sender = unquote(options.get("from", [to])[-1])
+        self.sender = options.get("from", [to])[-1]
         self.timeout = timeout
         self.starttls = _flag(options, "starttls")
         ca = options.get("ca", [None])[-1]
