@@ -329,4 +329,4 @@ def ceip_register_transports(register: Callable[[str, TransportFactory], None]) 
     register("http", HttpTransport)
 
 
-__all__ = ["HttpTransport", "is_loopback", "parse_retry_after"]
+__all__ = ["HttpTransport", "ca_context", "env_proxy", "is_loopback", "parse_retry_after", "proxy_of"]

@@ -9,6 +9,7 @@ import ipaddress
 import mailbox
 import socket
 import ssl
+import subprocess
 import sys
 from collections.abc import Collection, Iterator
 from pathlib import Path
@@ -24,7 +25,10 @@ from cryptography.x509.oid import NameOID
 
 from ceip_core import wire
 from ceip_core.conformance import report_item
+from ceip_core.consent import Consent
 from ceip_core.plugins import Plugins
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB
 from ceip_core.testing import TransportConformance, TransportHarness
 from ceip_core.transport import Batch, Outcome, Transport
 
@@ -256,3 +260,31 @@ def test_a_hostile_attachment_name_is_not_a_path() -> None:
     msg.set_content("x")
     msg.add_attachment(wire.encode_batch([report_item().data]), "application", "gzip", filename="../../x.ceip.json.gz")
     assert extract(msg.as_bytes()) is None
+
+
+def test_ceip_upload_mails_the_queue_and_the_mailbox_gives_it_back(
+    smtp_server: SmtpServer, ceip_home: Path, tmp_path: Path
+) -> None:
+    """Installed like any plugin: ``ceip upload --to smtp://...`` (a process of its own) finds the
+    transport by its scheme and empties the queue into the mailbox; unpacked, the mailbox holds the
+    queued reports byte for byte."""
+    spool = Spool(StateDB(ceip_home))
+    consent = Consent(spool.db)
+    consent.opt_in("conformance")
+    guid, epoch = consent.guid(), consent.epoch("conformance")
+    assert guid is not None and epoch is not None
+    queued = [report_item(guid=guid) for _ in range(3)]
+    for item in queued:
+        assert spool.put_report(item.item_id, "conformance", guid, item.data, consent_epoch=epoch)
+    url = f"smtp://127.0.0.1:{smtp_server.port}?to={TO}"
+    run = subprocess.run(
+        [sys.executable, "-m", "ceip_core", "upload", "--to", url], capture_output=True, text=True, timeout=60
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert spool.items() == []
+    box = mailbox.Maildir(tmp_path / "Maildir")
+    for message in smtp_server.mailbox.messages:
+        box.add(message)
+    assert unpack(tmp_path / "Maildir", tmp_path / "inbox") == (3, 0)
+    unpacked = {p.name: p.read_bytes() for p in (tmp_path / "inbox").iterdir()}
+    assert unpacked == {f"{i.item_id}.ceip.json.gz": wire.encode_batch([i.data]) for i in queued}
