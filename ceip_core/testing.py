@@ -1,8 +1,9 @@
 """A pytest plugin for plugin authors and for ceip's own tests (registered as ``pytest11`` entry point).
 
 Fixtures:
-- ``ceip_home``: a fresh state folder for the test, isolated from the machine's policy and environment,
-  with an empty allowlist of its own (``CEIP_ALLOWLIST``): every product is inert until allowlisted.
+- ``ceip_home``: a fresh state folder for the test, isolated from the machine's policy and environment
+  (the ``CEIP_*`` switches, the proxy variables), with an empty allowlist of its own (``CEIP_ALLOWLIST``):
+  every product is inert until allowlisted.
 - ``ceip_plugins``: ``ceip_plugins(*plugins)`` loads a plugin set with the built-ins plus ``plugins`` and
   makes it the process-wide one; it is always unloaded after the test.
 - ``ceip_allow``: ``ceip_allow(*products)`` allowlists every executable the given products declare.
@@ -59,6 +60,10 @@ from ceip_core.statedb import StateDB
 TEST_EXECUTABLE = process_name()
 
 
+#: The proxy settings the HTTPS transport reads: a test's uploads to loopback must not go to the machine's proxy.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
 def declare_test_process(spec: ProductSpec) -> ProductSpec:
     """``spec`` with the test process among its declared executables, for products that exist only in
     tests (or for a test that records as a real product in its own process)."""
@@ -84,7 +89,8 @@ def ceip_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CEIP_HOME", str(home))
     monkeypatch.setenv("CEIP_ALLOWLIST", str(tmp_path / "allowlist.toml"))
     monkeypatch.setenv("CEIP_POLICY_FILE", str(tmp_path / "no-policy.toml"))
-    for name in ("CEIP_CONSENT_CAP", "CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES"):
+    switches = ("CEIP_CONSENT_CAP", "CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES")
+    for name in (*switches, *PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     return home
 

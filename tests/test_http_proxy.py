@@ -15,10 +15,8 @@ from transport_harnesses import ServiceHarness
 
 from ceip_core.conformance import report_item
 from ceip_core.default_plugins.http_transport import HttpTransport
-from ceip_core.testing import TransportConformance
+from ceip_core.testing import PROXY_VARIABLES, TransportConformance
 from ceip_core.transport import Batch, Outcome, Transport
-
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY")
 
 
 @pytest.fixture(autouse=True)
