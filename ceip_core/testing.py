@@ -1,8 +1,9 @@
 """A pytest plugin for plugin authors and for ceip's own tests (registered as ``pytest11`` entry point).
 
 Fixtures:
-- ``ceip_home``: a fresh state folder for the test, isolated from the machine's policy and environment,
-  with an empty allowlist of its own (``CEIP_ALLOWLIST``): every product is inert until allowlisted.
+- ``ceip_home``: a fresh state folder for the test, isolated from the machine's policy and environment
+  (the ``CEIP_*`` switches, the proxy variables), with an empty allowlist of its own (``CEIP_ALLOWLIST``):
+  every product is inert until allowlisted.
 - ``ceip_plugins``: ``ceip_plugins(*plugins)`` loads a plugin set with the built-ins plus ``plugins`` and
   makes it the process-wide one; it is always unloaded after the test.
 - ``ceip_allow``: ``ceip_allow(*products)`` allowlists every executable the given products declare.
@@ -24,6 +25,10 @@ test interpreter has (the same in every interpreter the test starts with ``sys.e
 ``ceip_allow`` then allowlists it with the product's other declared executables.
 
 And a helper for stand-in executables: ``wait_for_process_name(pid, name)``.
+
+For transport authors, the conformance suite (``ceip_core.conformance``): subclass ``TransportConformance``
+in a test module and give it the fixture ``ceip_transport_under_test``, a ``TransportHarness`` on your
+transport and a real destination of its protocol (docs/transports.md, "Testing a transport").
 """
 
 from __future__ import annotations
@@ -40,6 +45,9 @@ import orjson
 import pytest
 
 from ceip_core.allowlist import Allowlist, default_path, make_entry
+from ceip_core.conformance import NotApplicable as NotApplicable
+from ceip_core.conformance import TransportConformance as TransportConformance
+from ceip_core.conformance import TransportHarness as TransportHarness
 from ceip_core.consent import Consent
 from ceip_core.executables import process_name
 from ceip_core.plugins import Plugins, get_plugins, set_plugins
@@ -50,6 +58,10 @@ from ceip_core.statedb import StateDB
 #: The name of the test process (and of any interpreter a test starts with ``sys.executable``), as a
 #: recorder checks it against the product's declared executables: e.g. ``python3.12``.
 TEST_EXECUTABLE = process_name()
+
+
+#: The proxy settings the HTTPS transport reads: a test's uploads to loopback must not go to the machine's proxy.
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
 
 
 def declare_test_process(spec: ProductSpec) -> ProductSpec:
@@ -77,7 +89,8 @@ def ceip_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CEIP_HOME", str(home))
     monkeypatch.setenv("CEIP_ALLOWLIST", str(tmp_path / "allowlist.toml"))
     monkeypatch.setenv("CEIP_POLICY_FILE", str(tmp_path / "no-policy.toml"))
-    for name in ("CEIP_CONSENT_CAP", "CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES"):
+    switches = ("CEIP_CONSENT_CAP", "CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES")
+    for name in (*switches, *PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     return home
 

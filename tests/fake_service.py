@@ -49,10 +49,14 @@ class FakeService:
         self.headers: list[dict[str, str]] = []
         self.script: list[Fail] = []
         """Failures for the next POSTs, first one first."""
+        self.always: Fail | None = None
+        """How every POST fails once ``script`` is used up (None: it does not)."""
         self.policy: Any = {"products": {}}
         self.policy_status = 200
         self.reject_products: dict[str, str] = {}
         """Per-item rejections: product -> reason."""
+        self.reject_ids: dict[str, str] = {}
+        """Per-item rejections: item id -> reason."""
         self.omit: set[str] = set()
         """Ids left out of the answer."""
         self.answer_body: bytes | None = None
@@ -132,7 +136,7 @@ class FakeService:
     async def _post(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path))
         self.headers.append(dict(request.headers))
-        fail = self.script.pop(0) if self.script else Fail()
+        fail = self.script.pop(0) if self.script else self.always or Fail()
         body = await request.read()
         if fail.status is not None:
             return web.Response(status=fail.status, body=fail.body, headers=fail.headers)
@@ -165,7 +169,7 @@ class FakeService:
             wire.structure_item(raw)
         except wire.WireError as exc:
             return {"id": item_id, "status": "rejected", "reason": exc.reason}
-        reason = self.reject_products.get(raw["product"])
+        reason = self.reject_ids.get(item_id) or self.reject_products.get(raw["product"])
         if reason is not None:
             return {"id": item_id, "status": "rejected", "reason": reason}
         if item_id in self.stored:

@@ -2,12 +2,15 @@
 
 For air-gapped machines (carry the folder to the receiving service and ``ceip import`` it) and for
 tests. A batch file appears whole or not at all: it is written under a temporary name, flushed to disk,
-then renamed.
+then renamed. The write runs in a worker thread, which a cancelled send (an opt-out) does not stop, so
+the worker checks before the rename whether the send was cancelled and then removes the temporary file
+instead: a slow disk does not let a batch appear after the opt-out.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -31,8 +34,9 @@ def folder_of(url: str) -> Path:
     return Path(unquote(parts.path if parts.scheme else url))
 
 
-def write_atomically(folder: Path, body: bytes) -> Path:
-    """Write ``body`` as a new batch file in ``folder`` and return its path."""
+def write_atomically(folder: Path, body: bytes, cancelled: threading.Event | None = None) -> Path | None:
+    """Write ``body`` as a new batch file in ``folder`` and return its path; None, leaving nothing, if
+    ``cancelled`` was set before the file was complete."""
     folder.mkdir(parents=True, exist_ok=True)
     name = f"batch-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}{SUFFIX}"
     tmp = folder / f".{name}.tmp"
@@ -40,6 +44,9 @@ def write_atomically(folder: Path, body: bytes) -> Path:
         handle.write(body)
         handle.flush()
         os.fsync(handle.fileno())
+    if cancelled is not None and cancelled.is_set():
+        tmp.unlink()
+        return None
     os.replace(tmp, folder / name)
     return folder / name
 
@@ -51,10 +58,14 @@ class FileTransport:
         self.folder = folder_of(url)
 
     async def send(self, batch: Batch) -> Sequence[SendResult]:
-        try:
-            import asyncio  # here, not at the top: sealing in a product's process loads this module
+        import asyncio  # here, not at the top: sealing in a product's process loads this module
 
-            await asyncio.to_thread(write_atomically, self.folder, batch.body())
+        cancelled = threading.Event()
+        try:
+            await asyncio.to_thread(write_atomically, self.folder, batch.body(), cancelled)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
         except OSError as exc:
             return batch.results(Outcome.RETRY, f"cannot write to {self.folder}: {exc.strerror or exc}")
         return batch.results(Outcome.ACCEPTED)

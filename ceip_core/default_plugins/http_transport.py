@@ -18,6 +18,11 @@ Options ride on the URL, so that one string configures a destination (``ceip con
 - Plain ``http://`` is refused unless the host is loopback or the URL says ``?allow_http=1``: reports
   must not cross a network unencrypted by accident. The check happens when the transport is made,
   before anything connects.
+- ``?proxy=http://proxy.example:3128`` sends through that HTTP proxy (for https, a ``CONNECT`` tunnel:
+  TLS runs end to end inside it and the proxy sees only the host name). Without it the standard
+  environment applies: ``HTTPS_PROXY``/``https_proxy`` (``HTTP_PROXY`` for plain http) and
+  ``NO_PROXY``/``no_proxy``, as curl and pip read them. Machines in companies often reach the outside
+  only through a proxy; a proxy that fails or refuses the tunnel is a delivery problem (retried).
 
 aiohttp is imported on first use, not with this module: every process that loads the plugins (sealing,
 in the product's process) imports this module, and only uploaders need the HTTP client.
@@ -31,7 +36,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import orjson
 
@@ -52,7 +57,7 @@ PATHS = {"deletion": "/v1/deletions", "report": "/v1/reports"}
 #: Where the vendor's kill switch and sampling policy is read.
 POLICY_PATH = "/v1/policy"
 #: URL query options this transport understands.
-OPTIONS = ("ca", "allow_http")
+OPTIONS = ("ca", "allow_http", "proxy")
 #: Statuses after which the same batch may succeed later.
 RETRY_STATUSES = frozenset({404, 405, 408, 429})
 #: Longest ``Retry-After`` honoured (the backoff's own ceiling); a service cannot park a queue for years.
@@ -100,6 +105,34 @@ def ca_context(path: str) -> ssl.SSLContext:
         raise ValueError(f"{where} holds a damaged certificate: cut short, or not the base64 of one") from None
 
 
+def proxy_of(where: str, proxy: str) -> str:
+    """``proxy`` checked as an HTTP proxy URL (``http://HOST[:PORT]``; a bare ``HOST:PORT`` means that,
+    as curl takes it); ValueError naming ``where`` otherwise."""
+    if "://" not in proxy:
+        proxy = f"http://{proxy}"
+    parts = urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname or parts.path not in ("", "/") or parts.query:
+        raise ValueError(
+            f"{where} ({proxy!r}) is not an HTTP proxy URL: give http://HOST:PORT "
+            f"(an https:// destination is tunnelled through it with CONNECT, TLS end to end)"
+        )
+    return proxy
+
+
+def env_proxy(destination: SplitResult) -> str | None:
+    """The proxy the standard environment names for ``destination``: ``HTTPS_PROXY`` or ``https_proxy``
+    (``HTTP_PROXY`` for http), unless ``NO_PROXY``/``no_proxy`` exempts its host. Read here with the
+    standard library rather than by aiohttp's ``trust_env``, which would also send ``~/.netrc``
+    credentials to the receiving service: an account name must never leave with the reports."""
+    import urllib.request
+
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(destination.scheme)
+    if not proxy or urllib.request.proxy_bypass(destination.netloc):  # reads NO_PROXY, as proxies are set
+        return None
+    return proxy_of(f"{destination.scheme.upper()}_PROXY in the environment", proxy)
+
+
 class HttpTransport:
     """Sends batches to one receiving service over one aiohttp session (made on first use)."""
 
@@ -115,6 +148,8 @@ class HttpTransport:
         ca = options.get("ca", [None])[-1]
         self.host = parts.hostname
         self.base = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        option = options.get("proxy", [None])[-1]
+        self.proxy = proxy_of(f"the proxy in {url!r}", option) if option is not None else env_proxy(parts)
         self.timeout = timeout
         self._ssl: ssl.SSLContext | None = None
         if parts.scheme == "https":
@@ -175,7 +210,7 @@ class HttpTransport:
         import aiohttp
 
         try:
-            async with self._client().get(self.base + POLICY_PATH, allow_redirects=False) as resp:
+            async with self._client().get(self.base + POLICY_PATH, allow_redirects=False, proxy=self.proxy) as resp:
                 if resp.status == 404:
                     return VendorPolicy(checked=time.time())
                 if resp.status != 200:
@@ -194,7 +229,7 @@ class HttpTransport:
         headers = {"Content-Encoding": "gzip", "Content-Type": wire.CONTENT_TYPE}
         try:
             async with self._client().post(
-                self.base + path, data=batch.body(), headers=headers, allow_redirects=False
+                self.base + path, data=batch.body(), headers=headers, allow_redirects=False, proxy=self.proxy
             ) as resp:
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                 answer = await _read_answer(resp)
@@ -294,4 +329,4 @@ def ceip_register_transports(register: Callable[[str, TransportFactory], None]) 
     register("http", HttpTransport)
 
 
-__all__ = ["HttpTransport", "is_loopback", "parse_retry_after"]
+__all__ = ["HttpTransport", "ca_context", "env_proxy", "is_loopback", "parse_retry_after", "proxy_of"]
