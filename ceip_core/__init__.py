@@ -1,9 +1,9 @@
 """ceip: a Customer Experience Improvement Program framework.
 
-Products record usage with :func:`recorder` and may hand the upload to a background process at exit
-with :func:`spawn_uploader`; everything else (plugins, spool, agent, receiving service)
-lives in submodules. Importing this package loads nothing but the standard library, so that a product
-pays almost nothing to carry it.
+Products record usage with :func:`recorder`; what they sealed is sent by a background process after they
+exit, without their calling anything (:func:`spawn_uploader` starts it by hand). Everything else (plugins,
+spool, agent, receiving service) lives in submodules. Importing this package loads nothing but the
+standard library, so that a product pays almost nothing to carry it.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ def recorder(
 def spawn_uploader(url: str | None = None, *, home: str | os.PathLike[str] | None = None) -> bool:
     """Upload what is queued in a detached background process, so the product can exit at once.
 
-    Call it at exit, after closing the recorder. ``url`` defaults to the ``upload-url`` setting
+    The recorder already starts one after the product exits; call this to send sooner, or to another
+    ``url``. ``url`` defaults to the ``upload-url`` setting
     (``ceip config set upload-url URL``). Returns True if an upload was started; never raises and never
     waits on the network. See :func:`ceip_core.detached.spawn_uploader`.
     """

@@ -50,13 +50,12 @@ from ceip_core.plugins import Plugins
 from ceip_core.records import EndKind, Period, ProcessSession, Report, SystemInfo
 from ceip_core.sealing import spool_report
 from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
-from ceip_core.statedb import StateDB
+from ceip_core.statedb import AGENT_LOCK_FILE, StateDB, running_agent
 from ceip_core.transport import Transport
 from ceip_core.upload import drain
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "agent.lock"
 STATUS_FILE = "agent.json"
 #: The product version on the agent's reports: it sees a product's executables, not its version.
 UNKNOWN_VERSION = "unknown"
@@ -88,7 +87,7 @@ class AgentConfig:
 def agent_lock(folder: Path) -> Iterator[None]:
     """Hold the agent lock of ``folder`` (released by the OS when the holder dies, however it dies)."""
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+") as handle:
+    with open(folder / AGENT_LOCK_FILE, "a+") as handle:
         # `ceip status` may be probing the lock for an instant
         if not filelock.lock(handle, timeout=0.5):
             handle.seek(0)
@@ -102,19 +101,6 @@ def agent_lock(folder: Path) -> Iterator[None]:
             yield
         finally:
             filelock.unlock(handle)
-
-
-def running_agent(folder: Path) -> int | None:
-    """The pid of the agent that holds ``folder``'s lock, or None if no agent runs."""
-    try:
-        handle = open(folder / LOCK_FILE)  # noqa: SIM115 - closed below, after the lock is probed
-    except OSError:
-        return None
-    with handle:
-        if not filelock.is_held(handle):
-            return None
-        text = handle.read().strip()
-        return int(text) if text.isdigit() else -1
 
 
 def read_status(folder: Path) -> dict[str, Any]:
@@ -481,4 +467,4 @@ def run_agent(config: AgentConfig, plugins: Plugins) -> None:
         asyncio.run(Agent(config, plugins).run())
 
 
-__all__ = ["Agent", "AgentConfig", "AgentError", "agent_lock", "read_status", "run_agent", "running_agent"]
+__all__ = ["Agent", "AgentConfig", "AgentError", "agent_lock", "read_status", "run_agent"]

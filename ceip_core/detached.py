@@ -5,11 +5,12 @@ interpreter reads the session from a pipe, re-checks consent, and seals, scrubs 
 imports of attrs, cattrs, pluggy and the plugins are its to pay). The session travels in memory only;
 nothing unscrubbed is ever written to disk.
 
-A product calls :func:`spawn_uploader` at exit (``ceip upload --detach`` does the same from a shell). If
-something is queued, an upload URL is known and no uploader is running, it starts ``ceip upload`` as a
-detached process (a new session, stdio on the null device) and returns at once; the product exits while
-the upload goes on. Every ``ceip upload`` takes the state folder's upload lock first and quits if another
-process holds it, so that products exiting together start at most one upload between them.
+Once the sealer has spooled the session it calls :func:`spawn_uploader` (unless an agent serves the
+machine), so a product sends after it closes without calling anything; ``ceip upload --detach`` does the
+same from a shell. If something is queued, an upload URL is known and no uploader is running, it starts
+``ceip upload`` as a detached process (a new session, stdio on the null device) and returns at once.
+Every ``ceip upload`` takes the state folder's upload lock first and quits if another process holds it,
+so that products exiting together start at most one upload between them.
 
 Standard library only, and cheap to import (no typing, logging or shutil): one small SQLite read and, at
 most, one process start.
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from ceip_core import filelock, settings
 from ceip_core.lazylog import LazyLogger
-from ceip_core.statedb import StateDB, state_dir
+from ceip_core.statedb import StateDB, running_agent, state_dir
 
 TYPE_CHECKING = False  # typing, logging and shutil would cost a product's exit more than the rest
 if TYPE_CHECKING:
@@ -154,7 +155,22 @@ def _seal_from_stdin(folder: Path) -> int:
         executables.count_refusal(folder, fields["product"], refused)
         return 1
 
-    return 0 if seal_session(SessionData(**fields), folder) else 1
+    if not seal_session(SessionData(**fields), folder):
+        return 1
+    upload_after_exit(folder)
+    return 0
+
+
+def upload_after_exit(folder: Path) -> bool:
+    """After a product closed a session: start a detached upload of the queue, unless an agent serves this
+    state folder (it sends on its own schedule). This is what makes "sent in the background after the
+    product closes" the default: the product itself calls nothing. Returns True if an upload started."""
+    try:
+        if not folder.is_dir() or running_agent(folder) is not None:
+            return False
+    except OSError:
+        return False
+    return spawn_uploader(home=folder)
 
 
 def spawn_uploader(url: str | None = None, *, home: str | os.PathLike[str] | None = None) -> bool:

@@ -38,6 +38,30 @@ if TYPE_CHECKING:
 
 log = LazyLogger(__name__)
 
+#: State folders this process spooled reports into; when it exits, their uploads start in the background.
+_sealed_here: set[Path] = set()
+
+
+def _upload_when_exiting(folder: Path, *, now: bool) -> None:
+    """Send what this process sealed once it exits ("after the product closes"), or ``now`` if it is already
+    exiting. A session handed to a sealing process is that process's to send (``ceip_core.detached``)."""
+    if now:
+        from ceip_core.detached import upload_after_exit
+
+        upload_after_exit(folder)
+        return
+    if not _sealed_here:
+        atexit.register(_upload_at_exit)
+    _sealed_here.add(folder)
+
+
+def _upload_at_exit() -> None:
+    from ceip_core.detached import upload_after_exit
+
+    for folder in sorted(_sealed_here):
+        upload_after_exit(folder)
+
+
 #: Bucket ``i`` of a histogram holds values in ``[2**(i/4), 2**((i+1)/4))`` (about 19% wide).
 BUCKETS_PER_OCTAVE = 4
 #: The bucket for zero and for values too small to matter (below 2**-256).
@@ -406,7 +430,10 @@ class Recorder:
                 return False
             from ceip_core.sealing import seal_session  # the heavy part, loaded on first seal
 
-            return seal_session(data, self.folder)
+            sealed = seal_session(data, self.folder)
+            if sealed:
+                _upload_when_exiting(self.folder, now=detach)
+            return sealed
         except Exception:
             log.exception("ceip: sealing a session of %s failed", self.product)
             return False

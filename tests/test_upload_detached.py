@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,3 +175,77 @@ def test_export_refuses_a_file(spool: Spool, tmp_path: Path) -> None:
     target.write_text("")
     result = CliRunner().invoke(cli, ["export", "--to", str(target)])
     assert result.exit_code == 2 and spool.stats().reports == 1
+
+
+#: A product that records and exits, and calls nothing to send: ``with`` seals in this process, a recorder
+#: left open is handed to the sealing process at exit.
+RECORDS_AND_EXITS = {
+    "closed": 'import ceip_core\nwith ceip_core.recorder("sample", "1.0") as rec:\n    rec.feature("open_file")\n',
+    "at exit": 'import ceip_core\nrec = ceip_core.recorder("sample", "1.0")\nrec.feature("open_file")\n',
+}
+
+
+@pytest.fixture
+def ceip_serve(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real ``ceip serve`` on loopback that stores what it gets in its data folder: (URL, data folder)."""
+    from service.factory import free_port, specs_file
+
+    data = tmp_path / "service"
+    data.mkdir()
+    (data / "allowlist.toml").write_text('[products.sample]\nexecutables = ["sample-app"]\n')
+    port = free_port()
+    command = [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--data", str(data)]
+    command += ["--allowlist", str(data / "allowlist.toml"), "--specs", str(specs_file(data))]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(f"{url}/healthz"), timeout=30)
+        yield url, data
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _answers(url: str) -> bool:
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def stored_uses(data: Path) -> int:
+    """How often ``open_file`` was used, as the service's own report command counts what it stored."""
+    result = CliRunner().invoke(cli, ["report", "features", "--json", "--k", "1", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    return sum(r["uses"] for r in json.loads(result.output)["features"] if r["product"] == "sample")
+
+
+@pytest.mark.parametrize("how", sorted(RECORDS_AND_EXITS))
+def test_a_product_that_records_and_exits_is_sent_after_it_closed_without_calling_anything(
+    how: str, spool: Spool, ceip_serve: tuple[str, Path], ceip_home: Path
+) -> None:
+    url, data = ceip_serve
+    assert CliRunner().invoke(cli, ["config", "set", "upload-url", url]).exit_code == 0
+    product = subprocess.run([sys.executable, "-c", RECORDS_AND_EXITS[how]], timeout=60)
+    assert product.returncode == 0
+    # The product is gone; its report leaves the spool and is stored by the service all the same.
+    wait_for(lambda: stored_uses(data) == 1, timeout=60)
+    wait_for(lambda: spool.stats().reports == 0 and uploader_done(ceip_home), timeout=30)
+
+
+def test_no_upload_is_started_after_exit_where_an_agent_serves_the_machine(
+    spool: Spool, fake_service: FakeService, ceip_home: Path
+) -> None:
+    from ceip_core.agent import agent_lock
+    from ceip_core.detached import upload_after_exit
+
+    assert CliRunner().invoke(cli, ["config", "set", "upload-url", fake_service.url]).exit_code == 0
+    seal(spool)
+    with agent_lock(ceip_home):  # the agent sends on its own schedule
+        assert not upload_after_exit(ceip_home)
+    assert upload_after_exit(ceip_home)
+    wait_for(lambda: spool.stats().reports == 0 and uploader_done(ceip_home), timeout=30)
+    assert [r["product"] for r in fake_service.stored.values()] == ["sample"]
