@@ -14,6 +14,11 @@ them), each optionally narrowed by a glob its full path must match and the SHA-2
 
     [products.hub-server]
     executables = [{ name = "hub-server", path = "/opt/hub/bin/*", sha256 = "9f86d081884c7d65..." }]
+    reviewed = "5d41402abc4b2a76b9719d911017c592"
+
+``reviewed`` is the spec digest (``ceip_core.wire.spec_digest``) of the declaration the maintainer saw when
+``ceip allowlist add`` showed it; ``ceip allowlist check`` flags the product when its plugin now declares
+something else (a new metric), until the maintainer reviews it again.
 
 This is the shape of the receiving service's allowlist too (``ceip serve --allowlist``), which takes
 names only. The file lives at ``$CEIP_ALLOWLIST`` if that is set, else at ``allowlist.toml`` in the state
@@ -28,7 +33,7 @@ import os
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,7 +44,9 @@ log = logging.getLogger(__name__)
 
 FILE_NAME = "allowlist.toml"
 _KEYS = {"name", "path", "sha256"}
+_PRODUCT_KEYS = {"executables", "reviewed"}
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
+_DIGEST = re.compile(r"[0-9a-f]{32}")  # used with fullmatch: "$" would let a trailing newline through
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 _HEADER = re.compile(r"""^\s*\[\s*products\s*\.\s*["']?([^"'\]\s]+)["']?\s*\]""")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
@@ -85,6 +92,8 @@ class Allowlist:
     """The allowlisted executables, in file order."""
 
     entries: tuple[Entry, ...] = ()
+    reviewed: Mapping[str, str] = field(default_factory=dict)
+    """Per product, the spec digest of the declaration a maintainer reviewed when allowing it."""
 
     # -- reading ------------------------------------------------------------------------------------
 
@@ -109,7 +118,8 @@ class Allowlist:
                 last = len(text.splitlines()) or 1
                 raise AllowlistError(f"{path}:{last}: {message[: -len(_AT_END)]}, at the end of the file") from None
             raise AllowlistError(f"{path}: {message}") from None
-        return cls(tuple(_entries(doc, path, text)))
+        reviewed: dict[str, str] = {}
+        return cls(tuple(_entries(doc, path, text, reviewed)), reviewed)
 
     @classmethod
     def current(cls, folder: Path | None = None) -> Allowlist:
@@ -154,21 +164,30 @@ class Allowlist:
             f"(declared: {', '.join(spec.executables)})"
         )
 
+    def declaration_changed(self, product: str, digest: str) -> bool:
+        """True if a maintainer reviewed ``product``'s declaration and it now has another ``digest``."""
+        seen = self.reviewed.get(product)
+        return seen is not None and seen != digest
+
     # -- changing -----------------------------------------------------------------------------------
 
-    def add(self, entries: Iterable[Entry]) -> Allowlist:
-        """This allowlist with ``entries`` added. An entry for the same product and executable replaces
-        the old one, so that adding a path or hash narrows what is allowed instead of widening it."""
+    def add(self, entries: Iterable[Entry], reviewed: tuple[str, str] | None = None) -> Allowlist:
+        """This allowlist with ``entries`` added, and ``reviewed`` = (product, spec digest) recorded. An
+        entry for the same product and executable replaces the old one, so that adding a path or hash
+        narrows what is allowed instead of widening it."""
         new = list(entries)
         replaced = {(e.product, e.name) for e in new}
         kept = [e for e in self.entries if (e.product, e.name) not in replaced]
-        return Allowlist(tuple(kept + new))
+        digests = dict(self.reviewed)
+        if reviewed is not None:
+            digests[reviewed[0]] = reviewed[1]
+        return Allowlist(tuple(kept + new), digests)
 
     def remove(self, product: str, name: str | None = None) -> Allowlist:
         """This allowlist without ``product``'s entries (only those for executable ``name``, if given)."""
-        return Allowlist(
-            tuple(e for e in self.entries if not (e.product == product and (name is None or e.name == name)))
-        )
+        kept = tuple(e for e in self.entries if not (e.product == product and (name is None or e.name == name)))
+        listed = {e.product for e in kept}
+        return Allowlist(kept, {p: d for p, d in self.reviewed.items() if p in listed})
 
     def write(self, path: Path) -> None:
         """Write the allowlist to ``path`` atomically (comments in an existing file are not kept)."""
@@ -180,6 +199,8 @@ class Allowlist:
             items = [_item(e) for e in self.entries if e.product == product]
             key = product if _BARE_KEY.match(product) else _quote(product)
             lines += ["", f"[products.{key}]", "executables = [", *(f"    {i}," for i in items), "]"]
+            if product in self.reviewed:
+                lines.append(f"reviewed = {_quote(self.reviewed[product])}")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -206,7 +227,8 @@ def make_entry(product: str, name: str, path: str | None = None, sha256: str | N
     return Entry(product, name, path, sha256.lower() if sha256 is not None else None)
 
 
-def _entries(doc: Mapping[str, Any], path: Path, text: str) -> Iterable[Entry]:
+def _entries(doc: Mapping[str, Any], path: Path, text: str, reviewed: dict[str, str]) -> Iterable[Entry]:
+    """The entries of ``doc``; the products' ``reviewed`` digests go into ``reviewed``."""
     unknown = sorted(set(doc) - {"products"})
     if unknown:
         raise AllowlistError(f"{path}: unknown key {unknown[0]!r}: the file holds [products.<id>] tables only")
@@ -217,8 +239,14 @@ def _entries(doc: Mapping[str, Any], path: Path, text: str) -> Iterable[Entry]:
     headers = {m[1]: n for n, line in enumerate(text.splitlines(), 1) if (m := _HEADER.match(line))}
     for product, table in products.items():
         where = f"{path}:{headers[product]}" if product in headers else f"{path}: products.{product}"
-        if not isinstance(table, dict) or set(table) != {"executables"}:
-            raise AllowlistError(f'{where}: a product takes exactly one key, executables = ["name", ...]')
+        if not isinstance(table, dict) or "executables" not in table or not set(table) <= _PRODUCT_KEYS:
+            raise AllowlistError(
+                f'{where}: a product takes executables = ["name", ...] and, optionally, reviewed = "<spec digest>"'
+            )
+        if "reviewed" in table:
+            if not isinstance(table["reviewed"], str) or not _DIGEST.fullmatch(table["reviewed"]):
+                raise AllowlistError(f"{where}: reviewed must be a spec digest (32 hexadecimal digits)")
+            reviewed[product] = table["reviewed"]
         items = table["executables"]
         if not isinstance(items, list):
             raise AllowlistError(f'{where}: executables must be a list, e.g. ["{product}"]')

@@ -25,6 +25,7 @@ from ceip_core.agent import read_status as read_agent_status
 from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_entry
 from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.plugins import PluginError, Plugins, get_plugins
+from ceip_core.printable import shown
 from ceip_core.records import DeletionRequest, Report, UnknownItem
 from ceip_core.spool import Spool, SpoolStats
 from ceip_core.statedb import StateDB, StateFolderError, folder_error, state_dir
@@ -662,8 +663,13 @@ def allowlist_list(as_json: bool) -> None:
 @click.option("--executable", "name", help="Only this executable (default: every one the product declares).")
 @click.option("--path", "pattern", help="A glob the executable's full path must match, e.g. '/opt/analyst/bin/*'.")
 @click.option("--sha256", help="The SHA-256 the executable file must have (64 hexadecimal digits).")
-def allowlist_add(product: str, name: str | None, pattern: str | None, sha256: str | None) -> None:
-    """Let PRODUCT report, and the agent observe its executables."""
+@click.option("--yes", is_flag=True, help="Allow without showing the product's data dictionary and asking.")
+def allowlist_add(product: str, name: str | None, pattern: str | None, sha256: str | None, yes: bool) -> None:
+    """Let PRODUCT report, and the agent observe its executables.
+
+    Shows what PRODUCT may collect (its part of the data dictionary) and asks first, unless --yes. The
+    declaration seen is recorded, so that `ceip allowlist check` flags the product when a new version of
+    its plugin declares something else."""
     try:
         spec = _plugins().product(product)
     except PluginError as exc:
@@ -678,7 +684,15 @@ def allowlist_add(product: str, name: str | None, pattern: str | None, sha256: s
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     allowlist, path = _read_allowlist()
-    allowlist.add(entries).write(path)
+    if not yes:
+        click.echo(f"{product} may collect, once allowlisted and opted in by the person at the machine:\n")
+        click.echo("\n".join(shown(line) for line in dictionary.product_section(spec)))
+        try:
+            if not click.confirm(f"Allow {product} to report on this machine?"):
+                raise click.ClickException(f"{product}: not allowlisted")
+        except click.Abort:
+            raise click.ClickException(f"{product}: no answer, not allowlisted (--yes allows without asking)") from None
+    allowlist.add(entries, reviewed=(product, wire.spec_digest(spec))).write(path)
     click.echo(f"{product}: allowlisted {', '.join(e.describe() for e in entries)} in {path}.")
 
 
@@ -715,7 +729,16 @@ def allowlist_check(as_json: bool) -> None:
         elif consent.state(product) is not State.IN:
             why_not.append(f"not opted in (ceip consent in {product})")
         observed = [e.describe() for e in allowlist.executables(spec)]
-        rows.append({"product": product, "active": not why_not, "executables": observed, "why_not": why_not})
+        changed = allowlist.declaration_changed(product, wire.spec_digest(spec))
+        rows.append(
+            {
+                "product": product,
+                "active": not why_not,
+                "executables": observed,
+                "why_not": why_not,
+                "declaration_changed": changed,
+            }
+        )
     strangers = sorted({e.product for e in allowlist.entries} - set(plugins.products))
     if as_json:
         _emit({"file": str(path), "products": rows, "not_installed": strangers})
@@ -725,6 +748,11 @@ def allowlist_check(as_json: bool) -> None:
             click.echo(f"{row['product']:<16} active: observing {', '.join(row['executables'])}")
         else:
             click.echo(f"{row['product']:<16} not active: {'; '.join(row['why_not'])}")
+        if row["declaration_changed"]:
+            click.echo(
+                f"{'':<16} its plugin now declares other data than when it was allowed: review it with "
+                f"ceip allowlist add {row['product']}"
+            )
     if strangers:
         click.echo(f"The allowlist also names {', '.join(strangers)}, which no installed plugin declares (ignored).")
 

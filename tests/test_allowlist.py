@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 import ceip_core
+from ceip_core import wire
 from ceip_core.allowlist import Allowlist, AllowlistError, Entry, default_path, make_entry
 from ceip_core.cli import cli
 from ceip_core.consent import Consent
@@ -24,8 +25,8 @@ from ceip_core.testing import TEST_EXECUTABLE
 HASH = "ab" * 32
 
 
-def ceip(*args: str, code: int = 0) -> str:
-    result = CliRunner().invoke(cli, list(args))
+def ceip(*args: str, code: int = 0, input: str | None = None) -> str:
+    result = CliRunner().invoke(cli, list(args), input=input)
     assert result.exit_code == code, result.output
     return result.output
 
@@ -66,7 +67,7 @@ def test_only_executables_the_product_declares_count(sample: Plugins) -> None:
         ('[products.sample]\nexecutables = ["sample-app"\n', ":2: Unclosed array, at the end of the file"),
         ('[products.sample]\nexecutables = ["a"]\n[other]\nx = 1\n', ": unknown key 'other'"),
         ("products = 3\n", ": 'products' must hold a table per product"),
-        ('\n[products.sample]\nexecutable = ["sample-app"]\n', ":2: a product takes exactly one key"),
+        ('\n[products.sample]\nexecutable = ["sample-app"]\n', ":2: a product takes executables"),
         ('[products.sample]\nexecutables = "sample-app"\n', ":1: executables must be a list"),
         ('[products.a]\nexecutables = ["a"]\n\n[products.b]\nexecutables = [3]\n', ":4: 'name' must be a non-empty"),
         ('[products.b]\nexecutables = [{ name = "b", sha = "x" }]\n', ":1: unknown key 'sha' in an executable"),
@@ -119,8 +120,13 @@ def test_the_allowlist_commands(sample: Plugins) -> None:
     ceip("allowlist", "remove", "sample")
     ceip("allowlist", "remove", "other")
     assert "Nothing is allowlisted" in ceip("allowlist", "list")
-    assert f"sample: allowlisted sample-app, {TEST_EXECUTABLE} in" in ceip("allowlist", "add", "sample")
-    out = ceip("allowlist", "add", "other", "--executable", "other-app", "--path", "/opt/other/*", "--sha256", HASH)
+    shown = ceip("allowlist", "add", "sample", input="y\n")
+    # The maintainer saw what the product may collect before saying yes.
+    assert "sample may collect" in shown and "| `open_file` | counter | uses | Files opened. |" in shown
+    assert f"sample: allowlisted sample-app, {TEST_EXECUTABLE} in" in shown
+    args = ("--executable", "other-app", "--path", "/opt/other/*", "--sha256", HASH)
+    out = ceip("allowlist", "add", "other", *args, "--yes")
+    assert "may collect" not in out
     assert "other: allowlisted other-app (path /opt/other/*, sha256 abababababab…)" in out
     listed = json.loads(ceip("allowlist", "list", "--json"))
     assert listed["executables"] == [
@@ -138,6 +144,39 @@ def test_the_allowlist_commands(sample: Plugins) -> None:
         "other": ["inert: not allowlisted (ceip allowlist add other)", "not opted in (ceip consent in other)"],
         "sample": [],
     }
+    assert not any(r["declaration_changed"] for r in check["products"])
+
+
+@pytest.mark.parametrize(("answer", "message"), [("n\n", "sample: not allowlisted"), ("", "sample: no answer")])
+def test_allowlist_add_allows_nothing_unless_the_maintainer_says_yes(
+    sample: Plugins, answer: str, message: str
+) -> None:
+    ceip("allowlist", "remove", "sample")
+    assert message in ceip("allowlist", "add", "sample", input=answer, code=1)
+    assert not Allowlist.read(default_path()).allows(sample.product("sample"))
+
+
+def test_check_flags_a_product_whose_declaration_changed_since_it_was_reviewed(sample: Plugins) -> None:
+    ceip("allowlist", "add", "sample", "--yes")
+    recorded = Allowlist.read(default_path())
+    assert recorded.reviewed == {"sample": wire.spec_digest(sample.product("sample"))}
+    assert 'reviewed = "' in default_path().read_text()
+    # A new version of the plugin declares another metric: its digest is no longer the one reviewed.
+    Allowlist(recorded.entries, {"sample": "0" * 32}).write(default_path())
+    rows = {r["product"]: r for r in json.loads(ceip("allowlist", "check", "--json"))["products"]}
+    assert rows["sample"]["declaration_changed"] and not rows["other"]["declaration_changed"]
+    assert "review it with ceip allowlist add sample" in ceip("allowlist", "check")
+    ceip("allowlist", "add", "sample", "--yes")  # reviewed again
+    assert "review it" not in ceip("allowlist", "check")
+    # Removing the product forgets what was reviewed.
+    ceip("allowlist", "remove", "sample")
+    assert "sample" not in Allowlist.read(default_path()).reviewed
+
+
+def test_a_reviewed_digest_must_be_one(sample: Plugins) -> None:
+    default_path().write_text('[products.sample]\nexecutables = ["sample-app"]\nreviewed = "abc\\n"\n')
+    with pytest.raises(AllowlistError, match=":1: reviewed must be a spec digest"):
+        Allowlist.read(default_path())
 
 
 @pytest.mark.parametrize(
