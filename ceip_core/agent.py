@@ -29,14 +29,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import sqlite3
+import threading
 import time
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,11 +44,19 @@ import attrs
 
 from ceip_core import filelock, wire
 from ceip_core.allowlist import Allowlist
-from ceip_core.collectors import CollectContext, Collector, SessionObserved
+from ceip_core.collectors import (
+    PRODUCT_COLLECTOR_TIMEOUT_S,
+    CollectContext,
+    Collector,
+    MetricsObserved,
+    Observation,
+    SessionObserved,
+)
 from ceip_core.consent import ConsentWatcher, read_epochs
 from ceip_core.plugins import Plugins
-from ceip_core.records import EndKind, Period, ProcessSession, Report, SystemInfo
-from ceip_core.sealing import spool_report
+from ceip_core.recording import SessionData, bucket_of
+from ceip_core.records import EndKind, ProcessSession, Report, SystemInfo
+from ceip_core.sealing import build_report, spool_report
 from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
 from ceip_core.statedb import AGENT_LOCK_FILE, StateDB, running_agent
 from ceip_core.transport import Transport
@@ -65,6 +73,10 @@ UPLOAD_EVERY_S = 60.0
 
 class AgentError(Exception):
     """The agent cannot start; the message says why."""
+
+
+class _StillBusy(Exception):
+    """A product's collector's previous pass has not ended yet."""
 
 
 @dataclass(frozen=True)
@@ -132,9 +144,31 @@ class _Held:
     ended: list[ProcessSession] = field(default_factory=list)
     running: dict[str, list[ProcessSession]] = field(default_factory=dict)
     """The running sessions each collector saw in its latest pass, by collector name."""
+    metrics: SessionData | None = None
+    """The product's own metrics its collector observed since the last seal, in the recorder's terms."""
 
     def has_sessions(self) -> bool:
         return bool(self.ended) or any(self.running.values())
+
+    def add(self, obs: MetricsObserved) -> None:
+        """Add what a product's collector observed, as the product's recorder would have recorded it."""
+        if self.metrics is None:
+            self.metrics = SessionData(obs.product, UNKNOWN_VERSION, self.since, self.since)
+        data = self.metrics
+        if obs.version is not None:
+            data.version = obs.version
+        for key, n in obs.counters.items():
+            data.counters[key] = data.counters.get(key, 0) + int(n)
+        for name, value, label in obs.values:
+            if type(value) not in (int, float) or not 0 <= value < math.inf:
+                data.errors["invalid_value"] = data.errors.get("invalid_value", 0) + 1
+                continue
+            h = data.histograms.setdefault((name, label), [0, 0.0, value, value, {}])
+            h[0], h[1], h[2], h[3] = h[0] + 1, h[1] + value, min(h[2], value), max(h[3], value)
+            h[4][bucket_of(value)] = h[4].get(bucket_of(value), 0) + 1
+        data.config.update(obs.config)
+        for key, n in obs.problems.items():
+            data.problems[key] = data.problems.get(key, 0) + int(n)
 
 
 class Agent:
@@ -162,7 +196,10 @@ class Agent:
             "last_periodic_seal": previous.get("last_periodic_seal"),
             "upload_to": config.upload_to,
             "last_upload": None,
+            "collector_troubles": {},
         }
+        self._passes: dict[str, asyncio.Future[Sequence[Observation]]] = {}
+        """A product's collector's pass in its worker thread, by collector name, while it runs."""
 
     async def run(self) -> None:
         """Run until SIGTERM or SIGINT (or one cycle with ``config.once``), then seal what is held."""
@@ -253,34 +290,100 @@ class Agent:
 
     async def _collect(self, collector: Collector) -> None:
         """One pass of ``collector``; what it saw is kept only for products whose consent did not change
-        while it looked."""
+        while it looked. A product's collector sees its product alone, and only while it is active."""
         ctx, held = self._context_now()
         self._observing(ctx)
+        product = getattr(collector, "product", None)
+        if product is not None:
+            if product not in held:
+                return
+            ctx = attrs.evolve(
+                ctx,
+                products=tuple(s for s in ctx.products if s.id == product),
+                executables=tuple(e for e in ctx.executables if e.product == product),
+            )
+            held = {product: held[product]}
         if not ctx.products:
             return
         try:
-            observations = await collector.collect(ctx)
+            if product is None:
+                observations = await collector.collect(ctx)
+            else:
+                observations = await self._collect_in_thread(collector, ctx)
+        except TimeoutError:
+            log.warning("collector %s took longer than its budget; its pass is ignored", collector.name)
+            self._trouble(collector, "timed_out")
+            return
+        except _StillBusy:
+            self._trouble(collector, "skipped_busy")
+            return
         except Exception:
             log.exception("collector %s failed", collector.name)
+            self._trouble(collector, "failed")
             return
         running: dict[str, list[ProcessSession]] = {product: [] for product in held}
         ended: dict[str, list[ProcessSession]] = {}
+        metrics: list[MetricsObserved] = []
         for obs in observations:
-            if isinstance(obs, SystemInfo):
+            if isinstance(obs, SystemInfo) and getattr(collector, "machine_facts", False):
                 self.system = obs if self.held else None
             elif isinstance(obs, SessionObserved) and obs.product in held:
                 if obs.session.ended is EndKind.RUNNING:
                     running[obs.product].append(obs.session)
                 else:
                     ended.setdefault(obs.product, []).append(obs.session)
+            elif isinstance(obs, MetricsObserved) and obs.product in held:
+                metrics.append(obs)
+            else:  # machine facts from another collector, another product's data, or not an observation
+                self._trouble(collector, "dropped")
         for product, h in held.items():
             if self.held.get(product) is not h:
                 continue  # consent changed while the collector looked: what it saw is discarded
             h.running[collector.name] = running[product]
+            for obs in metrics:
+                if obs.product == product:
+                    h.add(obs)
             if product in ended:
                 h.ended += ended[product]
                 self.status["sessions_ended"] += len(ended[product])
                 self._seal(product, with_running=False)
+
+    def _collect_in_thread(self, collector: Collector, ctx: CollectContext) -> Awaitable[Sequence[Observation]]:
+        """A product's collector's pass, run on an event loop of its own in a daemon thread, within its time
+        budget: a collector that blocks (a hung status endpoint, a huge log) stalls neither the agent's loop
+        nor its exit. A pass that overran keeps its thread until it ends; no new pass starts meanwhile."""
+        previous = self._passes.get(collector.name)
+        if previous is not None and not previous.done():
+            raise _StillBusy
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[Sequence[Observation]] = loop.create_future()
+        self._passes[collector.name] = done
+
+        def settle(result: Sequence[Observation] | None, error: Exception | None) -> None:
+            if done.done():
+                return
+            if error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result(result or ())
+
+        def run() -> None:
+            try:
+                result, error = asyncio.run(collector.collect(ctx)), None
+            except Exception as exc:
+                result, error = None, exc
+            with contextlib.suppress(RuntimeError):  # the agent's loop is closed: nobody waits any more
+                loop.call_soon_threadsafe(settle, result, error)
+
+        threading.Thread(target=run, name=f"ceip-collector-{collector.name}", daemon=True).start()
+        budget = float(getattr(collector, "timeout_s", PRODUCT_COLLECTOR_TIMEOUT_S))
+        return asyncio.wait_for(asyncio.shield(done), budget)
+
+    def _trouble(self, collector: Collector, what: str) -> None:
+        """Count a collector's failed, overrun, skipped pass or dropped observation, for ``ceip status``."""
+        counts = self.status["collector_troubles"].setdefault(collector.name, {})
+        counts[what] = counts.get(what, 0) + 1
+        self._write_status()
 
     def _observing(self, ctx: CollectContext) -> None:
         observing = {
@@ -309,6 +412,7 @@ class Agent:
             if not isinstance(saved, Report):
                 continue
             held = self.held[product] = _Held(epoch, saved.period.start.timestamp())
+            held.metrics = _metrics_of(saved)
             held.ended = [s for s in saved.sessions if s.ended is not EndKind.RUNNING]
             running[product] = [s for s in saved.sessions if s.ended is EndKind.RUNNING]
         return running
@@ -348,15 +452,7 @@ class Agent:
                 if guid is None or epochs.get(product) != held.epoch:
                     continue
                 sessions = held.ended + [s for group in held.running.values() for s in group]
-                since = datetime.fromtimestamp(held.since, UTC)
-                partial = Report(
-                    report_id=str(uuid.uuid4()),
-                    guid=guid,
-                    product=product,
-                    product_version=UNKNOWN_VERSION,
-                    period=Period(since, max(since, datetime.fromtimestamp(now, UTC))),
-                    sessions=sessions,
-                )
+                partial = _report(guid, product, held.since, max(held.since, now), held.metrics, sessions, None)
                 save_partial(conn, product, held.epoch, wire.encode_item(partial))
 
         self.spool.db.write(work)
@@ -386,19 +482,12 @@ class Agent:
             return False
         sessions = held.ended + ([s for group in held.running.values() for s in group] if with_running else [])
         since, now = held.since, time.time()
-        held.ended, held.since = [], now
+        metrics = held.metrics
+        held.ended, held.since, held.metrics = [], now, None
         guid = self.spool.consent.guid()
-        if guid is None or (not sessions and self.system is None):
+        if guid is None or (not sessions and self.system is None and metrics is None):
             return False
-        report = Report(
-            report_id=str(uuid.uuid4()),
-            guid=guid,
-            product=product,
-            product_version=UNKNOWN_VERSION,
-            period=Period(datetime.fromtimestamp(since, UTC), datetime.fromtimestamp(now, UTC)),
-            system=self.system,
-            sessions=sessions,
-        )
+        report = _report(guid, product, since, now, metrics, sessions, self.system)
         if not spool_report(report, self.spool, consent_epoch=held.epoch, plugins=self.plugins):
             return False
         ends = ", ".join(s.ended.value for s in sessions) or "machine configuration only"
@@ -449,6 +538,39 @@ class Agent:
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot write %s: %s", path, exc)
+
+
+def _report(
+    guid: str,
+    product: str,
+    since: float,
+    now: float,
+    metrics: SessionData | None,
+    sessions: Sequence[ProcessSession],
+    system: SystemInfo | None,
+) -> Report:
+    """The report of what the agent held for ``product`` from ``since`` to ``now``, before scrubbing."""
+    if metrics is None:
+        metrics = SessionData(product, UNKNOWN_VERSION, since, now)
+    metrics.start, metrics.end = since, now
+    return attrs.evolve(build_report(metrics, guid), system=system, sessions=tuple(sessions))
+
+
+def _metrics_of(report: Report) -> SessionData | None:
+    """What a product's collector had observed, back from a partial report an earlier ``--once`` run kept."""
+    if not (report.counters or report.histograms or report.problems or report.config):
+        return None
+    start, end = report.period.start.timestamp(), report.period.end.timestamp()
+    return SessionData(
+        report.product,
+        report.product_version,
+        start,
+        end,
+        counters={(c.name, c.label): c.value for c in report.counters},
+        histograms={(h.name, h.label): [h.count, h.sum, h.min, h.max, dict(h.buckets)] for h in report.histograms},
+        problems={(p.kind, p.signature): p.count for p in report.problems},
+        config=dict(report.config),
+    )
 
 
 def _same_session(a: ProcessSession, b: ProcessSession) -> bool:

@@ -79,18 +79,20 @@ def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> 
     return pm
 
 
-def _collect(caller: Callable[..., Any], what: str, key: Callable[[Any], str]) -> dict[str, Any]:
-    """Run a registration hook, rejecting a second registration under the same key."""
-    found: dict[str, Any] = {}
+def _collect(caller: pluggy.HookCaller, what: str, key: Callable[[Any], str]) -> dict[str, tuple[str, Any]]:
+    """Run a registration hook, one plugin at a time, so that each registration is known with the plugin
+    that made it (``{key: (plugin name, item)}``) and a second one under the same key names both."""
+    found: dict[str, tuple[str, Any]] = {}
+    for impl in caller.get_hookimpls():
 
-    def register(obj: Any, *more: Any) -> None:
-        item = (obj, *more) if more else obj
-        name = key(item)
-        if name in found:
-            raise PluginError(f"{what} {name!r} is registered twice")
-        found[name] = item
+        def register(obj: Any, *more: Any, plugin: str = impl.plugin_name) -> None:
+            item = (obj, *more) if more else obj
+            name = key(item)
+            if name in found:
+                raise PluginError(f"{what} {name!r} is registered twice: by {found[name][0]} and by {plugin}")
+            found[name] = (plugin, item)
 
-    caller(register=register)
+        impl.function(**({"register": register} if "register" in impl.argnames else {}))
     return found
 
 
@@ -111,26 +113,51 @@ class Plugins:
     # -- registrations ------------------------------------------------------------------------------
 
     @cached_property
+    def _products(self) -> dict[str, tuple[str, ProductSpec]]:
+        return dict(sorted(_collect(self.hook.ceip_register_products, "product", lambda s: s.id).items()))
+
+    @cached_property
     def products(self) -> dict[str, ProductSpec]:
         """Registered products by id."""
-        return dict(sorted(_collect(self.hook.ceip_register_products, "product", lambda s: s.id).items()))
+        return {product: spec for product, (_, spec) in self._products.items()}
 
     @cached_property
     def scrubbers(self) -> tuple[Scrubber, ...]:
         """Registered scrubbers in pipeline order."""
-        return tuple(ordered(_collect(self.hook.ceip_register_scrubbers, "scrubber", lambda s: s.name).values()))
+        found = _collect(self.hook.ceip_register_scrubbers, "scrubber", lambda s: s.name)
+        return tuple(ordered(scrubber for _, scrubber in found.values()))
 
     @cached_property
     def transports(self) -> dict[str, TransportFactory]:
         """Transport factories by URL scheme."""
         found = _collect(self.hook.ceip_register_transports, "transport scheme", lambda pair: pair[0])
-        return {scheme: factory for scheme, (_, factory) in sorted(found.items())}
+        return {scheme: factory for scheme, (_, (_, factory)) in sorted(found.items())}
 
     @cached_property
     def collectors(self) -> tuple[Collector, ...]:
-        """Registered collectors, by name."""
+        """Registered collectors, by name. A product's collector (``product`` set) must come from the plugin
+        that registers that product, and one collector at most gives machine facts (``machine_facts``):
+        anything else is a :class:`PluginError` naming the plugins."""
         found = _collect(self.hook.ceip_register_collectors, "collector", lambda c: c.name)
-        return tuple(found[name] for name in sorted(found))
+        facts = [(plugin, c.name) for plugin, c in found.values() if getattr(c, "machine_facts", False)]
+        if len(facts) > 1:
+            named = " and ".join(f"{c!r} of {plugin}" for plugin, c in sorted(facts))
+            raise PluginError(f"machine facts are collected twice: by {named}; only one collector may give them")
+        for plugin, collector in found.values():
+            product = getattr(collector, "product", None)
+            if product is None:
+                continue
+            owner = self._products.get(product, (None,))[0]
+            if owner is None:
+                raise PluginError(
+                    f"collector {collector.name!r} of {plugin} is for {product!r}, which no plugin registers"
+                )
+            if owner != plugin:
+                raise PluginError(
+                    f"collector {collector.name!r} of {plugin} is for {product!r}, which {owner} registers: "
+                    "only a product's own plugin may collect its metrics"
+                )
+        return tuple(found[name][1] for name in sorted(found))
 
     def product(self, product_id: str) -> ProductSpec:
         """The spec of ``product_id``; the error names the products that are known."""

@@ -144,6 +144,22 @@ def ceip_participating(
     return participate
 
 
+@pytest.fixture
+def ceip_agent_once(ceip_home: Path) -> Callable[[], list[dict[str, Any]]]:
+    """``ceip_agent_once()``: run the agent's whole cycle once in the test's state folder, as ``ceip agent
+    --once`` would (every registered collector, a product's own in its worker thread with its time budget,
+    then a seal of everything held: every run seals), with the process-wide plugin set; returns the
+    reports queued, as ``queued_reports`` does. For testing a product's collector end to end."""
+
+    def run() -> list[dict[str, Any]]:
+        from ceip_core.agent import AgentConfig, run_agent
+
+        run_agent(AgentConfig(folder=ceip_home, once=True, seal_every=0.0), get_plugins())
+        return queued_reports(Spool(StateDB(ceip_home)))
+
+    return run
+
+
 def queued_reports(spool: Spool) -> list[dict[str, Any]]:
     """The queued reports, as the JSON the receiving service would get."""
     return [orjson.loads(item.data) for item in spool.items() if item.kind == "report"]

@@ -96,6 +96,7 @@ class SystemCollector:
 
     name = "system"
     interval_s = 3600.0
+    machine_facts = True
 
     async def collect(self, ctx: CollectContext) -> Sequence[Observation]:
         import asyncio  # here, not at the top: sealing in a product's process loads this module

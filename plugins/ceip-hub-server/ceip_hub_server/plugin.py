@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from ceip_core.collectors import Collector
 from ceip_core.hookspecs import hookimpl
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
 
@@ -45,8 +46,16 @@ SPEC = ProductSpec(
             _H,
             "clients",
             _PERF,
-            "Number of connected clients, sampled once a minute.",
+            "Number of connected clients, read from the server's status once a minute.",
             max_value=1_000_000,
+        ),
+        MetricSpec(
+            "hosted_repositories",
+            _H,
+            "repositories",
+            _USE,
+            "How many repositories the hub hosts, read from its status once an hour.",
+            max_value=10_000_000,
         ),
         MetricSpec("error", _P, "occurrences", _PERF, "Errors while serving, by kind."),
         MetricSpec("crash", _P, "occurrences", _PERF, "Crashes, by the place in the code where they happened."),
@@ -62,3 +71,11 @@ SPEC = ProductSpec(
 @hookimpl
 def ceip_register_products(register: Callable[[ProductSpec], None]) -> None:
     register(SPEC)
+
+
+@hookimpl
+def ceip_register_collectors(register: Callable[[Collector], None]) -> None:
+    """The server's own status, read by the agent from outside the server (``ceip_hub_server.collector``)."""
+    from ceip_hub_server.collector import HubStatusCollector
+
+    register(HubStatusCollector())
