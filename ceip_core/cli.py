@@ -291,6 +291,10 @@ def _describe_agent(agent: dict[str, Any]) -> str:
     if state == "never run":
         return "not running (start it with: ceip agent)"
     sealed = f"{agent.get('reports_sealed', 0)} report(s) sealed, the last {_when(agent.get('last_seal'))}"
+    troubles = agent.get("collector_troubles") or {}
+    if troubles:  # a product's collector that fails, overruns its budget or gives what it may not
+        told = {name: ", ".join(f"{what} {n}" for what, n in sorted(c.items())) for name, c in troubles.items()}
+        sealed += "; collector troubles: " + ", ".join(f"{name} ({told[name]})" for name in sorted(told))
     if state in ("starting", "running"):
         observing = ", ".join(agent.get("observing") or {}) or "nothing"
         return f"{state} (pid {agent['pid']}) since {_when(agent.get('started'))}; observing {observing}; {sealed}"

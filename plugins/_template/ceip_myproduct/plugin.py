@@ -6,6 +6,7 @@ dictionary (``ceip describe``). What is not declared here is dropped before it r
 
 from collections.abc import Callable
 
+from ceip_core.collectors import Collector
 from ceip_core.hookspecs import hookimpl
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
 
@@ -41,3 +42,12 @@ SPEC = ProductSpec(
 @hookimpl
 def ceip_register_products(register: Callable[[ProductSpec], None]) -> None:
     register(SPEC)
+
+
+# Optional: what the agent reads about the product from outside it (see collector.py). Delete this hook
+# and collector.py if the product's own recording says it all.
+@hookimpl
+def ceip_register_collectors(register: Callable[[Collector], None]) -> None:
+    from ceip_myproduct.collector import StatusCollector
+
+    register(StatusCollector())

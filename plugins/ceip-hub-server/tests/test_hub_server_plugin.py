@@ -50,7 +50,7 @@ def test_the_stand_in_crashes_on_request(opted_in: Spool, crash: str, status: in
     assert len(crashes) == (1 if sealed else 0)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)  # every stand-in of these tests writes its status file here, not in the home folder
 def status_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "hub" / "status.json"
     monkeypatch.setenv(STATUS_ENV, str(path))

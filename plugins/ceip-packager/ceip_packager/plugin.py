@@ -2,6 +2,7 @@
 
 from collections.abc import Callable
 
+from ceip_core.collectors import Collector
 from ceip_core.hookspecs import hookimpl
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
 
@@ -46,3 +47,11 @@ SPEC = ProductSpec(
 @hookimpl
 def ceip_register_products(register: Callable[[ProductSpec], None]) -> None:
     register(SPEC)
+
+
+@hookimpl
+def ceip_register_collectors(register: Callable[[Collector], None]) -> None:
+    """Packager's run log, read by the agent from outside Packager (``ceip_packager.runlog``)."""
+    from ceip_packager.runlog import RunLogCollector
+
+    register(RunLogCollector())
