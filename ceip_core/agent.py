@@ -509,7 +509,7 @@ class Agent:
 
     async def _upload(self, transport: Transport) -> None:
         try:
-            summary = await drain(self.spool, transport)
+            summary = await drain(self.spool, transport, destination=self.config.upload_to)
         except Exception:
             log.exception("uploading to %s failed; the queue is kept", self.config.upload_to)
             return

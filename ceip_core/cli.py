@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import time
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -334,10 +335,14 @@ def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
 @cli.command()
 @click.option("--product", help="Only this product.")
 @click.option("--json", "as_json", is_flag=True, help="Exactly the JSON the receiving service will get.")
-def review(product: str | None, as_json: bool) -> None:
-    """Show exactly what is queued to be sent."""
+@click.option("--sent", is_flag=True, help="What was sent in the last 30 days instead, as the receiver got it.")
+def review(product: str | None, as_json: bool, sent: bool) -> None:
+    """Show exactly what is queued to be sent (with --sent: what was sent)."""
     spool = _spool()
     _check_product(product, spool)
+    if sent:
+        _review_sent(spool, product, as_json)
+        return
     items = spool.items(product)
     decoded = []
     for queued in items:
@@ -358,6 +363,29 @@ def review(product: str | None, as_json: bool) -> None:
         click.echo(f"== {prod} ==")
         for line in lines:
             click.echo(line)
+
+
+def _review_sent(spool: Spool, product: str | None, as_json: bool) -> None:
+    """``review --sent``: the sent history, oldest first; with ``--json`` a JSON line per item:
+    ``{"sent": <UTC time>, "destination": ..., "item": <the item exactly as sent>}``."""
+    from ceip_core.sent_history import read_sent
+
+    shown_any = False
+    for item in spool.db.read(lambda conn: list(read_sent(conn, time.time(), product))):
+        shown_any = True
+        if as_json:
+            entry = {"sent": _when(item.sent), "destination": item.destination, "item": json.loads(item.data)}
+            click.echo(json.dumps(entry, sort_keys=True))
+            continue
+        try:
+            decoded: Report | DeletionRequest | UnknownItem = wire.decode_item(item.data)
+        except wire.WireError as exc:
+            decoded = UnknownItem(type=f"undecodable ({exc.reason})", item_id=item.item_id)
+        click.echo(f"== {shown(item.product)}: sent {_when(item.sent)} to {shown(item.destination)} ==")
+        for line in _describe_item(decoded):
+            click.echo(shown(line))
+    if not shown_any and not as_json:
+        click.echo("Nothing was sent in the last 30 days." + (f" (for {product})" if product else ""))
 
 
 def _check_product(product: str | None, spool: Spool) -> None:
@@ -460,10 +488,10 @@ def _transport(url: str) -> Transport:
         raise click.UsageError(str(exc)) from None
 
 
-def _drain(transport: Transport, *, waiting_too: bool = False) -> UploadSummary:
+def _drain(transport: Transport, url: str, *, waiting_too: bool = False) -> UploadSummary:
     async def run() -> UploadSummary:
         try:
-            return await drain(_spool(), transport, waiting_too=waiting_too)
+            return await drain(_spool(), transport, waiting_too=waiting_too, destination=url)
         finally:
             await transport.close()
 
@@ -496,7 +524,7 @@ def upload(url: str | None, detach: bool, as_json: bool) -> None:
             else:
                 click.echo("Another upload is running for this state folder; nothing done.")
             return
-        summary = _drain(transport)
+        summary = _drain(transport, url)
     stats = _spool().stats()
     headline = f"Sent {summary.accepted} item(s) in {summary.batches} batch(es)."
     _show(summary, as_json, headline, waiting=stats.waiting, next_try=stats.next_attempt)
@@ -530,7 +558,8 @@ def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: Any) ->
 def export(folder: Path, as_json: bool) -> None:
     """Move everything queued into a bundle folder of batch files, for a machine with no network: carry the
     folder to the receiving service and run 'ceip import FOLDER' there."""
-    summary = _drain(_transport(folder.resolve().as_uri()), waiting_too=True)
+    url = folder.resolve().as_uri()
+    summary = _drain(_transport(url), url, waiting_too=True)
     _show(summary, as_json, f"Exported {summary.accepted} item(s) into {folder}.", folder=str(folder))
 
 

@@ -233,6 +233,7 @@ class Consent:
         """Stop participating for ``product``: delete its queued reports, queue one deletion request
         for what the receiver may hold, and discard the GUID if no product remains opted in."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when opting out
+        from ceip_core.sent_history import forget_product
         from ceip_core.spool import drop_partial, insert_item
         from ceip_core.wire import encode_item
 
@@ -242,6 +243,7 @@ class Consent:
             set_state(conn, product, "out")
             deleted = conn.execute("DELETE FROM spool WHERE product = ? AND kind = 'report'", (product,)).rowcount
             drop_partial(conn, product)  # what `ceip agent --once` collected and has not sealed yet
+            forget_product(conn, product)  # and what was sent: its history goes with the consent
             if deleted:
                 conn.execute(
                     "INSERT INTO drops (reason, product, count) VALUES ('opted-out', ?, ?) "
@@ -272,6 +274,7 @@ class Consent:
         deletion would bring the old identity back. Otherwise a later opt-out could delete only what the
         new GUID sent."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when the identity changes
+        from ceip_core.sent_history import forget_guid
         from ceip_core.spool import count_drop, insert_item
         from ceip_core.wire import encode_item
 
@@ -287,6 +290,7 @@ class Consent:
                 "SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND guid = ? GROUP BY product", (old,)
             ).fetchall()
             conn.execute("DELETE FROM spool WHERE kind = 'report' AND guid = ?", (old,))
+            forget_guid(conn, old)  # the history of what the old identity sent goes with it
             for product, n in queued:
                 count_drop(conn, "id-reset", product, n)
             guid = identity.new_guid()

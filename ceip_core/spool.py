@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ceip_core import deletion_journal, vendor_policy
+from ceip_core import deletion_journal, sent_history, vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
 from ceip_core.statedb import WAL_LIMIT_BYTES, StateDB
 
@@ -314,11 +314,12 @@ class Spool:
         retry: Mapping[str, float] | None = None,
         rejected: Mapping[str, str] | None = None,
         now: float | None = None,
+        destination: str | None = None,
     ) -> None:
-        """Apply a transport's results: delete ``accepted``; reschedule ``retry`` (item id -> delay in
-        seconds); delete ``rejected`` (item id -> reason) and count each reason. Items of the lease that
-        appear nowhere are released for another try at once. Items deleted meanwhile (an opt-out) are
-        simply gone."""
+        """Apply a transport's results: delete ``accepted``, keeping them in the sent history with
+        ``destination`` (``ceip_core.sent_history``); reschedule ``retry`` (item id -> delay in seconds);
+        delete ``rejected`` (item id -> reason) and count each reason. Items of the lease that appear
+        nowhere are released for another try at once. Items deleted meanwhile (an opt-out) are simply gone."""
         now = time.time() if now is None else now
         retry = retry or {}
         rejected = rejected or {}
@@ -327,6 +328,8 @@ class Spool:
 
         def work(conn: sqlite3.Connection) -> None:
             mine = "item_id = ? AND lease_token = ?"
+            if accepted:
+                sent_history.record_accepted(conn, accepted, lease.token, sent_history.destination_of(destination), now)
             conn.executemany(f"DELETE FROM spool WHERE {mine}", [(i, lease.token) for i in accepted])
             for item_id, reason in rejected.items():
                 if conn.execute(f"DELETE FROM spool WHERE {mine}", (item_id, lease.token)).rowcount:

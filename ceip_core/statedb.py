@@ -87,10 +87,24 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
+-- What receivers accepted, as sent, for `ceip review --sent` (ceip_core.sent_history: bounded, pruned).
+CREATE TABLE IF NOT EXISTS sent (
+    seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id     TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    product     TEXT NOT NULL,
+    guid        TEXT NOT NULL,
+    sent        REAL NOT NULL,
+    destination TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    data        BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sent_time ON sent (sent);
+CREATE INDEX IF NOT EXISTS sent_product ON sent (product);
 """
 
 #: Raised whenever ``_SCHEMA`` changes; an older database is brought up to date when it is opened.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: The write-ahead log is truncated back to this size after each checkpoint, so that one large
 #: transaction (a bulk removal, a busy hour) does not leave a log the size of the database behind.

@@ -87,13 +87,15 @@ async def drain(
     waiting_too: bool = False,
     patience_s: float = PATIENCE_S,
     sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    destination: str | None = None,
 ) -> UploadSummary:
     """Send everything that is ready now. Stops when nothing is ready or a whole round is retried (unless
     the receiver, having accepted items in this drain, asked for a pause of at most ``patience_s``:
     then it waits with ``sleep`` and goes on).
 
     ``waiting_too`` also sends items that are waiting out a retry delay (``ceip export`` does: a person
-    carrying the queue away wants all of it)."""
+    carrying the queue away wants all of it). ``destination`` (the upload URL) is what the sent history
+    names as where accepted items went."""
     backoff = backoff or Backoff()
     summary = UploadSummary()
     if isinstance(transport, PolicySource):
@@ -102,7 +104,7 @@ async def drain(
         lease = spool.lease(due_only=not waiting_too)
         if not lease.items:
             break
-        result = await _send_lease(spool, transport, lease, backoff, summary)
+        result = await _send_lease(spool, transport, lease, backoff, summary, destination)
         if result.accepted:
             spool.reset_backoff()  # the receiver is back: what waited out the outage is due now
         elif summary.accepted and result.pause is not None and result.pause <= patience_s:
@@ -128,7 +130,7 @@ async def refresh_policy(spool: Spool, source: PolicySource, max_age: float) -> 
 
 
 async def _send_lease(
-    spool: Spool, transport: Transport, lease: Lease, backoff: Backoff, summary: UploadSummary
+    spool: Spool, transport: Transport, lease: Lease, backoff: Backoff, summary: UploadSummary, destination: str | None
 ) -> _Round:
     attempts = {i.item_id: i.attempts for i in lease.items}
     accepted: list[str] = []
@@ -159,7 +161,7 @@ async def _send_lease(
                     summary.retry_reasons[reason] = summary.retry_reasons.get(reason, 0) + 1
     finally:
         # Whatever happened (even a cancelled send), settle what we know; the rest is released by the lease.
-        spool.settle(lease, accepted, retry, rejected)
+        spool.settle(lease, accepted, retry, rejected, destination=destination)
     summary.accepted += len(accepted)
     asked = [p for p in pauses if p is not None]
     pause = max(asked) if asked and len(asked) == len(pauses) else None
