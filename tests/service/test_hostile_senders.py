@@ -96,17 +96,34 @@ class Clock:
 
 def test_the_limiter_forgets_buckets_once_they_have_refilled() -> None:
     clock = Clock()
-    limiter = RateLimiter(burst=10, per_s=1, clock=clock)  # a bucket refills fully within 10 s
+    limiter = RateLimiter(burst=10, per_s=1, clock=clock)
     for i in range(1000):
         assert limiter.take({f"machine-{i}": 3}) == 0
+    clock.now += 2  # 9 tokens each: not full, so kept
+    assert limiter.take({"machine-0": 5}) == 0  # 9 - 5
     assert len(limiter) == 1000
-    clock.now += 5
-    assert limiter.take({"machine-0": 5}) == 0  # 7 + 5 refilled (capped at 10), minus 5
-    assert limiter.take({"machine-0": 6}) == pytest.approx(1.0)  # 5 left: one second short
-    clock.now += 5  # the other 999 are full again; machine-0 was charged 5 s ago
+    assert limiter.take({"machine-0": 5}) == pytest.approx(1.0)  # 4 left: one second short
+    clock.now += 1  # machines 1-999 are full again, machine-0 (charged last, so at the end) has 5
     assert limiter.take({"machine-1000": 1}) == 0
     assert len(limiter) == 2
-    assert limiter.take({"machine-0": 10}) == 0  # 5 + 5 s of refill: a forgotten key is never worse off
+    assert limiter.take({"machine-0": 6}) == pytest.approx(1.0)  # what it had left, not a fresh bucket
+    clock.now += 5
+    assert limiter.take({"machine-1001": 1}) == 0
+    assert len(limiter) == 1
+
+
+def test_a_bucket_not_yet_full_at_the_front_holds_the_rest_back_at_most_one_refill_time() -> None:
+    clock = Clock()
+    limiter = RateLimiter(burst=10, per_s=1, clock=clock)
+    assert limiter.take({"big": 10}) == 0
+    for i in range(100):
+        assert limiter.take({f"small-{i}": 1}) == 0
+    clock.now += 1  # the small ones are full, "big" at the front is not
+    assert limiter.take({"another": 1}) == 0
+    assert len(limiter) == 102
+    clock.now += 9  # ten seconds after its charge "big" is full too: burst / per_s bounds the wait
+    assert limiter.take({"another-still": 1}) == 0
+    assert len(limiter) == 1
 
 
 def test_the_limiter_holds_at_most_max_keys() -> None:
