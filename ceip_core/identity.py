@@ -57,10 +57,6 @@ def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
 
 
 def _is_uuid(text: str) -> bool:
-    import uuid
+    from ceip_core.records import is_uuid
 
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+    return is_uuid(text)
