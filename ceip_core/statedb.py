@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ceip_core import identity
 from ceip_core.lazylog import LazyLogger
+from ceip_core.private_files import private_file, private_folder
 
 TYPE_CHECKING = False  # typing and logging cost more than the recording path's import budget
 if TYPE_CHECKING:
@@ -217,13 +218,22 @@ class StateDB:
                 return self._connect(lost_if_new=False)
         except FileNotFoundError:
             pass
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         with _folder_lock(self.folder):
             return self._connect(lost_if_new=True)
 
+    def _make_folder(self) -> None:
+        """The state folder, 0700 if made here; one that other users may enter is logged (never changed:
+        ``CEIP_HOME`` may name a folder shared on purpose) at info level, since this runs in products'
+        processes, whose output is theirs. The files in it are 0600 either way."""
+        warning = private_folder(self.folder)
+        if warning:
+            log.info("%s", warning)
+
     def _connect(self, *, lost_if_new: bool) -> sqlite3.Connection:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         new_file = not self.path.exists() or self.path.stat().st_size == 0
+        private_file(self.path)  # before SQLite opens it: its -wal and -shm take the file's mode
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             if new_file:
