@@ -27,6 +27,7 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
+from typing import Generic, TypeVar
 
 import msgspec
 from aiohttp import web
@@ -118,7 +119,10 @@ MAX_WAIT_S = 3600.0
 MAX_KEYS = 200_000
 
 
-class RateLimiter:
+K = TypeVar("K", bound=Hashable)
+
+
+class RateLimiter(Generic[K]):
     """A token bucket per key: ``burst`` tokens at most, refilled at ``per_s`` tokens a second.
 
     Each charge costs O(1) amortized, however many keys are held. A key with a full bucket behaves exactly
@@ -138,18 +142,18 @@ class RateLimiter:
         self.per_s = per_s
         self.clock = clock
         self.max_keys = max_keys
-        self._buckets: OrderedDict[Hashable, tuple[float, float]] = OrderedDict()
+        self._buckets: OrderedDict[K, tuple[float, float]] = OrderedDict()
         """key -> (tokens, when they were counted), least recently charged first."""
 
     def __len__(self) -> int:
         """How many keys are held (the others have full buckets)."""
         return len(self._buckets)
 
-    def _tokens(self, key: Hashable, now: float) -> float:
+    def _tokens(self, key: K, now: float) -> float:
         tokens, then = self._buckets.get(key, (self.burst, now))
         return min(self.burst, tokens + (now - then) * self.per_s)
 
-    def take(self, costs: Mapping[Hashable, int]) -> float:
+    def take(self, costs: Mapping[K, int]) -> float:
         """Charge each key its cost if every key can pay; else charge nothing.
 
         :returns: 0 if charged, else the seconds until every key could pay (what ``Retry-After`` says).
