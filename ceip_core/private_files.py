@@ -5,11 +5,12 @@ Modes are set explicitly, never left to the umask: a folder is made 0700 and a f
 umask of the process that makes it. SQLite gives its ``-wal`` and ``-shm`` files the mode of the database
 file, so a database file made 0600 before SQLite opens it keeps its logs private too.
 
-What existed before is treated by kind. ceip's own files (the databases and their logs) are tightened to
-0600 whenever they are opened: nobody but their owner has a reason to read raw reports or a machine's
-GUID. A folder that exists already is not changed, because it may be one the operator chose and shares
-on purpose (``--data /srv/shared``, ``CEIP_HOME=/tmp/x``); :func:`private_folder` says when it is open
-to other users, and the caller warns.
+What existed before is treated by kind. ceip's own files (the databases and their logs) lose every bit
+beyond 0600 whenever they are opened: nobody but their owner has a reason to read raw reports or a
+machine's GUID. A folder that exists already is not changed here, because it may be one the operator
+chose and shares on purpose (``--data /srv/shared``, ``CEIP_HOME=/tmp/x``); :func:`private_folder` says
+when it is open to other users, and the caller decides (the service warns; the client tightens its
+platform default folder only).
 
 No ceip imports: both the client and the receiving service use this module. On Windows the modes mean
 little (the folders are in the user's profile, which is private already) and nothing here fails there.
@@ -55,17 +56,28 @@ def open_to_others(folder: Path) -> str | None:
 
 
 def private_file(path: Path) -> None:
-    """Make the file ``path`` exist with mode 0600, tightening an existing one (if its owner is us), and
-    the same for SQLite's side files beside it that exist."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
-    os.close(fd)
+    """Make the file ``path`` exist with mode 0600 if it does not, and take every bit beyond 0600 away
+    from it and from SQLite's side files beside it (regular files of ours).
+
+    An existing file is never opened here: closing a descriptor of a database file drops every POSIX lock
+    this process holds on it, also those of SQLite connections open on it (SQLite's documentation, "How
+    To Corrupt An SQLite Database File"). What cannot be changed (another user's file, a folder where the
+    file should be) is left for opening it to report."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        pass
+    except OSError:
+        return
+    else:
+        os.close(fd)
     for each in (path, *(path.with_name(path.name + suffix) for suffix in SQLITE_SIDE_FILES)):
         try:
-            if stat.S_IMODE(each.stat().st_mode) != FILE_MODE:
-                os.chmod(each, FILE_MODE)
-        except FileNotFoundError:
-            continue
-        except PermissionError:  # another user's file: opening it will tell whether it can be used
+            found = each.stat()
+            mode = stat.S_IMODE(found.st_mode)
+            if stat.S_ISREG(found.st_mode) and mode & ~FILE_MODE:
+                os.chmod(each, mode & FILE_MODE)  # only ever takes bits away: a 0400 file stays 0400
+        except OSError:
             continue
 
 

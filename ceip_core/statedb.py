@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ceip_core import identity
 from ceip_core.lazylog import LazyLogger
-from ceip_core.private_files import private_file, private_folder
+from ceip_core.private_files import FOLDER_MODE, private_file, private_folder
 
 TYPE_CHECKING = False  # typing and logging cost more than the recording path's import budget
 if TYPE_CHECKING:
@@ -223,12 +223,13 @@ class StateDB:
             return self._connect(lost_if_new=True)
 
     def _make_folder(self) -> None:
-        """The state folder, 0700 if made here; one that other users may enter is logged (never changed:
-        ``CEIP_HOME`` may name a folder shared on purpose) at info level, since this runs in products'
-        processes, whose output is theirs. The files in it are 0600 either way."""
-        warning = private_folder(self.folder)
-        if warning:
-            log.info("%s", warning)
+        """The state folder, 0700 if made here. The platform's default folder is ceip's own, so one made
+        more open (by an older ceip) is tightened; a ``CEIP_HOME`` folder may be shared on purpose and is
+        left as it is, silently: this runs in products' processes, whose output is theirs (and logging
+        is not imported on the recording path). The files in it are 0600 either way."""
+        if private_folder(self.folder) and "CEIP_HOME" not in os.environ and self.folder == state_dir():
+            with contextlib.suppress(OSError):
+                os.chmod(self.folder, FOLDER_MODE)
 
     def _connect(self, *, lost_if_new: bool) -> sqlite3.Connection:
         self._make_folder()

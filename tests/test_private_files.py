@@ -87,3 +87,23 @@ def test_an_existing_database_is_tightened_and_an_open_folder_is_named(
     assert private_folder(data) is not None
     os.chmod(data, 0o700)
     assert private_folder(data) is None
+
+
+def test_the_default_state_folder_is_tightened_and_a_chosen_one_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ceip_core.statedb import state_dir
+
+    monkeypatch.delenv("CEIP_HOME", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    default = state_dir()
+    default.mkdir(parents=True)
+    os.chmod(default, 0o755)  # made by an older ceip
+    StateDB(default).connect()
+    assert mode(default) == 0o700
+    chosen = tmp_path / "chosen"
+    chosen.mkdir()
+    os.chmod(chosen, 0o755)
+    monkeypatch.setenv("CEIP_HOME", str(chosen))
+    StateDB(chosen).connect()
+    assert mode(chosen) == 0o755 and mode(chosen / "ceip.db") == 0o600

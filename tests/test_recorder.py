@@ -221,6 +221,7 @@ def test_recording_path_imports_only_the_standard_library(opted_in: Spool, code:
     heavy |= {"logging", "typing", "dataclasses", "inspect"}  # stdlib, but each costs milliseconds
     assert loaded & heavy == set()
     light = {"ceip_core.recording", "ceip_core.consent", "ceip_core.statedb", "ceip_core.identity", "ceip_core.lazylog"}
+    light |= {"ceip_core.private_files"}  # os, stat and pathlib only
     assert {m for m in loaded if m.startswith("ceip_core.")} <= light
 
 
