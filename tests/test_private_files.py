@@ -38,11 +38,12 @@ def test_the_client_state_folder_and_its_files_are_private(tmp_path: Path, umask
     home = tmp_path / "parent" / "ceip"
     db = StateDB(home)
     Consent(db).opt_in("sample")  # the database, its write-ahead log, and the identity backup
+    Consent(db).opt_out("sample")  # the deletion journal
     conn = db.connect()
     conn.execute("SELECT 1").fetchone()
     assert mode(home) == 0o700
     files = {p.name: mode(p) for p in home.iterdir() if p.is_file() and not p.name.endswith(".lock")}
-    assert {"ceip.db", "ceip.db-wal", "ceip.db-shm", "identity.json"} <= set(files)
+    assert {"ceip.db", "ceip.db-wal", "ceip.db-shm", "identity.json", "deletions.journal"} <= set(files)
     assert set(files.values()) == {0o600}, files
     db.close()
 
