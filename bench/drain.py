@@ -69,7 +69,15 @@ class Service:
         (folder / "allowlist.toml").write_text(ALLOWLIST)
         self.log = folder / "serve.log"
         command = [sys.executable, "-m", "ceip_core", "serve", "--host", LOOPBACK, "--port", str(port)]
-        command += ["--data", str(folder), "--allowlist", str(folder / "allowlist.toml"), "--token", "t", *args]
+        command += [
+            "--data",
+            str(folder),
+            "--allowlist",
+            str(folder / "allowlist.toml"),
+            "--token",
+            "test-token-0000001",
+            *args,
+        ]
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120

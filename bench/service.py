@@ -292,7 +292,15 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
         (folder / "allowlist.toml").write_text(ALLOWLIST)
         entry = ["-m", "ceip_core"] if server == "ceip-uv" else ["-c", _ASYNCIO]
         command = [sys.executable, *entry, "serve", "--port", str(port), "--db", database]
-        command += ["--data", str(folder), "--token", "bench", "--allowlist", str(folder / "allowlist.toml")]
+        command += [
+            "--data",
+            str(folder),
+            "--token",
+            "bench-token-000001",
+            "--allowlist",
+            str(folder / "allowlist.toml"),
+        ]
+        command += ["--source-burst", "0"]  # every simulated machine sends from loopback: one source
         command += ["--workers", "2" if server == "ceip-2w" else "1"]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

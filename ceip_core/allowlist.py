@@ -45,9 +45,9 @@ log = logging.getLogger(__name__)
 FILE_NAME = "allowlist.toml"
 _KEYS = {"name", "path", "sha256"}
 _PRODUCT_KEYS = {"executables", "reviewed"}
-_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_DIGEST = re.compile(r"[0-9a-f]{32}")  # used with fullmatch: "$" would let a trailing newline through
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")  # fullmatch: `$` would let a final newline through
+_DIGEST = re.compile(r"[0-9a-f]{32}")  # fullmatch, likewise
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 _HEADER = re.compile(r"""^\s*\[\s*products\s*\.\s*["']?([^"'\]\s]+)["']?\s*\]""")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _AT_END = " (at end of document)"
@@ -197,7 +197,7 @@ class Allowlist:
         ]
         for product in dict.fromkeys(e.product for e in self.entries):
             items = [_item(e) for e in self.entries if e.product == product]
-            key = product if _BARE_KEY.match(product) else _quote(product)
+            key = product if _BARE_KEY.fullmatch(product) else _quote(product)
             lines += ["", f"[products.{key}]", "executables = [", *(f"    {i}," for i in items), "]"]
             if product in self.reviewed:
                 lines.append(f"reviewed = {_quote(self.reviewed[product])}")
@@ -222,7 +222,7 @@ def make_entry(product: str, name: str, path: str | None = None, sha256: str | N
         raise ValueError(f"'name' is a file name, not a path ({name!r}): give the location as 'path'")
     if path is not None and (not isinstance(path, str) or not path.strip()):
         raise ValueError("'path' must be a non-empty string (a glob such as /opt/analyst/bin/*)")
-    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.match(sha256)):
+    if sha256 is not None and (not isinstance(sha256, str) or not _SHA256.fullmatch(sha256)):
         raise ValueError("'sha256' must be 64 hexadecimal digits")
     return Entry(product, name, path, sha256.lower() if sha256 is not None else None)
 

@@ -35,7 +35,10 @@ class JournalEntry:
 
 
 def _append(folder: Path, lines: list[dict[str, object]]) -> None:
+    from ceip_core.private_files import private_file
+
     text = "".join(json.dumps(line, sort_keys=True) + "\n" for line in lines)
+    private_file(folder / JOURNAL_NAME)  # 0600: it names the machine's GUID
     with open(folder / JOURNAL_NAME, "a", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()

@@ -29,10 +29,13 @@ def write_backup(folder: Path, guid: str | None, consent: dict[str, str]) -> Non
     """Atomically replace the backup with the current GUID and consent states."""
     import json
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from ceip_core.private_files import private_folder, write_private
+
+    private_folder(folder)
     target = folder / BACKUP_NAME
     tmp = target.with_name(f".{BACKUP_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"guid": guid, "consent": consent}, sort_keys=True))
+    tmp.unlink(missing_ok=True)  # left by a process of the same pid that died before the replace
+    write_private(tmp, json.dumps({"guid": guid, "consent": consent}, sort_keys=True))
     os.replace(tmp, target)
 
 
@@ -57,10 +60,6 @@ def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
 
 
 def _is_uuid(text: str) -> bool:
-    import uuid
+    from ceip_core.records import is_uuid
 
-    try:
-        uuid.UUID(text)
-    except ValueError:
-        return False
-    return True
+    return is_uuid(text)

@@ -18,8 +18,19 @@ from attrs import field, frozen, validators
 #: the receiving service uses it to pick a decoder.
 SCHEMA_VERSION = 1
 
-_PRODUCT_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-_METRIC_NAME = re.compile(r"^[a-z][a-z0-9_.]{0,63}$")
+# Every pattern here is applied with ``fullmatch``: ``$`` also matches before a final newline, so a
+# ``match`` of ``^...$`` takes "analyst\n" for a product id.
+_PRODUCT_ID = re.compile(r"[a-z][a-z0-9-]{0,39}")
+_METRIC_NAME = re.compile(r"[a-z][a-z0-9_.]{0,63}")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def is_uuid(text: str) -> bool:
+    """True if ``text`` is a UUID in its one wire spelling: 36 characters, lower-case hex and hyphens,
+    as ``str(uuid.uuid4())`` writes it. Nothing else is taken for a GUID or an item id (no upper case,
+    braces, ``urn:uuid:``, missing hyphens or surrounding space), so one machine or one report cannot
+    go by two spellings that the service would count, de-duplicate or delete as two."""
+    return _UUID.fullmatch(text) is not None
 
 
 class Category(enum.Enum):
@@ -53,12 +64,12 @@ class EndKind(enum.Enum):
 
 
 def _check_product_id(_inst: object, _attr: object, value: str) -> None:
-    if not _PRODUCT_ID.match(value):
+    if not _PRODUCT_ID.fullmatch(value):
         raise ValueError(f"product id {value!r} must be lower-case letters, digits and '-', starting with a letter")
 
 
 def _check_metric_name(_inst: object, _attr: object, value: str) -> None:
-    if not _METRIC_NAME.match(value):
+    if not _METRIC_NAME.fullmatch(value):
         raise ValueError(
             f"metric name {value!r} must be lower-case letters, digits, '_' and '.', starting with a letter"
         )

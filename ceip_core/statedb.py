@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ceip_core import filelock, identity
 from ceip_core.lazylog import LazyLogger
+from ceip_core.private_files import FOLDER_MODE, private_file, private_folder
 
 TYPE_CHECKING = False  # typing and logging cost more than the recording path's import budget
 if TYPE_CHECKING:
@@ -231,13 +232,23 @@ class StateDB:
                 return self._connect(lost_if_new=False)
         except FileNotFoundError:
             pass
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         with _folder_lock(self.folder):
             return self._connect(lost_if_new=True)
 
+    def _make_folder(self) -> None:
+        """The state folder, 0700 if made here. The platform's default folder is ceip's own, so one made
+        more open (by an older ceip) is tightened; a ``CEIP_HOME`` folder may be shared on purpose and is
+        left as it is, silently: this runs in products' processes, whose output is theirs (and logging
+        is not imported on the recording path). The files in it are 0600 either way."""
+        if private_folder(self.folder) and "CEIP_HOME" not in os.environ and self.folder == state_dir():
+            with contextlib.suppress(OSError):
+                os.chmod(self.folder, FOLDER_MODE)
+
     def _connect(self, *, lost_if_new: bool) -> sqlite3.Connection:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self._make_folder()
         new_file = not self.path.exists() or self.path.stat().st_size == 0
+        private_file(self.path)  # before SQLite opens it: its -wal and -shm take the file's mode
         conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
         try:
             if new_file:

@@ -31,6 +31,8 @@ from ceip_core.records import (
 #: Largest batch body on the wire, compressed and expanded (ARCHITECTURE.md, section 4).
 MAX_COMPRESSED_BYTES = 1 << 20
 MAX_EXPANDED_BYTES = 10 << 20
+#: Most items in one batch: what clients send at most, and what the receiving service takes by default.
+MAX_BATCH_ITEMS = 500
 
 CONTENT_TYPE = "application/vnd.ceip.batch+json"
 
@@ -207,8 +209,10 @@ def encode_batch(encoded_items: Iterable[bytes]) -> bytes:
     return gzip.compress(body, compresslevel=6, mtime=0)
 
 
-def split_batches(encoded_items: Sequence[bytes], max_compressed: int = MAX_COMPRESSED_BYTES) -> list[list[bytes]]:
-    """Group encoded items into batches that each fit the body limits, in order.
+def split_batches(
+    encoded_items: Sequence[bytes], max_compressed: int = MAX_COMPRESSED_BYTES, max_items: int = MAX_BATCH_ITEMS
+) -> list[list[bytes]]:
+    """Group encoded items into batches that each fit the body limits and hold at most ``max_items``, in order.
 
     An item that alone exceeds the limits is returned in a batch of its own; the caller decides what
     to do with it (the receiver would reject it as too large).
@@ -221,7 +225,11 @@ def split_batches(encoded_items: Sequence[bytes], max_compressed: int = MAX_COMP
     for data in encoded_items:
         # Flushing after each item gives an upper bound of the compressed size so far at little cost.
         added = len(compressor.compress(data)) + len(compressor.flush(zlib.Z_SYNC_FLUSH))
-        if current and (expanded + len(data) + 64 > MAX_EXPANDED_BYTES or compressed + added > max_compressed):
+        if current and (
+            len(current) >= max_items
+            or expanded + len(data) + 64 > MAX_EXPANDED_BYTES
+            or compressed + added > max_compressed
+        ):
             batches.append(current)
             current, expanded, compressed = [], 0, 0
             compressor = zlib.compressobj(6, zlib.DEFLATED, 31)
@@ -334,6 +342,7 @@ def decode_batch(body: bytes) -> list[Item | WireError]:
 
 __all__ = [
     "CONTENT_TYPE",
+    "MAX_BATCH_ITEMS",
     "MAX_COMPRESSED_BYTES",
     "MAX_EXPANDED_BYTES",
     "WireError",

@@ -48,7 +48,7 @@ from ceip_core.spool import Spool
 from ceip_core.statedb import DB_NAME, StateDB
 
 CLI = [sys.executable, "-m", "ceip_core"]
-TOKEN = "campaign-token"
+TOKEN = "campaign-token-0001"
 #: How long a process may take to start, a drain to finish, an upload to exit: the campaign's time bounds.
 START_S = 60.0
 PROCESS_S = 120.0

@@ -246,3 +246,13 @@ def test_reset_id_queues_a_deletion_for_the_old_guid_per_participating_product(s
     assert not [i for i in items if i.kind == "report"]
     assert spool.stats().drops["id-reset:sample"] == 1
     assert identity.read_backup(ceip_home)[0] == new
+
+
+@pytest.mark.parametrize("spelling", ["{%s}", "%s\n", "urn:uuid:%s", " %s"])
+def test_a_backed_up_guid_in_another_spelling_is_not_taken(ceip_home: Path, spelling: str) -> None:
+    # The service would refuse every report carrying it; the backup is ignored instead.
+    guid = "5b3c2b52-fa2e-401a-81ba-f870ef6da39a"
+    identity.write_backup(ceip_home, spelling % guid, {"sample": "in"})
+    assert identity.read_backup(ceip_home) == (None, {"sample": "in"})
+    identity.write_backup(ceip_home, guid, {"sample": "in"})
+    assert identity.read_backup(ceip_home) == (guid, {"sample": "in"})

@@ -222,6 +222,7 @@ def test_recording_path_imports_only_the_standard_library(opted_in: Spool, code:
     assert loaded & heavy == set()
     light = {"ceip_core.recording", "ceip_core.consent", "ceip_core.statedb", "ceip_core.identity", "ceip_core.lazylog"}
     light.add("ceip_core.filelock")  # the state folder's lock: os, sys, time and fcntl
+    light |= {"ceip_core.private_files"}  # os, stat and pathlib only
     assert {m for m in loaded if m.startswith("ceip_core.")} <= light
 
 

@@ -9,6 +9,9 @@ left out of the answer (retried). Whole-request failures map by meaning, not by 
   batch this time, so every item is retried (after ``Retry-After`` when the service says so);
 - 404, 405 and redirects: the URL does not lead to a receiving service; retried, because a
   misconfigured URL must not destroy the queue;
+- 413 ``too-many-items`` with the service's ``limit``: the batch is sent again at once, split into
+  batches of that many (the uploader sends at most ``wire.MAX_BATCH_ITEMS``, the service's default, so
+  this happens only with a service configured lower); items are never refused for a batch's size;
 - any other 4xx: the service refuses this body for good (``{"error": reason}``), so the items are rejected.
 
 Options ride on the URL, so that one string configures a destination (``ceip config set upload-url``):
@@ -240,6 +243,14 @@ class HttpTransport:
             return batch.results(Outcome.RETRY, reason)
         if 200 <= status < 300:
             return _per_item(batch, answer)
+        if status == 413 and (limit := _item_limit(answer)) is not None and limit < len(batch.items):
+            # A service that takes fewer items per batch than the uploader sends: the same items in
+            # smaller batches pass, so they are neither refused for good nor retried as they were.
+            items = list(batch.items)
+            results: list[SendResult] = []
+            for start in range(0, len(items), limit):
+                results.extend(await self._post(path, Batch(items[start : start + limit])))
+            return results
         reason = _error_reason(status, answer)
         if status in RETRY_STATUSES or status >= 500 or 300 <= status < 400:
             log.info("upload to %s answered HTTP %d (%s), will retry", self.base + path, status, reason)
@@ -288,6 +299,18 @@ def _error_reason(status: int, answer: bytes) -> str:
         doc = None
     error = _short(doc.get("error")) if isinstance(doc, dict) else None
     return error or f"http-{status}"
+
+
+def _item_limit(answer: bytes) -> int | None:
+    """The most items per batch, from a ``too-many-items`` answer; None from any other."""
+    try:
+        doc = orjson.loads(answer)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(doc, dict) or doc.get("error") != "too-many-items":
+        return None
+    limit = doc.get("limit")
+    return limit if isinstance(limit, int) and not isinstance(limit, bool) and limit >= 1 else None
 
 
 def _short(value: object) -> str | None:

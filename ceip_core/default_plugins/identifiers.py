@@ -406,12 +406,13 @@ class TextScrubber:
     def _ipv6(self, m: re.Match[str]) -> str:
         addr = m.group("addr")
         zone = m.group("zone") or ""
-        tail = ""
-        # A sentence or a port may follow the address: "fe80::1: refused", "fe80::1."
+        # A sentence or a port may follow the address: "fe80::1: refused", "fe80::1.", "fe80::1%eth0.",
+        # and punctuation may stand between the address and its zone: "fe80::1.%eth0" goes whole.
+        tail = zone[len(zone.rstrip(".-")) :]
         while addr:
             if _plausible_ipv6(addr):
                 return self._hit("ip") + tail
-            if zone or addr[-1] not in ":." or addr.endswith("::"):
+            if addr[-1] not in ":." or addr.endswith("::"):
                 break
             addr, tail = addr[:-1], addr[-1] + tail
         return m.group()

@@ -3,7 +3,8 @@ and serves the dashboard.
 
 The modules read like the path of a report:
 - ``app``: the aiohttp application factory and its handlers (the HTTP contract, docs/wire-format.md "HTTP");
-- ``limits``: body reading with incremental inflation (gzip bombs) and the per-machine rate limiter;
+- ``limits``: body reading with incremental inflation (gzip bombs), the item limit, and the rate limiters
+  per machine and per connection source;
 - ``validation``: per-item checks beyond the wire schema (allowlist, ranges, timestamps, string limits);
 - ``ingest``: body to per-item results, shared by the HTTP handlers and ``ceip import``;
 - ``groupcommit``: many requests' writes in one transaction, acknowledged only after the commit;

@@ -2,8 +2,10 @@
 the storage and the group committer. The contract is documented in docs/wire-format.md ("HTTP").
 
 Bad input never gets a 5xx: a body refused as a whole gets 400/413/415 with ``{"error", "detail"}``, items
-are refused one by one in the 200 answer, an overloaded machine gets 429 and an unavailable database 503,
-both with ``Retry-After``. The sender's address is never read, so it can be neither stored nor logged.
+are refused one by one in the 200 answer, an overloaded machine or connection source gets 429 and an
+unavailable database 503, both with ``Retry-After``. The sender's address is read only to key the
+per-source limiter, which holds a keyed hash of it in memory (``limits.source_key``): it is never stored
+or logged.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from ceip_core.service.dashboard import Dashboard, add_routes
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.headers import add_security_headers
 from ceip_core.service.ingest import Ingest, guids_of
-from ceip_core.service.limits import BodyError, RateLimiter, read_batch
+from ceip_core.service.limits import BodyError, RateLimiter, read_batch, source_of
 from ceip_core.service.openapi import PATH as OPENAPI_PATH
 from ceip_core.service.openapi import openapi
 from ceip_core.service.storage import Storage, StorageUnavailable, open_storage
@@ -37,7 +39,8 @@ CONFIG = web.AppKey("config", ServiceConfig)
 TOKEN = web.AppKey("token", str)
 STORAGE = web.AppKey("storage", Storage)
 INGEST = web.AppKey("ingest", Ingest)
-RATE = web.AppKey("rate", RateLimiter)
+RATE: web.AppKey[RateLimiter[str]] = web.AppKey("rate")
+SOURCES: web.AppKey[RateLimiter[bytes]] = web.AppKey("sources")
 DASHBOARD = web.AppKey("dashboard", Dashboard)
 CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("clock")
 
@@ -84,13 +87,24 @@ async def _guard(request: web.Request, handler: _Handler) -> web.StreamResponse:
 # -- machines ---------------------------------------------------------------------------------------
 
 
+def _source_limited(wait: float) -> web.Response:
+    return _error(429, "rate-limited", "too much from this connection's source; retry later", **_retry(wait))
+
+
 async def _batch(request: web.Request, kind: str) -> web.Response:
     received = time.time()
-    config = request.app[CONFIG]
+    limits = request.app[CONFIG].limits
+    source = source_of(request)
+    sources = request.app[SOURCES]
+    if wait := sources.take({source: 1}):  # before the body is read: a flood of requests costs nothing more
+        return _source_limited(wait)
     try:
-        raw_items = await read_batch(request, config.limits.max_compressed, config.limits.max_expanded)
+        raw_items = await read_batch(request, limits.max_compressed, limits.max_expanded, limits.max_items)
     except BodyError as exc:
-        return _error(exc.status, exc.reason, exc.detail)
+        extra = {} if exc.limit is None else {"limit": exc.limit}
+        return _json({"error": exc.reason, "detail": exc.detail, **extra}, exc.status)
+    if wait := sources.take({source: len(raw_items)}):
+        return _source_limited(wait)
     ingest = request.app[INGEST]
     verdicts = ingest.check(raw_items, kind, received)
     wait = request.app[RATE].take(guids_of(verdicts))
@@ -200,6 +214,7 @@ def make_app(
     app[CLOCK] = clock
     app[STORAGE] = open_storage(database) if isinstance(database, str) else database
     app[RATE] = RateLimiter(config.limits.rate_burst, config.limits.rate_per_s)
+    app[SOURCES] = RateLimiter(config.limits.source_burst, config.limits.source_per_s)
     app.cleanup_ctx.append(_storage_ctx)
     app.router.add_post("/v1/reports", post_reports)
     app.router.add_post("/v1/deletions", post_deletions)

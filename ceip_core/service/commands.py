@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import click
 import platformdirs
+from click.core import ParameterSource
 
 _DATA = click.option(
     "--data",
@@ -121,7 +123,18 @@ _SPECS = click.option(
 )
 @_SPECS
 @_K
-@click.option("--token", envvar="CEIP_SERVICE_TOKEN", help="Query API token (default: generated into --data).")
+@click.option(
+    "--token",
+    envvar="CEIP_SERVICE_TOKEN",
+    help="Query API token, at least 16 characters (default: generated into --data). Prefer $CEIP_SERVICE_TOKEN "
+    "or --token-file: other local users see a command line.",
+)
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="A file whose first line is the query token.",
+)
+@click.option("--allow-short-token", is_flag=True, help="Take a query token shorter than 16 characters.")
 @click.option("--request-timeout", type=click.FloatRange(min=1), default=30, show_default=True, help="Seconds.")
 @click.option(
     "--idle-timeout",
@@ -152,6 +165,28 @@ _SPECS = click.option(
     show_default=True,
     help="... and then per second (per worker); more get 429.",
 )
+@click.option(
+    "--max-items",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Items one batch may hold; more: 413 (clients then split their batches).",
+)
+@click.option(
+    "--source-burst",
+    type=click.FloatRange(min=0),
+    default=10_000,
+    show_default=True,
+    help="Requests plus items one connection source (address; IPv6: its /64) may send at once; 0: no limit ...",
+)
+@click.option(
+    "--source-rate",
+    "source_per_s",
+    type=click.FloatRange(min=0),
+    default=250,
+    show_default=True,
+    help="... and then per second (per worker); more get 429. Behind a reverse proxy: --source-burst 0.",
+)
 @click.option("--access-log", is_flag=True, help="Log each request (never with the sender's address).")
 @click.option(
     "--log-level",
@@ -179,11 +214,16 @@ def serve(
     specs: tuple[Path, ...],
     k: int,
     token: str | None,
+    token_file: Path | None,
+    allow_short_token: bool,
     request_timeout: float,
     idle_timeout: float,
     max_connections: int,
     rate_burst: float,
     rate_per_s: float,
+    max_items: int,
+    source_burst: float,
+    source_per_s: float,
     access_log: bool,
     log_level: str,
     retention_days: int,
@@ -191,13 +231,14 @@ def serve(
     """Run the receiving service: machines upload here; the query API answers with aggregates."""
     import attrs
 
-    from ceip_core.service.auth import TOKEN_FILE, load_or_create_token
+    from ceip_core.service.auth import TOKEN_FILE, check_token, load_or_create_token
     from ceip_core.service.serve import ServeError, ServeOptions
     from ceip_core.service.serve import serve as run
     from ceip_core.service.storage import StorageError
 
     if tls_key and not tls_cert:
         raise click.UsageError("--tls-key needs --tls-cert")
+    token = _given_token(token, token_file, allow_short_token)
     config = _service_config(
         allowlist,
         policy,
@@ -208,10 +249,16 @@ def serve(
         max_connections=max_connections,
         rate_burst=rate_burst,
         rate_per_s=rate_per_s,
+        max_items=max_items,
+        source_burst=source_burst,
+        source_per_s=source_per_s,
     )
     config = attrs.evolve(config, retention_days=retention_days)
     if token is None:
-        token = load_or_create_token(data_dir)
+        try:
+            token = check_token(load_or_create_token(data_dir), str(data_dir / TOKEN_FILE), allow_short_token)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(f"Query API token: in {data_dir / TOKEN_FILE}")
     options = ServeOptions(
         config=config,
@@ -230,6 +277,37 @@ def serve(
     except (ServeError, StorageError, OSError) as exc:
         raise click.ClickException(str(exc)) from None
     raise SystemExit(status)
+
+
+def _given_token(token: str | None, token_file: Path | None, allow_short: bool) -> str | None:
+    """The query token given to ``ceip serve``, checked; None if none was (then the data folder's is used).
+    A token typed on the command line gets a warning: other local users see it in ``ps``."""
+    from ceip_core.service.auth import TokenError, check_token, read_token_file
+
+    source = click.get_current_context().get_parameter_source("token")
+    if token_file is not None:
+        if token is not None:
+            raise click.UsageError("give the query token once: --token-file, or --token / $CEIP_SERVICE_TOKEN")
+        token, where = read_token_file(token_file), f"--token-file {token_file}"
+        if os.name == "posix" and token_file.stat().st_mode & 0o077:
+            click.echo(
+                f"ceip serve: warning: other users may read {token_file}: run `chmod 600 {token_file}`", err=True
+            )
+    elif token is None:
+        return None
+    elif source is ParameterSource.COMMANDLINE:
+        where = "--token"
+        click.echo(
+            "ceip serve: warning: a token given with --token is visible to other users of this machine "
+            "(ps, /proc); set $CEIP_SERVICE_TOKEN or give --token-file instead",
+            err=True,
+        )
+    else:
+        where = "$CEIP_SERVICE_TOKEN"
+    try:
+        return check_token(token, where, allow_short)
+    except TokenError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:

@@ -73,6 +73,16 @@ class Limits:
     ``rate_per_s`` of a worker's roughly 700-1,600 stored reports a second."""
     rate_per_s: float = 25
     """... and how fast that allowance refills (items per second)."""
+    max_items: int = wire.MAX_BATCH_ITEMS
+    """Most items one batch may hold (more: 413 ``too-many-items``); clients send at most 500."""
+    source_burst: float = 10_000
+    """Requests plus items one connection source (peer address, IPv6 by its /64) may send at once;
+    0: no per-source limit (behind a reverse proxy every request comes from the proxy) ...
+
+    Anyone can make up GUIDs, so this is what holds back one sender posing as many machines. Ten
+    machines' worth: a company's machines behind one NAT address, back from a weekend, pass."""
+    source_per_s: float = 250
+    """... and how fast that allowance refills (per second)."""
     request_timeout_s: float = 30
     """Longest a request may take, body upload included; slower ones get 408."""
     idle_timeout_s: float = 20

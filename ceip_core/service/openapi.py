@@ -80,9 +80,12 @@ def _batch_operation(kind: str, summary: str) -> dict[str, Any]:
             },
             "400": _error("Not a batch: bad-gzip, malformed-json, malformed, unsupported-schema"),
             "408": _error("timeout: the request took longer than the request timeout"),
-            "413": _error("too-large: over the compressed or expanded limit"),
+            "413": _error(
+                "too-large: over the compressed or expanded limit; too-many-items: more items than a batch may "
+                "hold (`limit` says how many: send them in batches of at most that many)"
+            ),
             "415": _error("unsupported-encoding: Content-Encoding is not gzip"),
-            "429": _retry("rate-limited: a machine of the batch is over its rate"),
+            "429": _retry("rate-limited: a machine of the batch, or the connection's source, is over its rate"),
             "503": _retry("storage-unavailable: the database cannot take the batch now"),
         },
     }
@@ -135,16 +138,26 @@ def _schemas(limits: Limits) -> dict[str, Any]:
     components.update(
         ReportBatch={
             **batch,
-            "properties": {"schema": {"enum": [SCHEMA_VERSION]}, "items": {"type": "array", "items": report_ref}},
+            "properties": {
+                "schema": {"enum": [SCHEMA_VERSION]},
+                "items": {"type": "array", "items": report_ref, "maxItems": limits.max_items},
+            },
         },
         DeletionBatch={
             **batch,
-            "properties": {"schema": {"enum": [SCHEMA_VERSION]}, "items": {"type": "array", "items": deletion_ref}},
+            "properties": {
+                "schema": {"enum": [SCHEMA_VERSION]},
+                "items": {"type": "array", "items": deletion_ref, "maxItems": limits.max_items},
+            },
         },
         Error={
             "type": "object",
             "required": ["error", "detail"],
-            "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+            "properties": {
+                "error": {"type": "string"},
+                "detail": {"type": "string"},
+                "limit": {"type": "integer", "minimum": 1, "description": "With too-many-items: the most items"},
+            },
             "additionalProperties": False,
         },
         Results={

@@ -34,10 +34,10 @@ from ceip_core.service.validation import Rejection, Valid, revalidate, to_record
 from ceip_core.vendor_policy import ProductRule, VendorPolicy, machine_draw
 
 #: A spec digest as ``wire.spec_digest`` makes it.
-SPEC_DIGEST = re.compile(r"^[0-9a-f]{32}$")
+SPEC_DIGEST = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a final newline through
 #: The shape of every diagnostics key a client makes (``recorder.too_many_series``,
 #: ``scrub.identifiers.email``); anything else could be free text, so it is dropped.
-DIAGNOSTIC_KEY = re.compile(r"^[a-z][a-z0-9_]*(?:\.[a-z0-9_:-]+)*$")
+DIAGNOSTIC_KEY = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z0-9_:-]+)*")
 #: What the service puts before its own counts in a stored report's diagnostics.
 SERVICE_PREFIX = "service."
 _SCRUB_PREFIX = "scrub."
@@ -59,7 +59,7 @@ def screen(
         return Rejection(reason, f"the service's policy switches {item.product!r} off (GET /v1/policy)")
     if reason is not None:
         return Rejection(reason, f"this machine is outside the sample of {item.product!r} (GET /v1/policy)")
-    if item.spec_digest is not None and not SPEC_DIGEST.match(item.spec_digest):
+    if item.spec_digest is not None and not SPEC_DIGEST.fullmatch(item.spec_digest):
         return Rejection("invalid", "spec_digest must be 32 lower-case hex digits - at `$.spec_digest`")
     spec, which = config.declarations.applying_to(item.product, item.spec_digest)
     if spec is None:
@@ -96,7 +96,7 @@ def _unchanged(record: Report, scrubbed: Report) -> bool:
 def _with_service_counts(scrubbed: Report, sent: dict[str, int], counts: Counter[str]) -> Report:
     """``scrubbed`` with the client's diagnostics as sent (keys of the wrong shape dropped) and what the
     scrubbers added here under ``service.``; both counted into ``counts``."""
-    kept = {k: v for k, v in sent.items() if DIAGNOSTIC_KEY.match(k)}
+    kept = {k: v for k, v in sent.items() if DIAGNOSTIC_KEY.fullmatch(k)}
     added: dict[str, int] = {}
     if len(kept) < len(sent):
         added["diagnostics.invalid_key"] = len(sent) - len(kept)

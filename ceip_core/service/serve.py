@@ -79,10 +79,36 @@ class ServeOptions:
 
 
 def tls_context(cert: Path, key: Path | None) -> ssl.SSLContext:
-    """A server TLS context from a PEM certificate chain and key (the key may be in the cert file)."""
+    """A server TLS context from a PEM certificate chain and key (the key may be in the cert file).
+    Raises :class:`ServeError` naming the file and what is wrong with it, in words (OpenSSL says "PEM lib")."""
+    cert_text = _pem(cert, "--tls-cert")
+    key_text = _pem(key, "--tls-key") if key is not None else cert_text
+    if b"-----BEGIN CERTIFICATE-----" not in cert_text:
+        found = " (it holds a private key: give that with --tls-key)" if b"PRIVATE KEY-----" in cert_text else ""
+        raise ServeError(f"--tls-cert {cert} holds no PEM certificate{found}")
+    if b"PRIVATE KEY-----" not in key_text:
+        where = f"--tls-key {key}" if key is not None else f"--tls-cert {cert} (no --tls-key given)"
+        raise ServeError(f"{where} holds no PEM private key")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        problem = (
+            "the private key does not belong to the certificate"
+            if "KEY_VALUES_MISMATCH" in str(exc)
+            else (
+                "a certificate or key in it is damaged (cut short, or not the base64 of one), or the key is encrypted"
+            )
+        )
+        raise ServeError(f"--tls-cert {cert}{f' / --tls-key {key}' if key else ''}: {problem}") from None
     return context
+
+
+def _pem(path: Path, option: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ServeError(f"{option} {path} cannot be read: {exc.strerror or exc}") from None
 
 
 def listen(host: str, port: int) -> socket.socket:

@@ -22,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
+from ceip_core.private_files import private_file, private_folder
 from ceip_core.service import aging, rollups
 from ceip_core.service.storage import (
     COUNT_SQL,
@@ -208,7 +209,10 @@ class SQLiteStorage:
     # -- lifecycle ----------------------------------------------------------------------------------
 
     def _open_writer(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        warning = private_folder(self.path.parent)
+        if warning:
+            log.warning("%s", warning)
+        private_file(self.path)  # 0600 before SQLite opens it: its -wal and -shm take the file's mode
         self._writer = db = _connect(self.path, self.busy_timeout_s)
         with _Transaction(db):
             found = db.execute("SELECT name FROM sqlite_master WHERE name = 'meta'").fetchone()

@@ -43,14 +43,13 @@ from attrs import frozen
 
 from ceip_core import wire
 from ceip_core.recording import ZERO_BUCKET
-from ceip_core.records import SCHEMA_VERSION, DeletionRequest, Report
+from ceip_core.records import SCHEMA_VERSION, DeletionRequest, Report, is_uuid
 from ceip_core.service.config import Limits
 
 #: Largest count or amount accepted; sums over millions of reports stay within 64-bit integers.
 MAX_COUNT = 1 << 40
 #: Histogram bucket indexes a finite double can produce (see ``ceip_core.recording.bucket_of``).
 BUCKET_RANGE = range(ZERO_BUCKET, 4096)
-_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
 @frozen
@@ -247,8 +246,8 @@ def _nul_at(value: Any, path: str = "$") -> str | None:
 def _semantic(item: Any, is_report: bool, bounds: Bounds, allowlist: Mapping[str, frozenset[str]]) -> Rejection | None:
     """The rules beyond types, on an item that decoded."""
     for name in ("report_id" if is_report else "request_id", "guid"):
-        if not _UUID.match(getattr(item, name)):
-            return Rejection("bad-id", f"{name} must be a UUID - at `$.{name}`")
+        if not is_uuid(getattr(item, name)):
+            return Rejection("bad-id", f"{name} must be a UUID in lower case, as 8-4-4-4-12 hex digits - at `$.{name}`")
     if not is_report:  # deleting is always allowed, for any product and however late
         return None
     for path, moment in _timestamps(item):

@@ -87,7 +87,7 @@ def body(*items: dict[str, Any], schema: int = 1) -> bytes:
 GZIP = {"Content-Encoding": "gzip", "Content-Type": wire.CONTENT_TYPE}
 
 ALLOWLIST = {"sample": frozenset({"sample-app"}), "other": frozenset({"other-app"})}
-TOKEN = "test-token"
+TOKEN = "test-token-00000001"
 
 
 def config(**limits: Any) -> ServiceConfig:

@@ -46,7 +46,7 @@ def test_serve_takes_a_relative_sqlite_file_and_names_its_absolute_path(tmp_path
     (tmp_path / "allowlist.toml").write_text('[products.sample]\nexecutables = ["sample-app"]\n')
     out = tmp_path / "out.txt"
     command = [sys.executable, "-m", "ceip_core", "serve", "--port", "0", "--db", "sqlite:ceip.db"]
-    command += ["--data", str(tmp_path / "data"), "--allowlist", "allowlist.toml", "--token", "t"]
+    command += ["--data", str(tmp_path / "data"), "--allowlist", "allowlist.toml", "--token", "test-token-0000001"]
     command += ["--specs", str(specs_file(tmp_path))]
     with out.open("w") as stdout:
         proc = subprocess.Popen(command, cwd=tmp_path, stdout=stdout, stderr=subprocess.STDOUT)

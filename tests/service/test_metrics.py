@@ -20,7 +20,7 @@ async def test_metrics_need_the_token_and_show_the_database(client: Any, databas
     assert (await client.get("/metrics")).status == 401
     assert (await client.get("/metrics", headers={"Authorization": "Bearer wrong"})).status == 401
 
-    response = await client.get("/metrics", headers={"Authorization": "Bearer test-token"})
+    response = await client.get("/metrics", headers={"Authorization": "Bearer test-token-00000001"})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
     text = await response.text()

@@ -42,7 +42,7 @@ async def post(client: Any, *items: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 async def ask(client: Any, what: str) -> dict[str, Any]:
-    response = await client.get(f"/v1/query/{what}", headers={"Authorization": "Bearer test-token"})
+    response = await client.get(f"/v1/query/{what}", headers={"Authorization": "Bearer test-token-00000001"})
     assert response.status == 200
     answer: dict[str, Any] = await response.json()
     return answer

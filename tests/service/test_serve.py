@@ -67,7 +67,7 @@ def listeners(proc: subprocess.Popen[str], port: int) -> set[int]:
 
 
 def test_two_workers_share_one_port_and_store_a_report_once(start: Any, database: str) -> None:
-    proc, url = start("--workers", "2", "--db", database, "--token", "secret")
+    proc, url = start("--workers", "2", "--db", database, "--token", "secret-token-0001")
     wait_for(lambda: healthy(url) and len(listeners(proc, int(url.rsplit(":", 1)[1]))) == 2, timeout=30)
     item = report()
 
@@ -128,7 +128,7 @@ def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path: Path) -> N
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "CEIP_SERVICE_TOKEN": "x"},
+        env={**os.environ, "CEIP_SERVICE_TOKEN": "test-token-0000001"},
     )
     assert proc.returncode != 0
     assert "executables" in proc.stderr and "Traceback" not in proc.stderr

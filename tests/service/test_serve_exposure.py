@@ -30,7 +30,18 @@ class Service:
     def __init__(self, folder: Path, *args: str, open_files: int | None = None) -> None:
         (folder / "allowlist.toml").write_text(ALLOWLIST_TOML)
         self.out, self.err = folder / "stdout.txt", folder / "stderr.txt"
-        command = [sys.executable, "-m", "ceip_core", "serve", "--port", "0", "--data", str(folder), "--token", "t"]
+        command = [
+            sys.executable,
+            "-m",
+            "ceip_core",
+            "serve",
+            "--port",
+            "0",
+            "--data",
+            str(folder),
+            "--token",
+            "test-token-0000001",
+        ]
         command += ["--allowlist", str(folder / "allowlist.toml"), "--specs", str(specs_file(folder))]
         command += ["--db", f"sqlite:{folder / 'ceip.db'}", *args]
         with self.out.open("w") as out, self.err.open("w") as err:
@@ -192,7 +203,7 @@ def test_a_busy_port_is_refused_and_nothing_is_created(serve: Any, tmp_path: Pat
         port = other.getsockname()[1]
         proc = subprocess.run(
             [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--data", str(tmp_path),
-             "--token", "t", "--db", f"sqlite:{tmp_path / 'new.db'}", "--workers", "2"],
+             "--token", "test-token-0000001", "--db", f"sqlite:{tmp_path / 'new.db'}", "--workers", "2"],
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
     assert proc.returncode != 0
@@ -202,7 +213,7 @@ def test_a_busy_port_is_refused_and_nothing_is_created(serve: Any, tmp_path: Pat
     first = serve()
     second = subprocess.run(
         [sys.executable, "-m", "ceip_core", "serve", "--port", str(first.port), "--data", str(tmp_path),
-         "--token", "t", "--db", f"sqlite:{tmp_path / 'new.db'}"],
+         "--token", "test-token-0000001", "--db", f"sqlite:{tmp_path / 'new.db'}"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert second.returncode != 0 and f"port {first.port} on 127.0.0.1 is already in use" in second.stderr

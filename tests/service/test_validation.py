@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from service.factory import ALLOWLIST, deletion, report
@@ -193,3 +194,32 @@ def test_a_stored_report_is_read_back_by_the_ingest_decoder_as_ingest_read_it() 
     long = {**report(), "product_version": "v" * 300}
     assert check(long).reason == "too-long"  # type: ignore[union-attr]
     assert decode_stored(orjson.dumps(long)).product_version == "v" * 300
+
+
+GOOD_ID = "0f3e7a52-0c1e-4c59-9d61-000000000001"
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        GOOD_ID + "\n",  # `$` matches before a final newline: this one was accepted once
+        " " + GOOD_ID,
+        GOOD_ID + " ",
+        GOOD_ID.upper(),  # one spelling only, so that one machine cannot count, or be deleted, as two
+        "{" + GOOD_ID + "}",
+        "urn:uuid:" + GOOD_ID,
+        GOOD_ID.replace("-", ""),
+        GOOD_ID[:-1] + "\u0661",  # a non-ASCII digit
+    ],
+)
+def test_ids_are_uuids_in_their_one_lower_case_spelling(spelling: str) -> None:
+    assert isinstance(check(report(GOOD_ID)), Valid)
+    for kind, item, field in (
+        ("report", report(spelling), "guid"),
+        ("report", {**report(GOOD_ID), "report_id": spelling}, "report_id"),
+        ("deletion", deletion(spelling), "guid"),
+        ("deletion", {**deletion(GOOD_ID), "request_id": spelling}, "request_id"),
+    ):
+        verdict = check(item, kind)
+        assert isinstance(verdict, Rejection) and verdict.reason == "bad-id", (field, verdict)
+        assert f"$.{field}" in verdict.detail
