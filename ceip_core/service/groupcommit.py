@@ -34,8 +34,8 @@ class GroupCommitter:
     fold step goes before the next commit, so under a load the fold cannot keep up with, ingest and fold
     share the process and the fold lag stays bounded (about ``max_backlog`` reports) instead of growing
     with the length of the load. The bound and one commit group fit in what a store holds decoded
-    (``storage.MAX_HELD``), so the fold takes them from memory rather than decoding them again. Queries fold whatever is still queued
-    before they answer, so they never miss a report.
+    (``storage.MAX_HELD``), so the fold takes them from memory rather than decoding them again. Queries
+    fold whatever is still queued before they answer, so they never miss a report.
     """
 
     def __init__(

@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from ceip_core.records import Report
+from ceip_core.records import ProductSpec, Report
 from ceip_core.scrubbing import Limits, Scrubber, ScrubContext, run_pipeline
 from ceip_core.service.config import ProductPolicy, ServiceConfig
 from ceip_core.service.validation import Rejection, Valid, revalidate, to_record
@@ -63,7 +63,9 @@ def screen(
 ) -> Valid | Rejection:
     """The report to store (``valid`` itself if nothing changed), or why it is refused. Counts into ``counts``."""
     item = valid.item
-    reason = policy_reason(config.policy_for(item.product), item.guid, item.product)
+    policy = config.policy_for(item.product)
+    # A machine's draw is below 1, so the default policy (enabled, every machine) turns none away.
+    reason = None if policy == _EVERY_MACHINE else policy_reason(policy, item.guid, item.product)
     if reason == "disabled-by-vendor":
         return Rejection(reason, f"the service's policy switches {item.product!r} off (GET /v1/policy)")
     if reason is not None:
@@ -75,7 +77,7 @@ def screen(
         return Rejection("undeclared-product", f"this service knows no declaration of {item.product!r}")
     if which != "named":
         counts[f"spec:{which}"] += 1
-    ctx = ScrubContext(spec=spec, limits=Limits())
+    ctx = _context(spec)
     if _kept_as_sent(item, scrubbers, ctx):
         return valid
     record = to_record(item)
@@ -84,6 +86,21 @@ def screen(
         return Rejection("scrubbed", f"dropped by the service's second pass ({outcome.dropped_by})")
     scrubbed = _with_service_counts(outcome.report, record.diagnostics, counts)
     return valid if _unchanged(record, scrubbed) else revalidate(scrubbed, config.limits)
+
+
+_EVERY_MACHINE = ProductPolicy()
+_CONTEXTS: dict[int, tuple[ProductSpec, ScrubContext]] = {}
+
+
+def _context(spec: ProductSpec) -> ScrubContext:
+    """What the scrubbers see for a declaration: no machine names, the client's limits. Made once per spec
+    object (keyed by identity, as ``declared`` indexes specs: hashing a whole spec would cost more)."""
+    hit = _CONTEXTS.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        if len(_CONTEXTS) >= 64:
+            _CONTEXTS.clear()
+        hit = _CONTEXTS[id(spec)] = (spec, ScrubContext(spec=spec, limits=Limits()))
+    return hit[1]
 
 
 def _kept_as_sent(item: Any, scrubbers: Sequence[Scrubber], ctx: ScrubContext) -> bool:
