@@ -19,7 +19,9 @@ eases (or the backlog passes 20,000); the "sustained" rows count the time until 
 and print the largest fold lag seen during the run (sampled every 0.25 s). Targets: ceip >= 60% of (b) at
 both batch sizes, sustained (with folding) >= 60% of (b) on SQLite and PostgreSQL, >= 35% of (a) for
 single-report requests; two workers >= 1.6x one; with ``--postgres URL`` (a loopback server), PostgreSQL
->= 40% of (b). ``--uvloop`` also runs ``ceip serve`` on uvloop, if it is installed.
+>= 40% of (b). ``--uvloop`` also runs ``ceip serve`` on uvloop, if it is installed. ``--before DIR`` also runs an
+earlier ``ceip_core`` (a folder holding one, e.g. ``git archive main ceip_core | tar -x -C DIR``) right after
+this tree's, so that a change is measured against the code before it in the same machine conditions.
 """
 
 from __future__ import annotations
@@ -278,9 +280,12 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
     """Start ``server`` on an empty database, warm it up, drive it, stop it; the load generator's figures.
 
     ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers: spawned workers
-    take uvloop if it is installed), ``ceip-uv`` (SQLite, uvloop), ``ceip-pg``.
+    take uvloop if it is installed), ``ceip-uv`` (SQLite, uvloop), ``ceip-pg``; ``ceip-before`` and
+    ``ceip-pg-before`` run the ``ceip_core`` in ``--before DIR`` instead of this tree's.
     """
     port = free_port()
+    before = server.endswith("-before")
+    server = server.removesuffix("-before")
     if server in ("bare", "minimal"):
         command = [sys.executable, __file__, "--serve", server, "--port", str(port), "--db", str(folder / f"{port}.db")]
         database = None
@@ -302,7 +307,9 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
         ]
         command += ["--source-burst", "0"]  # every simulated machine sends from loopback: one source
         command += ["--workers", "2" if server == "ceip-2w" else "1"]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # ``python -c`` and ``-m`` import from the current folder first: ``--before``'s ceip_core there.
+    cwd = args.before if before else None
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
     try:
         wait_healthy(port, proc)
         url = f"http://{LOOPBACK}:{port}/v1/reports"
@@ -321,6 +328,7 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
                 while asyncio.run(_fold_queue(database))[0]:
                     time.sleep(0.05)
                 result["drain"] = time.perf_counter() - started
+            result["server_cpu_all_s"] = _cpu_s(server_proc) - cpu_before  # the fold after the load included
         finally:
             watch.stop()
         result["max_queued"], result["max_lag"] = watch.queued, watch.lag
@@ -341,13 +349,18 @@ def compare(what: str, value: float, name: str, baseline: float, target: float |
 
 
 def cpu(result: dict[str, Any], baseline: dict[str, Any]) -> list[str]:
-    """Generator and server CPU (% of one core) of a row's run and of its baseline's, and the fold lag."""
+    """Generator and server CPU (% of one core) of a row's run and of its baseline's, the server's CPU time
+    per report (the fold after the load included: on a shared machine a steadier figure than a rate), and
+    the fold lag."""
 
     def shares(r: dict[str, Any]) -> str:
         return f"{r['cpu_s'] / r['elapsed']:.0%}/{r['server_cpu_s'] / r['elapsed']:.0%}"
 
+    def per_report(r: dict[str, Any]) -> str:
+        return f"{r['server_cpu_all_s'] / r['accepted'] * 1e6:.0f}"
+
     lag = f"{result['max_lag']:.1f} s ({result['max_queued']})" if "drain" in result else "-"
-    return [shares(result), shares(baseline), lag]
+    return [shares(result), shares(baseline), f"{per_report(result)}/{per_report(baseline)}", lag]
 
 
 def main() -> None:
@@ -359,6 +372,11 @@ def main() -> None:
         "--postgres", help="also measure on this (loopback) PostgreSQL, e.g. postgresql://postgres@127.0.0.1/postgres"
     )
     parser.add_argument("--uvloop", action="store_true", help="also run ceip serve on uvloop (needs ceip[uvloop])")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        help="a folder holding an earlier ceip_core (e.g. from git archive): its ceip serve runs beside this one's",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -378,9 +396,11 @@ def main() -> None:
             warmup.write_bytes(pickle.dumps(make_bodies(max(requests // 20, 50), batch, seed=1000 + batch)))
             size = sum(len(b) for b, _ in pickle.loads(bodies.read_bytes())) / (requests * batch)
             print(f"batch {batch}: {requests} requests, {size:.0f} bytes gzip per report", file=sys.stderr)
-            servers = ["bare", "minimal", "ceip"] + (["ceip-2w"] if batch == 20 else [])
+            servers = ["bare", "minimal", "ceip"] + (["ceip-before"] if args.before else [])
+            servers += ["ceip-2w"] if batch == 20 else []
             servers += ["ceip-uv"] if args.uvloop else []
             servers += ["ceip-pg"] if args.postgres else []
+            servers += ["ceip-pg-before"] if args.postgres and args.before else []
             rate, sustained, result = {}, {}, {}
             for server in servers:
                 result[server] = r = measure(server, bodies, warmup, args, folder)
@@ -403,6 +423,11 @@ def main() -> None:
                 compare(f"{b} sustained incl. folding", sustained["ceip"], "(b) minimal", rate["minimal"], 0.6)
                 + cpu(result["ceip"], minimal)
             )
+            if "ceip-before" in rate:
+                rows.append(
+                    compare(f"{b} sustained vs --before", sustained["ceip"], "before", sustained["ceip-before"])
+                    + cpu(result["ceip"], result["ceip-before"])
+                )
             if "ceip-2w" in rate:
                 rows.append(
                     compare(f"{b} 2 workers vs 1", rate["ceip-2w"], "1 worker", rate["ceip"], 1.6)
@@ -423,6 +448,16 @@ def main() -> None:
                     compare(f"{b} PostgreSQL sustained", sustained["ceip-pg"], "(b) minimal", rate["minimal"], 0.6)
                     + cpu(pg, minimal)
                 )
+            if "ceip-pg-before" in rate:
+                rows.append(
+                    compare(
+                        f"{b} PostgreSQL sustained vs --before",
+                        sustained["ceip-pg"],
+                        "before",
+                        sustained["ceip-pg-before"],
+                    )
+                    + cpu(result["ceip-pg"], result["ceip-pg-before"])
+                )
     header = [
         "benchmark (reports/s; SQLite, 1 worker unless said)",
         "ceip serve",
@@ -431,6 +466,7 @@ def main() -> None:
         "met",
         "CPU gen/server",
         "baseline's",
+        "server µs/report (baseline's)",
         "max fold lag (queued)",
     ]
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
@@ -438,7 +474,8 @@ def main() -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
     print(
         f"\n{os.cpu_count()} CPUs; load generator: bench/loadgen.py, {args.processes} processes x "
-        f"{args.connections} keep-alive connections; CPU in % of one core over the measured run."
+        f"{args.connections} keep-alive connections; CPU in % of one core over the measured run; server µs/report:\n"
+        "the server's CPU time (its workers' included) per report, up to the end of the fold."
     )
 
 

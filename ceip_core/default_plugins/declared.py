@@ -72,6 +72,33 @@ class DeclaredFieldsScrubber:
         )
         return add_diagnostics(scrubbed, {_PREFIX + k: n for k, n in counts.items()})
 
+    def keeps(self, report: Report, ctx: ScrubContext) -> bool:
+        """Whether :meth:`scrub` would return ``report`` as it is, up to the order of its series: every name
+        declared with its kind, every label allowed, every value in range, one series per name and label.
+
+        A test that changes nothing: the receiving service asks it before running the pipeline again and runs
+        the pipeline only for a report some scrubber would change (``ceip_core.service.screening``). It reads
+        fields by name, so it takes the service's decoded structs as well as records.
+        """
+        if report.product != ctx.spec.id:
+            return False
+        check = _Checker(ctx.spec, Counter())
+        for c in report.counters:
+            metric = check.declared(c.name, MetricKind.COUNTER)
+            if metric is None or not _counter_in_range(c, metric) or check.label(metric, c.label) != c.label:
+                return False
+        for h in report.histograms:
+            metric = check.declared(h.name, MetricKind.HISTOGRAM)
+            if metric is None or not _histogram_in_range(h, metric) or check.label(metric, h.label) != h.label:
+                return False
+        kept = (
+            all(map(check.problem, report.problems))
+            and all(check.config(k, v) for k, v in report.config.items())
+            and all(map(check.session, report.sessions))
+            and (report.system is None or _features_allowed(report.system.features))
+        )
+        return kept and _one_each(report)
+
 
 class _Checker:
     """The per-report checks, sharing the spec lookup and the drop counts."""
@@ -104,7 +131,7 @@ class _Checker:
         metric = self.declared(c.name, MetricKind.COUNTER)
         if metric is None:
             return None
-        if not _is_int(c.value) or c.value < 0 or _above(c.value, metric):
+        if not _counter_in_range(c, metric):
             self.drop("out_of_range")
             return None
         label = self.label(metric, c.label)
@@ -114,7 +141,7 @@ class _Checker:
         metric = self.declared(h.name, MetricKind.HISTOGRAM)
         if metric is None:
             return None
-        if not _valid_histogram(h) or _above(h.max, metric):
+        if not _histogram_in_range(h, metric):
             self.drop("out_of_range")
             return None
         label = self.label(metric, h.label)
@@ -168,9 +195,26 @@ def _index(spec: ProductSpec) -> tuple[dict[str, MetricSpec], frozenset[str]]:
     return hit[1], hit[2]
 
 
+def _feature_allowed(key: str, value: str) -> bool:
+    return key in HARDWARE_FEATURES and value in FEATURE_VALUES
+
+
+def _features_allowed(features: dict[str, str]) -> bool:
+    return all(_feature_allowed(k, v) for k, v in features.items())
+
+
+def _one_each(report: Report) -> bool:
+    """One counter and one histogram per (name, label), one problem per (kind, signature): nothing to merge."""
+    return (
+        len({(c.name, c.label) for c in report.counters}) == len(report.counters)
+        and len({(h.name, h.label) for h in report.histograms}) == len(report.histograms)
+        and len({(p.kind, p.signature) for p in report.problems}) == len(report.problems)
+    )
+
+
 def _system(system: SystemInfo, counts: Counter[str]) -> SystemInfo:
     """The system info with only the allowed hardware features, sorted."""
-    features = {k: v for k, v in sorted(system.features.items()) if k in HARDWARE_FEATURES and v in FEATURE_VALUES}
+    features = {k: v for k, v in sorted(system.features.items()) if _feature_allowed(k, v)}
     counts["undeclared_feature"] += len(system.features) - len(features)
     if list(features.items()) == list(system.features.items()):
         return system
@@ -187,6 +231,14 @@ def _non_negative(value: object) -> bool:
 
 def _above(value: float, metric: MetricSpec) -> bool:
     return metric.max_value is not None and value > metric.max_value
+
+
+def _counter_in_range(c: CounterValue, metric: MetricSpec) -> bool:
+    return _is_int(c.value) and c.value >= 0 and not _above(c.value, metric)
+
+
+def _histogram_in_range(h: Histogram, metric: MetricSpec) -> bool:
+    return _valid_histogram(h) and not _above(h.max, metric)
 
 
 def _valid_histogram(h: Histogram) -> bool:

@@ -582,6 +582,52 @@ class IdentifiersScrubber:
         )
         return add_diagnostics(scrubbed, {_PREFIX + k: n for k, n in scrub.counts.items()})
 
+    def keeps(self, report: Report, ctx: ScrubContext) -> bool:
+        """Whether :meth:`scrub` would return ``report`` as it is: no free-text string in it holds anything
+        to replace, and both version fields look like versions.
+
+        A test that changes nothing: the receiving service asks it before running the pipeline again and runs
+        the pipeline only for a report some scrubber would change (``ceip_core.service.screening``). Each
+        string is looked at by the scrubber itself, through :func:`keeps_text`, whose answers are cached per
+        string; fields are read by name, so it takes the service's decoded structs as well as records.
+        """
+        max_chars = ctx.limits.max_string_bytes * _SCAN_FACTOR
+
+        def clean(text: str, version: bool = False) -> bool:
+            return keeps_text(text, ctx.machine, max_chars, version)
+
+        system = report.system
+        return (
+            clean(report.product_version, version=True)
+            and all(c.label is None or clean(c.label) for c in report.counters)
+            and all(h.label is None or clean(h.label) for h in report.histograms)
+            and all(clean(p.signature) for p in report.problems)
+            and all(clean(v) for v in report.config.values() if isinstance(v, str))
+            and (
+                system is None
+                or (
+                    all(clean(v) for v in (getattr(system, n) for n in _SYSTEM_TEXT) if isinstance(v, str))
+                    and (system.os_version is None or clean(system.os_version, version=True))
+                    and all(map(clean, system.features.values()))
+                )
+            )
+        )
+
+
+#: How many strings' verdicts :func:`keeps_text` remembers: labels, signatures and configuration values
+#: repeat across a fleet's reports, so a few thousand distinct ones answer almost every lookup.
+KEEPS_CACHE = 16_384
+
+
+@functools.lru_cache(maxsize=KEEPS_CACHE)
+def keeps_text(text: str, machine: MachineIdentifiers, max_chars: int, version: bool = False) -> bool:
+    """Whether the scrubber leaves ``text`` exactly as it is and counts nothing in it (``version``: as a
+    version field). A pure function of its arguments (the scrubber keeps no state between strings and
+    ``machine`` is frozen), so caching it per string changes no answer."""
+    scrub = TextScrubber(machine, max_chars=max_chars)
+    out = scrub.version(text) if version else scrub(text)
+    return out == text and not scrub.counts
+
 
 _Series = TypeVar("_Series", CounterValue, Histogram)
 
@@ -598,9 +644,13 @@ def _same(new: Sequence[object], old: Sequence[object]) -> bool:
     return all(a is b for a, b in zip(new, old, strict=True))
 
 
+#: The free-text fields of the system info (``os_version`` is a version field).
+_SYSTEM_TEXT = ("memory_bucket", "os", "arch", "boot_age_bucket")
+
+
 def _system(system: SystemInfo, scrub: TextScrubber) -> SystemInfo:
     changes: dict[str, Any] = {}
-    for name in ("memory_bucket", "os", "arch", "boot_age_bucket"):
+    for name in _SYSTEM_TEXT:
         value = getattr(system, name)
         if isinstance(value, str) and (scrubbed := scrub(value)) != value:
             changes[name] = scrubbed

@@ -9,7 +9,7 @@ common on many machines is worth more than a long tail, so the heaviest series a
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import attrs
@@ -81,6 +81,40 @@ class LimitsScrubber:
         )
         return add_diagnostics(scrubbed, {_PREFIX + k: n for k, n in counts.items()})
 
+    def keeps(self, report: Report, ctx: ScrubContext) -> bool:
+        """Whether :meth:`scrub` would return ``report`` as it is: no string too long, no metric with too
+        many labels, no problem kind with too many signatures.
+
+        A test that changes nothing: the receiving service asks it before running the pipeline again and runs
+        the pipeline only for a report some scrubber would change (``ceip_core.service.screening``). It reads
+        fields by name, so it takes the service's decoded structs as well as records.
+        """
+        max_bytes = ctx.limits.max_string_bytes
+
+        def fits(text: str) -> bool:
+            return truncate_utf8(text, max_bytes) == text
+
+        system = report.system
+        strings = [report.product_version, *(v for v in report.config.values() if isinstance(v, str))]
+        if system is not None:
+            strings += (v for v in (getattr(system, n) for n in _SYSTEM_TEXT) if isinstance(v, str))
+            strings += system.features.values()
+        markers = [c.label for c in report.counters if c.label is not None]
+        markers += (h.label for h in report.histograms if h.label is not None)
+        markers += (p.signature for p in report.problems)  # __other__ among them is never cut
+        limit = ctx.limits.max_labels_per_metric
+        return (
+            all(map(fits, strings))
+            and all(text == OTHER or fits(text) for text in markers)
+            and all(n <= limit for n in _labels_per_name(report.counters).values())
+            and all(n <= limit for n in _labels_per_name(report.histograms).values())
+            and all(n <= ctx.limits.max_signatures_per_kind for n in Counter(p.kind for p in report.problems).values())
+        )
+
+
+def _labels_per_name(series: Iterable[CounterValue | Histogram]) -> Counter[str]:
+    return Counter(s.name for s in series if s.label is not None)
+
 
 def _cut_labels(
     series: tuple[_L, ...], cut: Callable[[str], str], merge: Callable[[list[_L]], tuple[_L, ...]]
@@ -145,9 +179,13 @@ def _fold_signatures(problems: tuple[Problem, ...], limit: int) -> tuple[tuple[P
     return tuple(sorted(kept, key=lambda p: (p.kind, p.signature))), folded
 
 
+#: The strings of the system info that are cut (its feature values are too).
+_SYSTEM_TEXT = ("memory_bucket", "os", "os_version", "arch", "boot_age_bucket")
+
+
 def _system(system: SystemInfo, cut: Callable[[str], str]) -> SystemInfo:
     changes: dict[str, Any] = {}
-    for name in ("memory_bucket", "os", "os_version", "arch", "boot_age_bucket"):
+    for name in _SYSTEM_TEXT:
         value = getattr(system, name)
         if isinstance(value, str) and (short := cut(value)) != value:
             changes[name] = short

@@ -38,6 +38,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import attrs
 from attrs import field, frozen
 
 from ceip_core import wire
@@ -291,11 +292,16 @@ class LiveConfig:
             return self._config
         self._stamps = stamps  # a broken file is reported once, not on every poll
         try:
-            self._config = files.load(self._config.k, self._config.limits)
+            fresh = files.load()
         except ConfigError as exc:
             self.counts["config:reload-failed"] += 1
             log.error("configuration not reloaded, the previous one stays in force: %s", exc)
         else:
+            # Only what the files say changes; the operator's settings from the command line (k, limits,
+            # retention) stay as they were given.
+            self._config = attrs.evolve(
+                self._config, allowlist=fresh.allowlist, policy=fresh.policy, declarations=fresh.declarations
+            )
             self.counts["config:reloaded"] += 1
             log.info("configuration reloaded from %s", ", ".join(map(str, files.paths)))
         return self._config

@@ -21,23 +21,29 @@ log = logging.getLogger(__name__)
 
 #: Most writes in one transaction; a bigger backlog is split so no transaction holds locks for long.
 MAX_GROUP = 2000
+#: Queued reports beyond which a fold step goes before the next commit (see :class:`GroupCommitter`).
+MAX_BACKLOG = 1000
 
 
 class GroupCommitter:
     """Commits writes for many concurrent callers in shared transactions; folds rollups when the load eases.
 
-    One task does both, and acknowledgements come first: queued reports are folded into the rollups only
-    once no commit has been needed for ``idle_s`` (or the backlog passes ``max_backlog``), in small steps,
-    so a request never waits behind aggregation and aggregation does not take the CPU that ingestion
-    needs. Queries fold whatever is still queued before they answer, so they never miss a report.
+    One task does both, and acknowledgements come first while the fold keeps up: queued reports are
+    folded into the rollups once no commit has been needed for ``idle_s``, in small steps, so a burst is
+    acknowledged at full speed and aggregated just after. Once more than ``max_backlog`` reports wait, a
+    fold step goes before the next commit, so under a load the fold cannot keep up with, ingest and fold
+    share the process and the fold lag stays bounded (about ``max_backlog`` reports) instead of growing
+    with the length of the load. The bound and one commit group fit in what a store holds decoded
+    (``storage.MAX_HELD``), so the fold takes them from memory rather than decoding them again. Queries
+    fold whatever is still queued before they answer, so they never miss a report.
     """
 
     def __init__(
         self,
         storage: Storage,
-        rollup_batch: int = 200,
+        rollup_batch: int = 500,
         idle_s: float = 0.05,
-        max_backlog: int = 20_000,
+        max_backlog: int = MAX_BACKLOG,
         aging: Aging | None = None,
     ) -> None:
         """:param aging: what ages data out; its bounded steps run when nothing is pending or queued."""
@@ -126,12 +132,15 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         last_commit = -self.idle_s
         while True:
+            if self._backlog > self.max_backlog:  # behind: the fold goes first, so the lag stays bounded
+                await self._fold()
+                continue
             if self._pending:
                 await self._commit_pending()
                 last_commit = loop.time()
                 continue
             quiet = loop.time() - last_commit
-            if self._backlog and (quiet >= self.idle_s or self._backlog > self.max_backlog):
+            if self._backlog and quiet >= self.idle_s:
                 await self._fold()
                 continue
             if self.aging is not None and self.aging.due() and quiet >= self.idle_s:

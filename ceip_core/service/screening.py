@@ -17,21 +17,30 @@ stale client or a bug in one must not get around that. So before a report is sto
    which side removed what. Diagnostics keys that are not shaped like the client's own names are dropped.
 
 The result is the report as stored; a report nothing changed keeps the struct and bytes it came with.
+Most reports are such: a well-behaved client already dropped, scrubbed and cut what the pipeline would.
+So each scrubber is first asked whether it would change the report (its ``keeps`` test, which looks at
+every free-text string with the identifiers scrubber itself, cached per distinct string), and the
+pipeline, which rebuilds the whole report, runs only for a report that some scrubber would change. That
+shortcut gives the very result the pipeline would (a test holds the two to it).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 import attrs
 
-from ceip_core.records import Report
+from ceip_core.records import ProductSpec, Report
 from ceip_core.scrubbing import Limits, Scrubber, ScrubContext, run_pipeline
 from ceip_core.service.config import ProductPolicy, ServiceConfig
 from ceip_core.service.validation import Rejection, Valid, revalidate, to_record
 from ceip_core.vendor_policy import ProductRule, VendorPolicy, machine_draw
+
+log = logging.getLogger(__name__)
 
 #: A spec digest as ``wire.spec_digest`` makes it.
 SPEC_DIGEST = re.compile(r"[0-9a-f]{32}")  # always fullmatch: `$` lets a final newline through
@@ -54,7 +63,9 @@ def screen(
 ) -> Valid | Rejection:
     """The report to store (``valid`` itself if nothing changed), or why it is refused. Counts into ``counts``."""
     item = valid.item
-    reason = policy_reason(config.policy_for(item.product), item.guid, item.product)
+    policy = config.policy_for(item.product)
+    # A machine's draw is below 1, so the default policy (enabled, every machine) turns none away.
+    reason = None if policy == _EVERY_MACHINE else policy_reason(policy, item.guid, item.product)
     if reason == "disabled-by-vendor":
         return Rejection(reason, f"the service's policy switches {item.product!r} off (GET /v1/policy)")
     if reason is not None:
@@ -66,12 +77,58 @@ def screen(
         return Rejection("undeclared-product", f"this service knows no declaration of {item.product!r}")
     if which != "named":
         counts[f"spec:{which}"] += 1
+    ctx = _context(spec)
+    if _kept_as_sent(item, scrubbers, ctx):
+        return valid
     record = to_record(item)
-    outcome = run_pipeline(record, scrubbers, ScrubContext(spec=spec, limits=Limits()))
+    outcome = run_pipeline(record, scrubbers, ctx)
     if outcome.report is None:
         return Rejection("scrubbed", f"dropped by the service's second pass ({outcome.dropped_by})")
     scrubbed = _with_service_counts(outcome.report, record.diagnostics, counts)
     return valid if _unchanged(record, scrubbed) else revalidate(scrubbed, config.limits)
+
+
+_EVERY_MACHINE = ProductPolicy()
+_CONTEXTS: dict[int, tuple[ProductSpec, ScrubContext]] = {}
+
+
+def _context(spec: ProductSpec) -> ScrubContext:
+    """What the scrubbers see for a declaration: no machine names, the client's limits. Made once per spec
+    object (keyed by identity, as ``declared`` indexes specs: hashing a whole spec would cost more)."""
+    hit = _CONTEXTS.get(id(spec))
+    if hit is None or hit[0] is not spec:
+        if len(_CONTEXTS) >= 64:
+            _CONTEXTS.clear()
+        hit = _CONTEXTS[id(spec)] = (spec, ScrubContext(spec=spec, limits=Limits()))
+    return hit[1]
+
+
+def _kept_as_sent(item: Any, scrubbers: Sequence[Scrubber], ctx: ScrubContext) -> bool:
+    """Whether the second pass would store the report exactly as it came, found without running it.
+
+    Every scrubber is asked whether it would leave the report as it is (its ``keeps``: each free-text string
+    through the identifiers scrubber, each name through the declaration, each size through the limits); a
+    scrubber without ``keeps``, or one whose ``keeps`` fails, means the pipeline runs. The report's series
+    must be one per key of :data:`_ORDER` (so that "as it is, up to their order" is what
+    :func:`_unchanged` would find) and its diagnostics keys all shaped like a client's. Only a report that
+    passes all of that skips the pipeline, whose result would have been the report itself; anything that
+    would be dropped, replaced or counted takes the pipeline.
+    """
+    if not all(map(DIAGNOSTIC_KEY.match, item.diagnostics)):
+        return False
+    for name, key in _ORDER.items():
+        series = getattr(item, name)
+        if len(set(map(key, series))) != len(series):
+            return False
+    for scrubber in scrubbers:
+        keeps = getattr(scrubber, "keeps", None)
+        try:
+            if keeps is None or not keeps(item, ctx):
+                return False
+        except Exception:  # fail closed: the pipeline decides (and drops what it cannot scrub)
+            log.exception("scrubber %s could not tell whether it keeps a report; running the pipeline", scrubber.name)
+            return False
+    return True
 
 
 #: How the scrubbers order the series they emit; a report that differs only in that order is unchanged.

@@ -133,9 +133,9 @@ def histogram_removal(bodies: Iterable[str]) -> list[tuple[Any, ...]]:
 
 #: A deletion request deletes the quarantine rows of the pair's reports too (before the reports).
 DELETE_QUARANTINED = "DELETE FROM quarantine WHERE seq IN (SELECT seq FROM reports WHERE guid = {} AND product = {})"
-#: Most reports a store holds in memory for the fold (see :class:`Held`): ten of the committer's fold steps,
-#: a few MB (a decoded report takes about three times the bytes of its JSON).
-MAX_HELD = 2_000
+#: Most reports a store holds in memory for the fold (see :class:`Held`): the committer's backlog bound and
+#: a full commit group beyond it, about 25 MB (a decoded report of 1.7 KB of JSON takes about 6 KB).
+MAX_HELD = 4_000
 
 
 class Held:

@@ -26,7 +26,15 @@ from ceip_core import wire
 from ceip_core.cli import cli
 from ceip_core.records import Category, MetricKind, MetricSpec
 from ceip_core.service.app import STORAGE
-from ceip_core.service.config import ConfigError, ConfigFiles, Declarations, LiveConfig, ProductPolicy, ServiceConfig
+from ceip_core.service.config import (
+    ConfigError,
+    ConfigFiles,
+    Declarations,
+    Limits,
+    LiveConfig,
+    ProductPolicy,
+    ServiceConfig,
+)
 from ceip_core.testing import queued_reports
 from ceip_core.vendor_policy import machine_draw
 
@@ -228,6 +236,22 @@ def test_the_files_are_read_again_when_they_change_and_a_broken_one_changes_noth
     allowlist.write_text('[products.unknown]\nexecutables = ["x"]\n')  # allowlisted but declared nowhere
     assert set(live.current(5.0).allowlist) == {"sample", "other"}
     assert live.counts == {"config:reloaded": 3, "config:reload-failed": 2}
+
+
+def test_a_reload_changes_what_the_files_say_and_keeps_the_settings_from_the_command_line(tmp_path: Path) -> None:
+    """k, the limits and the retention come from ``ceip serve``'s options, not from the files: a reload
+    must not put their defaults back (a retention reset to 90 days would delete or keep the wrong data)."""
+    policy = tmp_path / "policy.toml"
+    policy.write_text("[products.sample]\nsample_rate = 1\n")
+    files = ConfigFiles(policy=policy, installed=(SPEC, OTHER))
+    given = attrs.evolve(files.load(k=7, limits=Limits(max_string=100, rate_per_s=3)), retention_days=30)
+    live = LiveConfig(given)
+    policy.write_text("[products.sample]\nsample_rate = 0.5\n")
+    reloaded = live.current(1.0)
+    assert live.counts == {"config:reloaded": 1}
+    assert reloaded.policy_for("sample").sample_rate == 0.5
+    assert (reloaded.k, reloaded.limits, reloaded.retention_days) == (7, Limits(max_string=100, rate_per_s=3), 30)
+    assert reloaded == attrs.evolve(given, policy=reloaded.policy)
 
 
 def test_a_configuration_from_the_command_line_needs_a_declaration_of_every_allowlisted_product(
