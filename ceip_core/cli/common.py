@@ -1,0 +1,69 @@
+"""What the ``ceip`` commands share: JSON output, times in words, the plugin set, the spool, settings and
+transports, each turned into a clear message when it cannot be had."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from ceip_core import settings
+from ceip_core.plugins import PluginError, Plugins, get_plugins
+from ceip_core.spool import Spool, SpoolStats
+from ceip_core.statedb import StateDB, state_dir
+from ceip_core.transport import Transport
+
+
+def emit(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+def when(ts: float | None) -> str:
+    return "never" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def load_plugins() -> Plugins:
+    try:
+        return get_plugins()
+    except PluginError as exc:
+        raise click.ClickException(f"cannot load plugins: {exc}") from None
+
+
+def open_spool() -> Spool:
+    return Spool(StateDB(state_dir()))
+
+
+def setting(name: str) -> str | None:
+    return StateDB(state_dir()).read(lambda conn: settings.get(conn, name))
+
+
+def transport_for(url: str) -> Transport:
+    try:
+        return load_plugins().transport_for(url)
+    except (PluginError, ValueError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def retry_state(stats: SpoolStats) -> dict[str, Any] | None:
+    """Items waiting out a retry delay, and the last error, unless an upload succeeded since it."""
+    failing = stats.last_error_at is not None and (stats.last_upload is None or stats.last_error_at > stats.last_upload)
+    if not stats.waiting and not failing:
+        return None
+    return {
+        "waiting": stats.waiting,
+        "next_try": stats.next_attempt,
+        "last_error": stats.last_error if failing else None,
+        "last_error_at": stats.last_error_at if failing else None,
+    }
+
+
+def describe_retry(stats: SpoolStats) -> str:
+    state = retry_state(stats) or {}
+    text = f"{stats.waiting} item(s) wait for a retry"
+    if stats.waiting:
+        text += f"; the next try is at {when(stats.next_attempt)}"
+    if state.get("last_error"):
+        text += f"; last error: {state['last_error']} (at {when(state['last_error_at'])})"
+    return text

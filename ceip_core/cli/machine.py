@@ -1,0 +1,321 @@
+"""The ``ceip`` commands of the person at the machine: participation (``consent``), what is queued and
+what happened to it (``status``, ``review``, ``purge``), the machine ID (``reset-id``) and the options
+window (``options``). Sending (``config``, ``upload``, ``export``) is in :mod:`ceip_core.cli.sending`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+import click
+
+from ceip_core import statedb, wire
+from ceip_core.agent import read_status as read_agent_status
+from ceip_core.allowlist import Allowlist
+from ceip_core.cli.common import describe_retry, emit, load_plugins, open_spool, retry_state, when
+from ceip_core.consent import Change, Consent, ConsentError, State
+from ceip_core.plugins import Plugins
+from ceip_core.records import DeletionRequest, Report, UnknownItem
+from ceip_core.spool import Spool
+from ceip_core.statedb import StateDB, state_dir
+
+# -- consent -----------------------------------------------------------------------------------------
+
+
+@click.group("consent")
+def consent() -> None:
+    """Show or change participation, per product."""
+
+
+def _targets(
+    products: Iterable[str], all_: bool, plugins: Plugins, known_states: dict[str, State], opting_in: bool
+) -> list[str]:
+    products = list(products)
+    if all_ and products:
+        raise click.UsageError("give product names or --all, not both")
+    if all_:
+        return sorted(plugins.products) if opting_in else sorted(set(plugins.products) | set(known_states))
+    if not products:
+        raise click.UsageError("name at least one product, or use --all")
+    for product in products:
+        # An opt-out is never refused for a product we hold a choice for, even if its plugin is gone.
+        if product not in plugins.products and (opting_in or product not in known_states):
+            known = ", ".join(plugins.products) or "none installed"
+            raise click.UsageError(f"unknown product {product!r} (known: {known})")
+    return products
+
+
+@consent.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def consent_status(as_json: bool) -> None:
+    """Show each product's participation."""
+    plugins = load_plugins()
+    c = Consent(StateDB(state_dir()))
+    states = c.states()
+    allowlist = Allowlist.current()
+    rows = []
+    for product in sorted(set(plugins.products) | set(states)):
+        state = states.get(product, State.UNSET)
+        spec = plugins.products.get(product)
+        rows.append(
+            {
+                "product": product,
+                "name": spec.display_name if spec is not None else "(not installed)",
+                "state": state.value,
+                "capped_by_policy": not c.policy.allows(product),
+                "allowlisted": spec is not None and allowlist.allows(spec),
+                "participating": state is State.IN and c.policy.allows(product),
+            }
+        )
+    if as_json:
+        emit(rows)
+        return
+    if not rows:
+        click.echo("No products installed.")
+    for row in rows:
+        note = "  (switched off by machine policy)" if row["capped_by_policy"] else ""
+        if row["product"] in plugins.products and not row["allowlisted"]:
+            note += "  (inert: not allowlisted)"
+        label = {
+            "in": "participating",
+            "out": "not participating (opted out)",
+            "unset": "not participating (not asked yet)",
+        }[str(row["state"])]
+        click.echo(f"{row['product']:<16} {row['name']:<24} {label}{note}")
+
+
+def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: bool) -> None:
+    plugins = load_plugins()
+    c = Consent(StateDB(state_dir()))
+    changes: list[Change] = []
+    for product in _targets(products, all_, plugins, c.states(), opting_in):
+        try:
+            change = c.opt_in(product) if opting_in else c.opt_out(product)
+        except ConsentError as exc:
+            raise click.ClickException(str(exc)) from None
+        plugins.consent_changed(product, change.after)
+        changes.append(change)
+    if as_json:
+        emit([{**vars(ch), "before": ch.before.value, "after": ch.after.value} for ch in changes])
+        return
+    for ch in changes:
+        if opting_in:
+            click.echo(
+                f"{ch.product}: participating." + (" A new random machine ID was created." if ch.guid_created else "")
+            )
+        else:
+            parts = [f"{ch.product}: not participating."]
+            if ch.reports_deleted:
+                parts.append(f"{ch.reports_deleted} queued report(s) deleted.")
+            if ch.deletion_queued:
+                parts.append("A request to delete what was already sent is queued.")
+            if ch.guid_discarded:
+                parts.append("No product participates any more; the machine ID was discarded.")
+            click.echo(" ".join(parts))
+
+
+@consent.command("in")
+@click.argument("products", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every installed product.")
+@click.option("--json", "as_json", is_flag=True)
+def consent_in(products: tuple[str, ...], all_: bool, as_json: bool) -> None:
+    """Take part in the program for PRODUCTS."""
+    _change(products, all_, True, as_json)
+
+
+@consent.command("out")
+@click.argument("products", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="Every product.")
+@click.option("--json", "as_json", is_flag=True)
+def consent_out(products: tuple[str, ...], all_: bool, as_json: bool) -> None:
+    """Stop taking part for PRODUCTS: queued reports are deleted and a deletion request is sent."""
+    _change(products, all_, False, as_json)
+
+
+# -- status and review -------------------------------------------------------------------------------
+
+
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Show the machine ID, the queue, the last upload and what was dropped."""
+    spool = open_spool()
+    stats = spool.stats()
+    states = spool.consent.states()
+    participating = sorted(p for p, s in states.items() if s is State.IN and spool.consent.policy.allows(p))
+    agent = read_agent_status(spool.db.folder)
+    data = {
+        "state_folder": str(spool.db.folder),
+        "guid": spool.consent.guid(),
+        "participating": participating,
+        "policy": spool.consent.policy.source,
+        "queued_reports": stats.reports,
+        "queued_deletions": stats.deletions,
+        "queued_bytes": stats.bytes,
+        "disk_bytes": stats.disk_bytes,
+        "quotas": vars(spool.quotas),
+        "queued_by_product": stats.by_product,
+        "last_upload": stats.last_upload,
+        "retry": retry_state(stats),
+        "drops": stats.drops,
+        "agent": agent,
+    }
+    if as_json:
+        emit(data)
+        return
+    click.echo(f"State folder:   {data['state_folder']}")
+    click.echo(f"Machine ID:     {data['guid'] or '(none: no product participates)'}")
+    click.echo(f"Participating:  {', '.join(participating) or 'nothing'}")
+    click.echo(f"Queued:         {stats.reports} report(s), {stats.deletions} deletion request(s), {stats.bytes} bytes")
+    for product, n in sorted(stats.by_product.items()):
+        click.echo(f"  {product:<14} {n}")
+    q = spool.quotas
+    click.echo(
+        f"Limits:         {q.max_reports:,} reports, {q.max_bytes / 1e6:g} MB on disk (now "
+        f"{stats.disk_bytes / 1e6:.1f} MB), {q.max_age_s / 86400:g} days; beyond them the oldest go first"
+    )
+    click.echo(f"Last upload:    {when(stats.last_upload)}")
+    if data["retry"] is not None:
+        click.echo(f"Retrying:       {describe_retry(stats)}")
+    totals = {
+        k: v
+        for k, v in stats.drops.items()
+        if ":" not in k or k.startswith(("rejected:", "scrubbed:", "scrubber-error:"))
+    }
+    click.echo("Dropped:        " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "nothing"))
+    if stats.drops.get(statedb.DAMAGED):
+        click.echo(f"Damaged spool:  {_describe_damage(stats.drops)}")
+    click.echo(f"Agent:          {_describe_agent(agent)}")
+
+
+def _describe_damage(drops: dict[str, int]) -> str:
+    unmeasured = drops.get(statedb.LOST_UNKNOWN, 0)
+    lost = []
+    if drops.get(statedb.LOST_REPORTS) or not unmeasured:
+        lost.append(f"{drops.get(statedb.LOST_REPORTS, 0)} queued report(s) lost")
+    if unmeasured:
+        lost.append(f"{unmeasured} time(s) the queue was unreadable or gone: an unknown number of reports lost")
+    if drops.get(statedb.LOST_DELETIONS):
+        lost.append(f"{drops[statedb.LOST_DELETIONS]} deletion request(s) lost")
+    return f"repaired {drops[statedb.DAMAGED]} time(s); " + ", ".join(lost)
+
+
+def _describe_agent(agent: dict[str, Any]) -> str:
+    state = agent["state"]
+    if state == "never run":
+        return "not running (start it with: ceip agent)"
+    sealed = f"{agent.get('reports_sealed', 0)} report(s) sealed, the last {when(agent.get('last_seal'))}"
+    if state in ("starting", "running"):
+        observing = ", ".join(agent.get("observing") or {}) or "nothing"
+        return f"{state} (pid {agent['pid']}) since {when(agent.get('started'))}; observing {observing}; {sealed}"
+    return f"{state} at {when(agent.get('updated'))}; {sealed}"
+
+
+def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
+    if isinstance(item, DeletionRequest):
+        return [f"deletion request {item.request_id}: delete everything held for this machine and {item.product}"]
+    if isinstance(item, UnknownItem):
+        return [f"item of unknown type {item.type!r}"]
+    lines = [
+        f"report {item.report_id}  {item.product} {item.product_version}  "
+        f"{item.period.start:%Y-%m-%d %H:%M} .. {item.period.end:%Y-%m-%d %H:%M} UTC  machine {item.guid}"
+    ]
+    for c in item.counters:
+        lines.append(f"  count     {c.name}{f' [{c.label}]' if c.label else ''} = {c.value}")
+    for h in item.histograms:
+        label = f" [{h.label}]" if h.label else ""
+        mean = h.sum / h.count if h.count else 0.0
+        spread = f"min {h.min:.3g}, mean {mean:.3g}, max {h.max:.3g}"
+        lines.append(f"  histogram {h.name}{label}: {h.count} values, {spread}")
+    for p in item.problems:
+        lines.append(f"  problem   {p.kind}: {p.signature} x{p.count}")
+    for k, v in item.config.items():
+        lines.append(f"  config    {k} = {v!r}")
+    for s in item.sessions:
+        lines.append(f"  session   {s.executable} {s.duration_s:.1f}s ended {s.ended.value}")
+    if item.system is not None:
+        si = item.system
+        lines.append(f"  system    {si.os} {si.os_version} {si.arch}, {si.cpu_logical} CPUs, {si.memory_bucket}")
+    for k, v in item.diagnostics.items():
+        lines.append(f"  diagnostic {k} = {v}")
+    return lines
+
+
+@click.command("review")
+@click.option("--product", help="Only this product.")
+@click.option("--json", "as_json", is_flag=True, help="Exactly the JSON the receiving service will get.")
+def review(product: str | None, as_json: bool) -> None:
+    """Show exactly what is queued to be sent."""
+    spool = open_spool()
+    _check_product(product, spool)
+    items = spool.items(product)
+    decoded = []
+    for queued in items:
+        try:
+            decoded.append(wire.decode_item(queued.data))
+        except wire.WireError as exc:
+            decoded.append(UnknownItem(type=f"undecodable ({exc.reason})", item_id=queued.item_id))
+    if as_json:
+        emit([json.loads(q.data) for q in items])
+        return
+    if not items:
+        click.echo("Nothing is queued." + (f" (for {product})" if product else ""))
+        return
+    by_product: dict[str, list[str]] = {}
+    for queued, item in zip(items, decoded, strict=True):
+        by_product.setdefault(queued.product, []).extend(_describe_item(item))
+    for prod, lines in sorted(by_product.items()):
+        click.echo(f"== {prod} ==")
+        for line in lines:
+            click.echo(line)
+
+
+def _check_product(product: str | None, spool: Spool) -> None:
+    """Refuse a product this machine knows nothing of: no plugin declares it, no choice was made for it
+    and nothing is queued for it (a typo would otherwise show or delete nothing, and say so calmly)."""
+    if product is None:
+        return
+    known = set(load_plugins().products) | set(spool.consent.states()) | spool.products()
+    if product not in known:
+        raise click.UsageError(f"unknown product {product!r} (known: {', '.join(sorted(known)) or 'none'})")
+
+
+# -- identity and purge ----------------------------------------------------------------------------------
+
+
+@click.command("reset-id")
+def reset_id() -> None:
+    """Replace the machine ID with a new random one."""
+    try:
+        guid = Consent(StateDB(state_dir())).reset_id()
+    except ConsentError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"New machine ID: {guid}. Future reports cannot be linked to earlier ones, which will be deleted.")
+
+
+@click.command("purge")
+@click.option("--product", help="Only this product's reports.")
+@click.option("--yes", is_flag=True, help="Do not ask.")
+def purge(product: str | None, yes: bool) -> None:
+    """Delete queued reports without sending them (deletion requests stay)."""
+    spool = open_spool()
+    _check_product(product, spool)
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete every queued report{f' of {product}' if product else ''}?", abort=True)
+    n = spool.purge(product)
+    click.echo(f"Deleted {n} queued report(s).")
+
+
+@click.command("options")
+@click.argument("product", required=False)
+def options(product: str | None) -> None:
+    """Open the Customer Feedback Options window for PRODUCT (default: every installed product)."""
+    from ceip_core import ui  # tkinter loads only here
+
+    try:
+        ui.show_options(product, plugins=load_plugins())
+    except ui.UIError as exc:
+        raise click.ClickException(str(exc)) from None
