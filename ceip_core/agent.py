@@ -20,7 +20,7 @@
 What is spooled is durable. The agent holds in memory only what it has not sealed yet: sessions that
 ended since its last look and snapshots of those still running, so a crash loses at most those, and a
 restart seals nothing twice. ``agent.json`` in the state folder says what the agent is doing, for
-``ceip status``.
+``ceip status`` (the lock and that file are kept by ``ceip_core.agent_state``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from ceip_core import wire
+from ceip_core.agent_state import STATUS_FILE, AgentError, agent_lock, read_status, running_agent
 from ceip_core.allowlist import Allowlist
 from ceip_core.collectors import CollectContext, Collector, SessionObserved
 from ceip_core.consent import ConsentWatcher, read_epochs
@@ -56,16 +57,10 @@ from ceip_core.upload import drain
 
 log = logging.getLogger(__name__)
 
-LOCK_FILE = "agent.lock"
-STATUS_FILE = "agent.json"
 #: The product version on the agent's reports: it sees a product's executables, not its version.
 UNKNOWN_VERSION = "unknown"
 #: How often the agent tries to upload what is queued, besides right after each seal.
 UPLOAD_EVERY_S = 60.0
-
-
-class AgentError(Exception):
-    """The agent cannot start; the message says why."""
 
 
 @dataclass(frozen=True)
@@ -79,74 +74,6 @@ class AgentConfig:
     upload_to: str | None = None
     once: bool = False
     """Run every collector once, seal what is due, keep the rest for the next run, upload, and return."""
-
-
-# -- one agent per state folder --------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def agent_lock(folder: Path) -> Iterator[None]:
-    """Hold the agent lock of ``folder`` (an ``flock``, which the OS releases when the holder dies)."""
-    try:
-        import fcntl
-    except ImportError:
-        raise AgentError("ceip agent needs a POSIX system: it locks its state folder with flock") from None
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / LOCK_FILE, "a+") as handle:
-        deadline = time.monotonic() + 0.5  # `ceip status` may be probing the lock for an instant
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    handle.seek(0)
-                    pid = handle.read().strip() or "?"
-                    raise AgentError(f"another ceip agent (pid {pid}) is already running for {folder}") from None
-                time.sleep(0.05)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def running_agent(folder: Path) -> int | None:
-    """The pid of the agent that holds ``folder``'s lock, or None if no agent runs."""
-    try:
-        import fcntl
-
-        handle = open(folder / LOCK_FILE)  # noqa: SIM115 - closed below, after the lock is probed
-    except (ImportError, OSError):
-        return None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = handle.read().strip()
-            return int(text) if text.isdigit() else -1
-        fcntl.flock(handle, fcntl.LOCK_UN)
-    return None
-
-
-def read_status(folder: Path) -> dict[str, Any]:
-    """What the agent of ``folder`` last said about itself, with ``state`` checked against the lock:
-    ``starting`` (its first collection is under way), ``running``, ``stopped``, ``stopped unexpectedly``
-    (it died without stopping) or ``never run``."""
-    try:
-        saved = json.loads((folder / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        saved = None
-    status: dict[str, Any] = saved if isinstance(saved, dict) else {}
-    pid = running_agent(folder)
-    if pid is not None:
-        return {**status, "state": "running" if status.get("state") == "running" else "starting", "pid": pid}
-    if status.get("state") == "running":
-        return {**status, "state": "stopped unexpectedly"}
-    return {**status, "state": status.get("state", "never run")}
 
 
 # -- the agent -------------------------------------------------------------------------------------------

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ceip_core import settings
-from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.spool import Spool, SpoolStats
 from ceip_core.statedb import StateDB, state_dir
-from ceip_core.transport import Transport
+
+if TYPE_CHECKING:
+    from ceip_core.plugins import Plugins
+    from ceip_core.transport import Transport
 
 
 def emit(data: Any) -> None:
@@ -25,6 +27,9 @@ def when(ts: float | None) -> str:
 
 
 def load_plugins() -> Plugins:
+    """The plugin set; pluggy, the records and every plugin load here, for the commands that need them."""
+    from ceip_core.plugins import PluginError, get_plugins
+
     try:
         return get_plugins()
     except PluginError as exc:
@@ -35,11 +40,23 @@ def open_spool() -> Spool:
     return Spool(StateDB(state_dir()))
 
 
+def check_product(product: str | None, spool: Spool) -> None:
+    """Refuse a product this machine knows nothing of: no plugin declares it, no choice was made for it
+    and nothing is queued for it (a typo would otherwise show or delete nothing, and say so calmly)."""
+    if product is None:
+        return
+    known = set(load_plugins().products) | set(spool.consent.states()) | spool.products()
+    if product not in known:
+        raise click.UsageError(f"unknown product {product!r} (known: {', '.join(sorted(known)) or 'none'})")
+
+
 def setting(name: str) -> str | None:
     return StateDB(state_dir()).read(lambda conn: settings.get(conn, name))
 
 
 def transport_for(url: str) -> Transport:
+    from ceip_core.plugins import PluginError
+
     try:
         return load_plugins().transport_for(url)
     except (PluginError, ValueError) as exc:

@@ -1,26 +1,29 @@
-"""The ``ceip`` commands of the person at the machine: participation (``consent``), what is queued and
-what happened to it (``status``, ``review``, ``purge``), the machine ID (``reset-id``) and the options
-window (``options``). Sending (``config``, ``upload``, ``export``) is in :mod:`ceip_core.cli.sending`.
+"""The ``ceip`` commands of the person at the machine: participation (``consent``), the queue and what
+happened to it (``status``, ``purge``), the machine ID (``reset-id``) and the options window
+(``options``). What is queued is shown by :mod:`ceip_core.cli.review`; sending (``config``, ``upload``,
+``export``) is in :mod:`ceip_core.cli.sending`.
+
+Standard library and click only at import: ``ceip status`` and ``ceip consent out X`` must answer at once,
+and the plugins load only where a command asks for them.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from ceip_core import statedb, wire
-from ceip_core.agent import read_status as read_agent_status
+from ceip_core import statedb
+from ceip_core.agent_state import read_status as read_agent_status
 from ceip_core.allowlist import Allowlist
-from ceip_core.cli.common import describe_retry, emit, load_plugins, open_spool, retry_state, when
+from ceip_core.cli.common import check_product, describe_retry, emit, load_plugins, open_spool, retry_state, when
 from ceip_core.consent import Change, Consent, ConsentError, State
-from ceip_core.plugins import Plugins
-from ceip_core.records import DeletionRequest, Report, UnknownItem
-from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB, state_dir
+
+if TYPE_CHECKING:
+    from ceip_core.plugins import Plugins
 
 # -- consent -----------------------------------------------------------------------------------------
 
@@ -135,7 +138,7 @@ def consent_out(products: tuple[str, ...], all_: bool, as_json: bool) -> None:
     _change(products, all_, False, as_json)
 
 
-# -- status and review -------------------------------------------------------------------------------
+# -- status --------------------------------------------------------------------------------------
 
 
 @click.command("status")
@@ -214,75 +217,6 @@ def _describe_agent(agent: dict[str, Any]) -> str:
     return f"{state} at {when(agent.get('updated'))}; {sealed}"
 
 
-def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
-    if isinstance(item, DeletionRequest):
-        return [f"deletion request {item.request_id}: delete everything held for this machine and {item.product}"]
-    if isinstance(item, UnknownItem):
-        return [f"item of unknown type {item.type!r}"]
-    lines = [
-        f"report {item.report_id}  {item.product} {item.product_version}  "
-        f"{item.period.start:%Y-%m-%d %H:%M} .. {item.period.end:%Y-%m-%d %H:%M} UTC  machine {item.guid}"
-    ]
-    for c in item.counters:
-        lines.append(f"  count     {c.name}{f' [{c.label}]' if c.label else ''} = {c.value}")
-    for h in item.histograms:
-        label = f" [{h.label}]" if h.label else ""
-        mean = h.sum / h.count if h.count else 0.0
-        spread = f"min {h.min:.3g}, mean {mean:.3g}, max {h.max:.3g}"
-        lines.append(f"  histogram {h.name}{label}: {h.count} values, {spread}")
-    for p in item.problems:
-        lines.append(f"  problem   {p.kind}: {p.signature} x{p.count}")
-    for k, v in item.config.items():
-        lines.append(f"  config    {k} = {v!r}")
-    for s in item.sessions:
-        lines.append(f"  session   {s.executable} {s.duration_s:.1f}s ended {s.ended.value}")
-    if item.system is not None:
-        si = item.system
-        lines.append(f"  system    {si.os} {si.os_version} {si.arch}, {si.cpu_logical} CPUs, {si.memory_bucket}")
-    for k, v in item.diagnostics.items():
-        lines.append(f"  diagnostic {k} = {v}")
-    return lines
-
-
-@click.command("review")
-@click.option("--product", help="Only this product.")
-@click.option("--json", "as_json", is_flag=True, help="Exactly the JSON the receiving service will get.")
-def review(product: str | None, as_json: bool) -> None:
-    """Show exactly what is queued to be sent."""
-    spool = open_spool()
-    _check_product(product, spool)
-    items = spool.items(product)
-    decoded = []
-    for queued in items:
-        try:
-            decoded.append(wire.decode_item(queued.data))
-        except wire.WireError as exc:
-            decoded.append(UnknownItem(type=f"undecodable ({exc.reason})", item_id=queued.item_id))
-    if as_json:
-        emit([json.loads(q.data) for q in items])
-        return
-    if not items:
-        click.echo("Nothing is queued." + (f" (for {product})" if product else ""))
-        return
-    by_product: dict[str, list[str]] = {}
-    for queued, item in zip(items, decoded, strict=True):
-        by_product.setdefault(queued.product, []).extend(_describe_item(item))
-    for prod, lines in sorted(by_product.items()):
-        click.echo(f"== {prod} ==")
-        for line in lines:
-            click.echo(line)
-
-
-def _check_product(product: str | None, spool: Spool) -> None:
-    """Refuse a product this machine knows nothing of: no plugin declares it, no choice was made for it
-    and nothing is queued for it (a typo would otherwise show or delete nothing, and say so calmly)."""
-    if product is None:
-        return
-    known = set(load_plugins().products) | set(spool.consent.states()) | spool.products()
-    if product not in known:
-        raise click.UsageError(f"unknown product {product!r} (known: {', '.join(sorted(known)) or 'none'})")
-
-
 # -- identity and purge ----------------------------------------------------------------------------------
 
 
@@ -302,7 +236,7 @@ def reset_id() -> None:
 def purge(product: str | None, yes: bool) -> None:
     """Delete queued reports without sending them (deletion requests stay)."""
     spool = open_spool()
-    _check_product(product, spool)
+    check_product(product, spool)
     if not yes and sys.stdin.isatty():
         click.confirm(f"Delete every queued report{f' of {product}' if product else ''}?", abort=True)
     n = spool.purge(product)

@@ -10,7 +10,6 @@ from typing import Any
 
 import click
 
-from ceip_core import dictionary, wire
 from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_entry
 from ceip_core.cli.common import emit, load_plugins
 from ceip_core.consent import Consent, State
@@ -30,6 +29,8 @@ from ceip_core.statedb import StateDB, state_dir
 )
 def describe(product: str | None, as_json: bool) -> None:
     """Print the data dictionary (Markdown): everything each product may collect."""
+    from ceip_core import dictionary, wire  # the dictionary imports every built-in plugin: only here
+
     plugins = load_plugins()
     if product is not None:
         try:

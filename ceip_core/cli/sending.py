@@ -7,18 +7,19 @@ never waits on the network (:mod:`ceip_core.detached`); export carries the queue
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ceip_core import settings
 from ceip_core.cli.common import describe_retry, emit, open_spool, setting, transport_for
 from ceip_core.statedb import StateDB, state_dir
-from ceip_core.transport import Transport
-from ceip_core.upload import UploadSummary, drain
+
+if TYPE_CHECKING:
+    from ceip_core.transport import Transport
+    from ceip_core.upload import UploadSummary
 
 # -- sending: where to (ceip config), upload, export -----------------------------------------------------
 # The client side of the receiving service. Uploads run in the foreground, or detached so that a product
@@ -62,6 +63,11 @@ def config_unset(name: str) -> None:
 
 
 def _drain(transport: Transport, *, waiting_too: bool = False) -> UploadSummary:
+    """Send (or export) what is queued; asyncio and the upload loop load here, not with ``ceip config``."""
+    import asyncio
+
+    from ceip_core.upload import drain
+
     async def run() -> UploadSummary:
         try:
             return await drain(open_spool(), transport, waiting_too=waiting_too)
