@@ -1,71 +1,95 @@
-"""``ceip review``: what is queued to be sent, for the person at the machine, decoded by the one decoder
-of the wire (:mod:`ceip_core.wire`), which only this command among the machine's loads."""
+"""``ceip review``: what is queued to be sent, decoded by the one decoder of the wire
+(:mod:`ceip_core.wire`), which only this command among the machine's loads.
+
+It streams: the spool is read a batch at a time (:meth:`ceip_core.spool.Spool.stream`) and each item is
+printed as soon as it is decoded, so the first line comes at once and memory stays flat however much is
+queued. ``--json`` prints JSON lines: one item per line, oldest first, exactly the bytes the spool holds
+and the transport sends. Every value in the readable view came from a product or a plugin, so control
+characters in it are shown escaped (:func:`ceip_core.printable.shown`).
+"""
 
 from __future__ import annotations
 
-import json
+import sys
 
 import click
 
 from ceip_core import wire
-from ceip_core.cli.common import check_product, emit, open_spool
+from ceip_core.cli.common import check_product, open_spool
+from ceip_core.printable import shown
 from ceip_core.records import DeletionRequest, Report, UnknownItem
+from ceip_core.spool import SpooledItem
+
+
+def _decoded(queued: SpooledItem) -> Report | DeletionRequest | UnknownItem:
+    try:
+        return wire.decode_item(queued.data)
+    except wire.WireError as exc:
+        return UnknownItem(type=f"undecodable ({exc.reason})", item_id=queued.item_id)
+
+
+def _label(label: str | None) -> str:
+    return f" [{shown(label)}]" if label else ""
 
 
 def _describe_item(item: Report | DeletionRequest | UnknownItem) -> list[str]:
     if isinstance(item, DeletionRequest):
-        return [f"deletion request {item.request_id}: delete everything held for this machine and {item.product}"]
+        return [
+            f"deletion request {shown(item.request_id)}: delete everything held for this machine and "
+            f"{shown(item.product)}"
+        ]
     if isinstance(item, UnknownItem):
         return [f"item of unknown type {item.type!r}"]
     lines = [
-        f"report {item.report_id}  {item.product} {item.product_version}  "
-        f"{item.period.start:%Y-%m-%d %H:%M} .. {item.period.end:%Y-%m-%d %H:%M} UTC  machine {item.guid}"
+        f"report {shown(item.report_id)}  {shown(item.product)} {shown(item.product_version)}  "
+        f"{item.period.start:%Y-%m-%d %H:%M} .. {item.period.end:%Y-%m-%d %H:%M} UTC  machine {shown(item.guid)}"
     ]
     for c in item.counters:
-        lines.append(f"  count     {c.name}{f' [{c.label}]' if c.label else ''} = {c.value}")
+        lines.append(f"  count     {shown(c.name)}{_label(c.label)} = {c.value}")
     for h in item.histograms:
-        label = f" [{h.label}]" if h.label else ""
         mean = h.sum / h.count if h.count else 0.0
         spread = f"min {h.min:.3g}, mean {mean:.3g}, max {h.max:.3g}"
-        lines.append(f"  histogram {h.name}{label}: {h.count} values, {spread}")
+        lines.append(f"  histogram {shown(h.name)}{_label(h.label)}: {h.count} values, {spread}")
     for p in item.problems:
-        lines.append(f"  problem   {p.kind}: {p.signature} x{p.count}")
+        lines.append(f"  problem   {shown(p.kind)}: {shown(p.signature)} x{p.count}")
     for k, v in item.config.items():
-        lines.append(f"  config    {k} = {v!r}")
+        lines.append(f"  config    {shown(k)} = {v!r}")
     for s in item.sessions:
-        lines.append(f"  session   {s.executable} {s.duration_s:.1f}s ended {s.ended.value}")
+        lines.append(f"  session   {shown(s.executable)} {s.duration_s:.1f}s ended {s.ended.value}")
     if item.system is not None:
         si = item.system
-        lines.append(f"  system    {si.os} {si.os_version} {si.arch}, {si.cpu_logical} CPUs, {si.memory_bucket}")
-    for k, v in item.diagnostics.items():
-        lines.append(f"  diagnostic {k} = {v}")
+        described = f"{si.os} {si.os_version} {si.arch}, {si.cpu_logical} CPUs, {si.memory_bucket}"
+        lines.append(f"  system    {shown(described)}")
+    for k, n in item.diagnostics.items():
+        lines.append(f"  diagnostic {shown(k)} = {n}")
     return lines
 
 
 @click.command("review")
 @click.option("--product", help="Only this product.")
-@click.option("--json", "as_json", is_flag=True, help="Exactly the JSON the receiving service will get.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="JSON lines: one queued item per line, oldest first, exactly as stored and sent.",
+)
 def review(product: str | None, as_json: bool) -> None:
     """Show exactly what is queued to be sent."""
     spool = open_spool()
     check_product(product, spool)
-    items = spool.items(product)
-    decoded = []
-    for queued in items:
-        try:
-            decoded.append(wire.decode_item(queued.data))
-        except wire.WireError as exc:
-            decoded.append(UnknownItem(type=f"undecodable ({exc.reason})", item_id=queued.item_id))
     if as_json:
-        emit([json.loads(q.data) for q in items])
+        out = sys.stdout.buffer
+        for queued in spool.stream(product):
+            out.write(queued.data + b"\n")
+        out.flush()
         return
-    if not items:
-        click.echo("Nothing is queued." + (f" (for {product})" if product else ""))
-        return
-    by_product: dict[str, list[str]] = {}
-    for queued, item in zip(items, decoded, strict=True):
-        by_product.setdefault(queued.product, []).extend(_describe_item(item))
-    for prod, lines in sorted(by_product.items()):
-        click.echo(f"== {prod} ==")
-        for line in lines:
-            click.echo(line)
+    # Grouped by product, each product's items oldest first: one pass over the queue per product.
+    shown_any = False
+    for prod in sorted(spool.products()) if product is None else [product]:
+        for n, queued in enumerate(spool.stream(prod)):
+            if n == 0:
+                click.echo(f"== {shown(prod)} ==")
+            click.echo("\n".join(_describe_item(_decoded(queued))))
+            shown_any = True
+    if not shown_any:
+        click.echo("Nothing is queued." + (f" (for {shown(product)})" if product else ""))
