@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ceip_core import settings
+from ceip_core.printable import shown
 from ceip_core.spool import Spool, SpoolStats
 from ceip_core.statedb import StateDB, state_dir
 
@@ -82,5 +83,5 @@ def describe_retry(stats: SpoolStats) -> str:
     if stats.waiting:
         text += f"; the next try is at {when(stats.next_attempt)}"
     if state.get("last_error"):
-        text += f"; last error: {state['last_error']} (at {when(state['last_error_at'])})"
+        text += f"; last error: {shown(state['last_error'])} (at {when(state['last_error_at'])})"
     return text

@@ -15,11 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ceip_core import statedb
+from ceip_core import participation, statedb
 from ceip_core.agent_state import read_status as read_agent_status
 from ceip_core.allowlist import Allowlist
 from ceip_core.cli.common import check_product, describe_retry, emit, load_plugins, open_spool, retry_state, when
 from ceip_core.consent import Change, Consent, ConsentError, State
+from ceip_core.printable import shown
 from ceip_core.statedb import StateDB, state_dir
 
 if TYPE_CHECKING:
@@ -56,21 +57,18 @@ def _targets(
 def consent_status(as_json: bool) -> None:
     """Show each product's participation."""
     plugins = load_plugins()
-    c = Consent(StateDB(state_dir()))
-    states = c.states()
-    allowlist = Allowlist.current()
     rows = []
-    for product in sorted(set(plugins.products) | set(states)):
-        state = states.get(product, State.UNSET)
-        spec = plugins.products.get(product)
+    for p in participation.survey(Consent(StateDB(state_dir())), Allowlist.current(), plugins.products):
+        spec = plugins.products.get(p.product)
         rows.append(
             {
-                "product": product,
+                "product": p.product,
                 "name": spec.display_name if spec is not None else "(not installed)",
-                "state": state.value,
-                "capped_by_policy": not c.policy.allows(product),
-                "allowlisted": spec is not None and allowlist.allows(spec),
-                "participating": state is State.IN and c.policy.allows(product),
+                "state": p.state.value,
+                "capped_by_policy": p.policy is not None,
+                "allowlisted": p.installed and p.inert is None,
+                "participating": p.active,
+                "why_not": p.why_not(),
             }
         )
     if as_json:
@@ -82,12 +80,16 @@ def consent_status(as_json: bool) -> None:
         note = "  (switched off by machine policy)" if row["capped_by_policy"] else ""
         if row["product"] in plugins.products and not row["allowlisted"]:
             note += "  (inert: not allowlisted)"
-        label = {
-            "in": "participating",
-            "out": "not participating (opted out)",
-            "unset": "not participating (not asked yet)",
-        }[str(row["state"])]
-        click.echo(f"{row['product']:<16} {row['name']:<24} {label}{note}")
+        label = (
+            "participating"
+            if row["participating"]
+            else {
+                "in": "opted in, not participating",
+                "out": "not participating (opted out)",
+                "unset": "not participating (not asked yet)",
+            }[str(row["state"])]
+        )
+        click.echo(f"{shown(row['product']):<16} {shown(row['name']):<24} {label}{note}")
 
 
 def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: bool) -> None:
@@ -147,13 +149,12 @@ def status(as_json: bool) -> None:
     """Show the machine ID, the queue, the last upload and what was dropped."""
     spool = open_spool()
     stats = spool.stats()
-    states = spool.consent.states()
-    participating = sorted(p for p, s in states.items() if s is State.IN and spool.consent.policy.allows(p))
+    opted_in = participation.opted_in(spool.consent)
     agent = read_agent_status(spool.db.folder)
     data = {
         "state_folder": str(spool.db.folder),
         "guid": spool.consent.guid(),
-        "participating": participating,
+        "opted_in": opted_in,
         "policy": spool.consent.policy.source,
         "queued_reports": stats.reports,
         "queued_deletions": stats.deletions,
@@ -169,12 +170,13 @@ def status(as_json: bool) -> None:
     if as_json:
         emit(data)
         return
-    click.echo(f"State folder:   {data['state_folder']}")
+    click.echo(f"State folder:   {shown(data['state_folder'])}")
     click.echo(f"Machine ID:     {data['guid'] or '(none: no product participates)'}")
-    click.echo(f"Participating:  {', '.join(participating) or 'nothing'}")
+    active = "; which are active: ceip allowlist check" if opted_in else ""
+    click.echo(f"Opted in:       {shown(', '.join(opted_in)) or 'nothing'}{active}")
     click.echo(f"Queued:         {stats.reports} report(s), {stats.deletions} deletion request(s), {stats.bytes} bytes")
     for product, n in sorted(stats.by_product.items()):
-        click.echo(f"  {product:<14} {n}")
+        click.echo(f"  {shown(product):<14} {n}")
     q = spool.quotas
     click.echo(
         f"Limits:         {q.max_reports:,} reports, {q.max_bytes / 1e6:g} MB on disk (now "
@@ -188,7 +190,7 @@ def status(as_json: bool) -> None:
         for k, v in stats.drops.items()
         if ":" not in k or k.startswith(("rejected:", "scrubbed:", "scrubber-error:"))
     }
-    click.echo("Dropped:        " + (", ".join(f"{k} {v}" for k, v in sorted(totals.items())) or "nothing"))
+    click.echo("Dropped:        " + (", ".join(f"{shown(k)} {v}" for k, v in sorted(totals.items())) or "nothing"))
     if stats.drops.get(statedb.DAMAGED):
         click.echo(f"Damaged spool:  {_describe_damage(stats.drops)}")
     click.echo(f"Agent:          {_describe_agent(agent)}")
@@ -212,7 +214,7 @@ def _describe_agent(agent: dict[str, Any]) -> str:
         return "not running (start it with: ceip agent)"
     sealed = f"{agent.get('reports_sealed', 0)} report(s) sealed, the last {when(agent.get('last_seal'))}"
     if state in ("starting", "running"):
-        observing = ", ".join(agent.get("observing") or {}) or "nothing"
+        observing = shown(", ".join(agent.get("observing") or {})) or "nothing"
         return f"{state} (pid {agent['pid']}) since {when(agent.get('started'))}; observing {observing}; {sealed}"
     return f"{state} at {when(agent.get('updated'))}; {sealed}"
 

@@ -10,10 +10,12 @@ from typing import Any
 
 import click
 
+from ceip_core import participation
 from ceip_core.allowlist import Allowlist, AllowlistError, default_path, make_entry
 from ceip_core.cli.common import emit, load_plugins
-from ceip_core.consent import Consent, State
+from ceip_core.consent import Consent
 from ceip_core.plugins import PluginError
+from ceip_core.printable import shown
 from ceip_core.statedb import StateDB, state_dir
 
 # -- what is collected, and by which plugins ----------------------------------------------------------
@@ -42,7 +44,8 @@ def describe(product: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(wire.specs_document(specs), indent=2))
         return
-    click.echo(dictionary.markdown(specs), nl=False)
+    # Declared by plugins: every line shown with its control characters escaped (tabs among them).
+    click.echo("\n".join(shown(line) for line in dictionary.markdown(specs).split("\n")), nl=False)
 
 
 @click.command("plugins")
@@ -55,7 +58,7 @@ def plugins(as_json: bool) -> None:
         return
     for row in rows:
         origin = "built-in" if row["builtin"] else f"{row['distribution'] or '?'} {row['version'] or ''}".strip()
-        click.echo(f"{row['name']}  ({origin})")
+        click.echo(f"{shown(row['name'])}  ({shown(origin)})")
         click.echo(f"    {', '.join(row['hooks'])}")
 
 
@@ -88,11 +91,11 @@ def allowlist_list(as_json: bool) -> None:
         emit({"file": str(path), "executables": [dataclasses.asdict(e) for e in allowlist.entries]})
         return
     if not allowlist.entries:
-        click.echo(f"Nothing is allowlisted in {path}: no product may report.")
+        click.echo(f"Nothing is allowlisted in {shown(path)}: no product may report.")
         return
-    click.echo(f"Allowlisted in {path}:")
+    click.echo(f"Allowlisted in {shown(path)}:")
     for entry in allowlist.entries:
-        click.echo(f"  {entry.product:<16} {entry.describe()}")
+        click.echo(f"  {shown(entry.product):<16} {shown(entry.describe())}")
 
 
 @allowlist_group.command("add")
@@ -143,28 +146,22 @@ def allowlist_check(as_json: bool) -> None:
     allowlist, path = _read_allowlist()
     consent = Consent(StateDB(state_dir()))
     rows: list[dict[str, Any]] = []
-    for product, spec in plugins.products.items():
-        why_not = []
-        inert = allowlist.why_inert(spec)
-        if inert is not None:
-            why_not.append(f"inert: {inert} (ceip allowlist add {product})")
-        if not consent.policy.allows(product):
-            why_not.append(f"switched off by machine policy ({consent.policy.source})")
-        elif consent.state(product) is not State.IN:
-            why_not.append(f"not opted in (ceip consent in {product})")
-        observed = [e.describe() for e in allowlist.executables(spec)]
-        rows.append({"product": product, "active": not why_not, "executables": observed, "why_not": why_not})
+    for p in participation.survey(consent, allowlist, plugins.products):
+        if p.installed:
+            observed = [e.describe() for e in allowlist.executables(plugins.products[p.product])]
+            rows.append({"product": p.product, "active": p.active, "executables": observed, "why_not": p.why_not()})
     strangers = sorted({e.product for e in allowlist.entries} - set(plugins.products))
     if as_json:
         emit({"file": str(path), "products": rows, "not_installed": strangers})
         return
     for row in rows:
         if row["active"]:
-            click.echo(f"{row['product']:<16} active: observing {', '.join(row['executables'])}")
+            click.echo(f"{shown(row['product']):<16} active: observing {shown(', '.join(row['executables']))}")
         else:
-            click.echo(f"{row['product']:<16} not active: {'; '.join(row['why_not'])}")
+            click.echo(f"{shown(row['product']):<16} not active: {shown('; '.join(row['why_not']))}")
     if strangers:
-        click.echo(f"The allowlist also names {', '.join(strangers)}, which no installed plugin declares (ignored).")
+        names = shown(", ".join(strangers))
+        click.echo(f"The allowlist also names {names}, which no installed plugin declares (ignored).")
 
 
 #: ``ceip agent --upload-to none``: queue only, even if the upload-url setting names a destination.

@@ -15,6 +15,7 @@ import click
 
 from ceip_core import settings
 from ceip_core.cli.common import describe_retry, emit, open_spool, setting, transport_for
+from ceip_core.printable import shown
 from ceip_core.statedb import StateDB, state_dir
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def config_show(as_json: bool) -> None:
         emit(values)
         return
     for name, about in settings.SETTINGS.items():
-        click.echo(f"{name:<12} {values[name] or '(not set)'}    # {about}")
+        click.echo(f"{name:<12} {shown(values[name] or '(not set)')}    # {about}")
 
 
 @config.command("set")

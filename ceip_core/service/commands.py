@@ -22,6 +22,8 @@ from typing import Any
 import click
 import platformdirs
 
+from ceip_core.printable import shown
+
 _DATA = click.option(
     "--data",
     "data_dir",
@@ -244,11 +246,12 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _cell(value: Any) -> str:
+    """A table cell; values came from reports, so control characters are shown escaped."""
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "" if value is None else str(value)
+        return shown(",".join(map(str, value)))
+    return "" if value is None else shown(value)
 
 
 _COLUMNS = {
