@@ -93,16 +93,26 @@ def consent_status(as_json: bool) -> None:
 
 
 def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: bool) -> None:
-    plugins = load_plugins()
     c = Consent(StateDB(state_dir()))
+    known = c.states()
+    # An opt-out of products with a recorded choice needs no plugin to name them: it commits before the
+    # plugins load, so that recording stops at once (issue 11), and the plugins hear of it after.
+    quick = not opting_in and not all_ and bool(products) and set(products) <= set(known)
+    plugins = None if quick else load_plugins()
     changes: list[Change] = []
-    for product in _targets(products, all_, plugins, c.states(), opting_in):
+    for product in list(products) if plugins is None else _targets(products, all_, plugins, known, opting_in):
         try:
             change = c.opt_in(product) if opting_in else c.opt_out(product)
         except ConsentError as exc:
             raise click.ClickException(str(exc)) from None
-        plugins.consent_changed(product, change.after)
         changes.append(change)
+    try:
+        plugins = plugins or load_plugins()
+    except click.ClickException as exc:  # the choice is recorded whatever the plugins: say so, and go on
+        click.echo(f"warning: {exc.message}; the plugins were not told of the change", err=True)
+    else:
+        for ch in changes:
+            plugins.consent_changed(ch.product, ch.after)
     if as_json:
         emit([{**vars(ch), "before": ch.before.value, "after": ch.after.value} for ch in changes])
         return
