@@ -20,7 +20,7 @@
 What is spooled is durable. The agent holds in memory only what it has not sealed yet: sessions that
 ended since its last look and snapshots of those still running, so a crash loses at most those, and a
 restart seals nothing twice. ``agent.json`` in the state folder says what the agent is doing, for
-``ceip status``.
+``ceip status`` (the lock and that file are kept by ``ceip_core.agent_state``).
 """
 
 from __future__ import annotations
@@ -35,14 +35,15 @@ import signal
 import sqlite3
 import threading
 import time
-from collections.abc import Awaitable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import attrs
 
-from ceip_core import filelock, wire
+from ceip_core import wire
+from ceip_core.agent_state import STATUS_FILE, AgentError, agent_lock, read_status
 from ceip_core.allowlist import Allowlist
 from ceip_core.collectors import (
     PRODUCT_COLLECTOR_TIMEOUT_S,
@@ -58,21 +59,16 @@ from ceip_core.recording import SessionData, bucket_of
 from ceip_core.records import EndKind, ProcessSession, Report, SystemInfo
 from ceip_core.sealing import build_report, spool_report
 from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
-from ceip_core.statedb import AGENT_LOCK_FILE, StateDB, running_agent
+from ceip_core.statedb import StateDB
 from ceip_core.transport import Transport
 from ceip_core.upload import drain
 
 log = logging.getLogger(__name__)
 
-STATUS_FILE = "agent.json"
 #: The product version on the agent's reports: it sees a product's executables, not its version.
 UNKNOWN_VERSION = "unknown"
 #: How often the agent tries to upload what is queued, besides right after each seal.
 UPLOAD_EVERY_S = 60.0
-
-
-class AgentError(Exception):
-    """The agent cannot start; the message says why."""
 
 
 class _StillBusy(Exception):
@@ -90,46 +86,6 @@ class AgentConfig:
     upload_to: str | None = None
     once: bool = False
     """Run every collector once, seal what is due, keep the rest for the next run, upload, and return."""
-
-
-# -- one agent per state folder --------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def agent_lock(folder: Path) -> Iterator[None]:
-    """Hold the agent lock of ``folder`` (released by the OS when the holder dies, however it dies)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / AGENT_LOCK_FILE, "a+") as handle:
-        # `ceip status` may be probing the lock for an instant
-        if not filelock.lock(handle, timeout=0.5):
-            handle.seek(0)
-            pid = handle.read().strip() or "?"
-            raise AgentError(f"another ceip agent (pid {pid}) is already running for {folder}")
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            filelock.unlock(handle)
-
-
-def read_status(folder: Path) -> dict[str, Any]:
-    """What the agent of ``folder`` last said about itself, with ``state`` checked against the lock:
-    ``starting`` (its first collection is under way), ``running``, ``stopped``, ``stopped unexpectedly``
-    (it died without stopping) or ``never run``."""
-    try:
-        saved = json.loads((folder / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        saved = None
-    status: dict[str, Any] = saved if isinstance(saved, dict) else {}
-    pid = running_agent(folder)
-    if pid is not None:
-        return {**status, "state": "running" if status.get("state") == "running" else "starting", "pid": pid}
-    if status.get("state") == "running":
-        return {**status, "state": "stopped unexpectedly"}
-    return {**status, "state": status.get("state", "never run")}
 
 
 # -- the agent -------------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ceip_core import filelock, settings
 from ceip_core.lazylog import LazyLogger
-from ceip_core.statedb import StateDB, running_agent, state_dir
+from ceip_core.statedb import StateDB, state_dir
 
 TYPE_CHECKING = False  # typing, logging and shutil would cost a product's exit more than the rest
 if TYPE_CHECKING:
@@ -165,6 +165,8 @@ def upload_after_exit(folder: Path) -> bool:
     """After a product closed a session: start a detached upload of the queue, unless an agent serves this
     state folder (it sends on its own schedule). This is what makes "sent in the background after the
     product closes" the default: the product itself calls nothing. Returns True if an upload started."""
+    from ceip_core.agent_state import running_agent  # here: the product's exit path loads no typing
+
     try:
         if not folder.is_dir() or running_agent(folder) is not None:
             return False

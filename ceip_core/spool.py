@@ -18,9 +18,10 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ceip_core import deletion_journal, sent_history, vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
@@ -377,6 +378,27 @@ class Spool:
             SpooledItem(i, kind, prod, guid, created, attempts, bytes(data))
             for i, kind, prod, guid, created, attempts, data in rows
         ]
+
+    def stream(self, product: str | None = None, batch: int = 500) -> Iterator[SpooledItem]:
+        """Everything queued, oldest first, optionally for one product, read ``batch`` items per read
+        transaction: ``ceip review`` holds one batch in memory however full the spool is. An item removed
+        meanwhile is not seen; one queued meanwhile is, at the end."""
+        # ``NOT INDEXED``: walk the table by ``seq`` from the last one seen (a seek, not a scan), filtering
+        # the product on the way, instead of sorting the product's whole index range for every batch.
+        query = "SELECT seq, item_id, kind, product, guid, created, attempts, data FROM spool NOT INDEXED WHERE seq > ?"
+        query += " AND product = ? ORDER BY seq LIMIT ?" if product is not None else " ORDER BY seq LIMIT ?"
+
+        def page(after: int) -> list[tuple[Any, ...]]:
+            args = (after, product, batch) if product is not None else (after, batch)
+            return self.db.read(lambda conn: conn.execute(query, args).fetchall())
+
+        after = 0
+        while rows := page(after):
+            for _seq, i, kind, prod, guid, created, attempts, data in rows:
+                yield SpooledItem(i, kind, prod, guid, created, attempts, bytes(data))
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
 
     def note_retry(self, reason: str, now: float | None = None) -> None:
         """Remember why items were kept for a later try, for ``ceip status`` and ``ceip upload``."""

@@ -479,20 +479,3 @@ def _folder_lock(folder: Path) -> Iterator[None]:
     folder.mkdir(parents=True, exist_ok=True)
     with filelock.holding(folder / "ceip.lock"):
         yield
-
-
-#: The lock file the agent of a state folder holds while it runs (see ``ceip_core.agent.agent_lock``).
-AGENT_LOCK_FILE = "agent.lock"
-
-
-def running_agent(folder: Path) -> int | None:
-    """The pid of the agent that holds ``folder``'s lock, or None if no agent runs."""
-    try:
-        handle = open(folder / AGENT_LOCK_FILE)  # noqa: SIM115 - closed below, after the lock is probed
-    except OSError:
-        return None
-    with handle:
-        if not filelock.is_held(handle):
-            return None
-        text = handle.read().strip()
-        return int(text) if text.isdigit() else -1

@@ -110,10 +110,17 @@ def test_a_product_that_is_not_allowlisted_is_inert(sample: Plugins, ceip_home: 
     assert [i.product for i in spool.items()] == ["other"]
     assert spool.stats().drops["not-allowlisted:sample"] == 1
     lines = {line.split()[0]: line for line in ceip("consent", "status").splitlines()}
-    assert lines["sample"].endswith("participating  (inert: not allowlisted)")
-    assert "inert" not in lines["other"]
+    # Opted in but inert is not "participating" (issue 17): one predicate, ceip_core.participation, decides.
+    assert lines["sample"].endswith("Sample                   opted in, not participating  (inert: not allowlisted)")
+    assert lines["other"].endswith(" participating") and "inert" not in lines["other"]
     rows = {r["product"]: r for r in json.loads(ceip("consent", "status", "--json"))}
     assert rows["sample"]["allowlisted"] is False and rows["other"]["allowlisted"] is True
+    assert rows["sample"]["participating"] is False and rows["other"]["participating"] is True
+    assert rows["sample"]["why_not"] == ["inert: not allowlisted (ceip allowlist add sample)"]
+    check = {r["product"]: r for r in json.loads(ceip("allowlist", "check", "--json"))["products"]}
+    assert {p: (check[p]["active"], check[p]["why_not"]) for p in check} == {
+        p: (rows[p]["participating"], rows[p]["why_not"]) for p in check
+    }
 
 
 def test_the_allowlist_commands(sample: Plugins) -> None:

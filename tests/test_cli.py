@@ -120,7 +120,9 @@ def test_review_shows_exactly_what_will_be_sent(sample, ceip_home: Path) -> None
     assert "== sample ==" in text and "count     open_file = 1" in text
     assert "alice@example.com" not in text and "<email>" in text
     [stored] = Spool(StateDB(ceip_home)).items()
-    assert json.loads(ceip("review", "--json")) == [orjson.loads(stored.data)]
+    # JSON lines: each item exactly as stored (and sent).
+    assert ceip("review", "--json").encode() == stored.data + b"\n"
+    assert orjson.loads(stored.data)["type"] == "report"
     assert "Nothing is queued" in ceip("review", "--product", "other")
 
 

@@ -683,3 +683,27 @@ SpoolMachine.TestCase.settings = settings(
     max_examples=40, stateful_step_count=30, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
 test_spool_model = SpoolMachine.TestCase
+
+
+# -- streaming (ceip review) --------------------------------------------------------------------------------
+
+
+def test_stream_reads_in_batches_oldest_first_per_product(spool: Spool) -> None:
+    Consent(spool.db).opt_in("other")
+    for n in range(7):
+        assert put(spool, f"r{n}", "sample" if n % 3 else "other")
+    assert ids(list(spool.stream(batch=2))) == [f"r{n}" for n in range(7)]
+    assert ids(list(spool.stream("sample", batch=2))) == ["r1", "r2", "r4", "r5"]
+    assert ids(list(spool.stream("other", batch=1))) == ["r0", "r3", "r6"]
+    assert list(spool.stream("nothing")) == []
+    assert list(spool.stream(batch=3)) == spool.items()
+
+
+def test_stream_sees_what_changed_between_batches(spool: Spool) -> None:
+    for n in range(4):
+        assert put(spool, f"r{n}")
+    stream = spool.stream(batch=2)
+    assert [next(stream).item_id, next(stream).item_id] == ["r0", "r1"]
+    spool.purge()  # between two batches: what is gone is not shown
+    assert put(spool, "r4")  # ... and what was queued meanwhile is, at the end
+    assert ids(list(stream)) == ["r4"]

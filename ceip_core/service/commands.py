@@ -24,6 +24,8 @@ import click
 import platformdirs
 from click.core import ParameterSource
 
+from ceip_core.printable import shown
+
 _DATA = click.option(
     "--data",
     "data_dir",
@@ -322,11 +324,12 @@ def _print_rows(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _cell(value: Any) -> str:
+    """A table cell; values came from reports, so control characters are shown escaped."""
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "" if value is None else str(value)
+        return shown(",".join(map(str, value)))
+    return "" if value is None else shown(value)
 
 
 _COLUMNS = {
