@@ -114,7 +114,7 @@ def _kept_as_sent(item: Any, scrubbers: Sequence[Scrubber], ctx: ScrubContext) -
     passes all of that skips the pipeline, whose result would have been the report itself; anything that
     would be dropped, replaced or counted takes the pipeline.
     """
-    if not all(map(DIAGNOSTIC_KEY.match, item.diagnostics)):
+    if not all(map(DIAGNOSTIC_KEY.fullmatch, item.diagnostics)):
         return False
     for name, key in _ORDER.items():
         series = getattr(item, name)
