@@ -28,7 +28,10 @@ AUDIENCES: Mapping[str, Mapping[str, tuple[str, str]]] = {
             "ceip_core.cli.machine:status",
             "Show the machine ID, the queue, the last upload and what was dropped.",
         ),
-        "review": ("ceip_core.cli.review:review", "Show exactly what is queued to be sent."),
+        "review": (
+            "ceip_core.cli.review:review",
+            "Show exactly what is queued to be sent (with --sent: what was sent).",
+        ),
         "purge": (
             "ceip_core.cli.machine:purge",
             "Delete queued reports without sending them (deletion requests stay).",
