@@ -17,7 +17,6 @@ import click
 
 from ceip_core import participation, statedb
 from ceip_core.agent_state import read_status as read_agent_status
-from ceip_core.allowlist import Allowlist
 from ceip_core.cli.common import check_product, describe_retry, emit, load_plugins, open_spool, retry_state, when
 from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.printable import shown
@@ -56,6 +55,8 @@ def _targets(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def consent_status(as_json: bool) -> None:
     """Show each product's participation."""
+    from ceip_core.allowlist import Allowlist  # the TOML reader and logging: not for ceip status
+
     plugins = load_plugins()
     rows = []
     for p in participation.survey(Consent(StateDB(state_dir())), Allowlist.current(), plugins.products):

@@ -581,7 +581,3 @@ def rebuild_rollups(database: str | None, data_dir: Path) -> None:
     except (StorageError, StorageUnavailable) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"rollups rebuilt from {folded} stored report(s)")
-
-
-COMMANDS = (serve, report, import_bundles, rebuild_rollups)
-"""The commands ``ceip_core.cli`` adds to the ``ceip`` group."""
