@@ -44,4 +44,15 @@ def spawn_uploader(url: str | None = None, *, home: str | os.PathLike[str] | Non
     return spawn(url, home=home)
 
 
-__all__ = ["__version__", "recorder", "spawn_uploader"]
+def __getattr__(name: str) -> object:
+    """``from ceip_core import hookimpl``: the marker a product's plugin decorates its hooks with, as
+    pluggy's own example, pytest and datasette export theirs. Loaded on first use, so that importing
+    ``ceip_core`` (what a product does) stays standard-library only."""
+    if name == "hookimpl":
+        from ceip_core.hookspecs import hookimpl
+
+        return hookimpl
+    raise AttributeError(f"module 'ceip_core' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "hookimpl", "recorder", "spawn_uploader"]

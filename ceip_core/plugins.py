@@ -5,7 +5,8 @@ Built-in behaviour is registered exactly like a third-party plugin: the modules 
 
 Environment switches (read at load time):
 - ``CEIP_LOAD_PLUGINS``: comma-separated entry-point names to load; others are skipped ("" loads none).
-- ``CEIP_BLOCK_PLUGINS``: comma-separated plugin names (entry points or built-ins) not to load.
+- ``CEIP_BLOCK_PLUGINS``: comma-separated plugin names (entry points or built-ins) not to load; the
+  privacy scrubbers (``default_plugins.ESSENTIAL``) stay, with a warning.
 - ``CEIP_PLUGIN_MODULES``: comma-separated importable modules to register as plugins without installing
   them (for plugin development and tests, like ``pytest -p``).
 - ``CEIP_TRACE_PLUGINS=1``: log every hook call and result at DEBUG level on ``ceip_core.plugins``.
@@ -49,7 +50,7 @@ def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> 
 
     ``check_pending()`` runs last, so a misspelled hook implementation fails here, loudly.
     """
-    from ceip_core.default_plugins import DEFAULT_PLUGINS
+    from ceip_core.default_plugins import DEFAULT_PLUGINS, ESSENTIAL
 
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -57,9 +58,12 @@ def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> 
     for name in DEFAULT_PLUGINS:
         if name not in blocked and name.rsplit(".", 1)[-1] not in blocked:
             pm.register(importlib.import_module(name), name=name)
+        elif name in ESSENTIAL:
+            log.warning("CEIP_BLOCK_PLUGINS names %s, a privacy scrubber no switch can block; it stays", name)
+            pm.register(importlib.import_module(name), name=name)
     if entry_points:
         allowed = _env_list("CEIP_LOAD_PLUGINS")
-        for name in blocked:
+        for name in blocked - ESSENTIAL:  # pluggy's block would also unregister a built-in of that name
             pm.set_blocked(name)
         if allowed is None:
             pm.load_setuptools_entrypoints(hookspecs.PROJECT)

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pluggy
@@ -172,9 +175,29 @@ def test_unknown_product_error_names_the_known_ones(sample: Plugins) -> None:
 
 
 def test_environment_switches_block_and_add_plugins(ceip_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CEIP_BLOCK_PLUGINS", "identifiers")
+    monkeypatch.setenv("CEIP_BLOCK_PLUGINS", "file_transport")
     monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
     monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
     plugins = Plugins.load()
-    assert [s.name for s in plugins.scrubbers] == ["declared", "limits"]
+    assert "file" not in plugins.transports and "https" in plugins.transports
     assert set(plugins.products) == {"sample", "other"}
+
+
+def test_no_switch_blocks_the_privacy_scrubbers(
+    ceip_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CEIP_BLOCK_PLUGINS", "declared,identifiers,limits,ceip_core.default_plugins.identifiers")
+    monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
+    with caplog.at_level(logging.WARNING, logger="ceip_core.plugins"):
+        plugins = Plugins.load()
+    assert [s.name for s in plugins.scrubbers] == ["declared", "identifiers", "limits"]
+    warned = [r.getMessage() for r in caplog.records if "no switch can block" in r.getMessage()]
+    assert len(warned) == 3 and any("identifiers" in w for w in warned)
+
+
+def test_hookimpl_is_exported_by_the_package_without_loading_pluggy_on_import() -> None:
+    import ceip_core
+
+    assert ceip_core.hookimpl is hookimpl
+    probe = "import ceip_core, sys; print('pluggy' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout == "False\n"
