@@ -98,6 +98,10 @@ AUDIENCES: Mapping[str, Mapping[str, tuple[str, str]]] = {
 }
 
 
+#: The commands that run the receiving service (``pip install 'ceip[service]'``), the demo included.
+NEEDS_SERVICE = frozenset({"serve", "report", "import", "rebuild-rollups", "demo"})
+
+
 class _Commands(click.Group):
     """The command group. It imports a command only when it is invoked (``--help`` lists the names and
     one-line helps of :data:`AUDIENCES`, by audience), and a state folder this user cannot use ends any
@@ -113,6 +117,10 @@ class _Commands(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name not in self.commands and cmd_name in self.lazy:
             module, _, attribute = self.lazy[cmd_name][0].partition(":")
+            if cmd_name in NEEDS_SERVICE:  # a client-only install: say what to install, not a traceback
+                from ceip_core.cli.common import require_service
+
+                require_service(cmd_name)
             self.add_command(getattr(importlib.import_module(module), attribute), cmd_name)
         return self.commands.get(cmd_name)
 

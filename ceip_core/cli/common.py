@@ -85,3 +85,25 @@ def describe_retry(stats: SpoolStats) -> str:
     if state.get("last_error"):
         text += f"; last error: {shown(state['last_error'])} (at {when(state['last_error_at'])})"
     return text
+
+
+#: What the receiving service needs beyond the client: the ``service`` extra of the distribution.
+SERVICE_PACKAGES = ("msgspec", "asyncpg", "jinja2")
+
+
+def require_service(command: str) -> None:
+    """Stop ``ceip COMMAND`` with one line saying what to install when this is a client-only install
+    (``pip install ceip`` carries no receiving service; ``pip install 'ceip[service]'`` does)."""
+    import importlib
+
+    missing = []
+    for name in SERVICE_PACKAGES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise click.ClickException(
+            f"ceip {command} needs the receiving service, which this install lacks (missing: "
+            f"{', '.join(missing)}): install it with pip install 'ceip[service]'"
+        )
