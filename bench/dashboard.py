@@ -6,7 +6,7 @@ reports of 100,000 machines (the sizes are options), beside baselines measured i
     python bench/dashboard.py --postgres postgresql://postgres@127.0.0.1:5432/postgres   # and PostgreSQL
 
 How the reports get in, honestly: sending them through HTTP would take hours here, so the benchmark
-generates them with the simulated fleet of ``ceip demo`` (``ceip_core.fleet``: ``--machines`` machines with
+generates them with the simulated fleet of ``ceip demo`` (``ceip_core.service.fleet``: ``--machines`` machines with
 distinct GUIDs, the three product plugins' metrics, about 45 days up to today) and folds them into the
 rollups with ``rollups.fold`` and ``Fold.rows``, **the very functions the service's rollup step runs** on
 every queued report (the same rows in ``machine_days``, ``counter_days``, ``problem_days``, the totals,
@@ -57,8 +57,8 @@ QUERIES = ("versions", "problems", "trends", "problem_versions", "features", "co
 
 def _reports(count: int, machines: int, days: int) -> Any:
     """Simulated reports as records: the fold reads the fields that validation's structs share with them."""
-    from ceip_core import fleet
     from ceip_core.plugins import get_plugins
+    from ceip_core.service import fleet
 
     specs = [get_plugins().product(p) for p in ("analyst", "packager", "hub-server")]
     for i, report in enumerate(fleet.simulate(specs, machines_count=machines, days=days, seed=7)):

@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ceip_core import fleet
 from ceip_core.default_plugins.declared import DeclaredFieldsScrubber
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec, Report
 from ceip_core.scrubbing import ScrubContext
+from ceip_core.service import fleet
 
 C, H, P, K = MetricKind.COUNTER, MetricKind.HISTOGRAM, MetricKind.PROBLEM, MetricKind.CONFIG
 USE, PERF, CONF = Category.PROGRAM_USE, Category.PERFORMANCE, Category.CONFIGURATION

@@ -37,7 +37,7 @@ def demo(seconds: float, no_wait: bool) -> None:
     prints the dashboard's address and login token; it serves until Ctrl-C.
     Use it with a throw-away state folder: ceip --home ./demo-home demo
     """
-    from ceip_core import demo as demo_run
+    from ceip_core.service import demo as demo_run
 
     if "CEIP_HOME" not in os.environ:
         raise click.UsageError("give a throw-away state folder, e.g. 'ceip --home ./demo-home demo'")

@@ -8,7 +8,7 @@ holds. What is left in the spool is what ``ceip review`` shows; the demo only sa
 (:func:`queued`), and which command shows it.
 
 Then the vendor's side (:func:`populate`): it starts ``ceip serve`` on loopback with its data in the
-state folder, sends it a simulated fleet (``ceip_core.fleet``: its reports, then the deletion requests of
+state folder, sends it a simulated fleet (``ceip_core.service.fleet``: its reports, then the deletion requests of
 the machines that opted out) and a copy of this machine's own queued reports through the HTTP transport
 and ``POST /v1/reports``, the way machines do, and prints the dashboard's address and the token to log in
 with. This machine's reports stay queued, so the README's tour (``ceip review``, ``ceip consent out``,
@@ -36,12 +36,13 @@ from typing import Any
 
 from attrs import frozen
 
-from ceip_core import fleet, wire
+from ceip_core import wire
 from ceip_core.agent import read_status
 from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
 from ceip_core.plugins import Plugins
 from ceip_core.records import ProductSpec
+from ceip_core.service import fleet
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 from ceip_core.transport import Batch, BatchItem, Outcome
