@@ -14,8 +14,9 @@ Scenarios (the code is tests/campaign.py, shared with the fast version in tests/
 5. a fault proxy in front of the service: 503, 429 + Retry-After, resets mid-request and mid-answer,
    garbled answers, stalls past the client's timeout.
 
-Targets (ARCHITECTURE.md, "Spool"): lost 0, duplicated 0, 5xx 0 in every row. Needs ceip and the product
-plugins installed (the machines report for ``analyst``); works in a temporary folder it removes.
+Targets (docs/operations.md, "Bad input and faults"): lost 0, duplicated 0, 5xx 0 in every row. Needs ceip
+and the product plugins installed (the machines report for ``analyst``); works in a temporary folder it
+removes.
 """
 
 from __future__ import annotations

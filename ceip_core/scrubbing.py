@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 
 
 @frozen
-class Limits:
-    """Size limits applied by the limits scrubber (ARCHITECTURE.md, section 4)."""
+class ScrubLimits:
+    """Size limits applied by the limits scrubber (docs/scrubbing.md, "`limits`")."""
 
     max_string_bytes: int = 255
     max_labels_per_metric: int = 16
@@ -79,7 +79,7 @@ class ScrubContext:
 
     spec: ProductSpec
     machine: MachineIdentifiers = field(factory=MachineIdentifiers)
-    limits: Limits = field(factory=Limits)
+    limits: ScrubLimits = field(factory=ScrubLimits)
 
 
 @runtime_checkable

@@ -28,7 +28,7 @@ from ceip_core.records import (
     UnknownItem,
 )
 
-#: Largest batch body on the wire, compressed and expanded (ARCHITECTURE.md, section 4).
+#: Largest batch body on the wire, compressed and expanded (docs/wire-format.md, "Batch body").
 MAX_COMPRESSED_BYTES = 1 << 20
 MAX_EXPANDED_BYTES = 10 << 20
 #: Most items in one batch: what clients send at most, and what the receiving service takes by default.

@@ -13,7 +13,7 @@ import pytest
 from helpers import epoch
 
 from ceip_core.consent import Consent
-from ceip_core.service.config import Limits
+from ceip_core.service.config import AdmissionLimits
 from ceip_core.service.limits import RateLimiter
 from ceip_core.spool import Quotas, Spool
 from ceip_core.statedb import StateDB
@@ -133,7 +133,7 @@ def test_a_receiver_that_refuses_at_once_is_not_waited_for(spool: Spool) -> None
 
 
 def test_the_default_limits_let_a_full_default_spool_through_within_ten_minutes_and_stop_a_flood() -> None:
-    limits = Limits()
+    limits = AdmissionLimits()
     receiver = RateLimited(limits.rate_burst, limits.rate_per_s)
     left = Quotas().max_reports
     while left:  # the uploader's batches (a lease: 500 items), each retried after the Retry-After it gets

@@ -83,11 +83,11 @@ def _existing_database(url: str) -> str:
 def _service_config(allowlist: Path | None, policy: Path | None, specs: Iterable[Path], k: int, **limits: Any) -> Any:
     """The configuration from the files given and the installed product plugins' declarations."""
     from ceip_core.plugins import PluginError, get_plugins
-    from ceip_core.service.config import ConfigError, ConfigFiles, Limits
+    from ceip_core.service.config import AdmissionLimits, ConfigError, ConfigFiles
 
     try:
         files = ConfigFiles(allowlist, policy, tuple(specs), tuple(get_plugins().products.values()))
-        config = files.load(k, Limits(**limits))
+        config = files.load(k, AdmissionLimits(**limits))
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None
     if not config.allowlist:

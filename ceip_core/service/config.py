@@ -53,8 +53,8 @@ class ConfigError(Exception):
 
 
 @frozen
-class Limits:
-    """Bounds on what one request may cost the service. Defaults: ARCHITECTURE.md, section 4."""
+class AdmissionLimits:
+    """Bounds on what one request may cost the service. Defaults and what each answers: docs/operations.md, "Limits"."""
 
     max_compressed: int = wire.MAX_COMPRESSED_BYTES
     max_expanded: int = wire.MAX_EXPANDED_BYTES
@@ -139,7 +139,7 @@ class ServiceConfig:
     """Per-product policy; products not named here are enabled with sample rate 1."""
     k: int = 5
     """Published summaries hide groups of fewer than ``k`` machines."""
-    limits: Limits = Limits()
+    limits: AdmissionLimits = AdmissionLimits()
     declarations: Declarations = field(factory=Declarations)
     """What each product may report; reports of a product with no declaration are refused."""
     files: ConfigFiles | None = None
@@ -236,7 +236,7 @@ class ConfigFiles:
     def paths(self) -> tuple[Path, ...]:
         return tuple(p for p in (self.allowlist, self.policy, *self.specs) if p is not None)
 
-    def load(self, k: int = 5, limits: Limits = Limits()) -> ServiceConfig:
+    def load(self, k: int = 5, limits: AdmissionLimits = AdmissionLimits()) -> ServiceConfig:
         """Read every file into a configuration; raises :class:`ConfigError` naming the file and the fix."""
         declarations = Declarations.of([spec for path in self.specs for spec in load_specs(path)], self.installed)
         if self.allowlist is not None:

@@ -20,7 +20,7 @@ import msgspec
 
 from ceip_core import wire
 from ceip_core.records import SCHEMA_VERSION
-from ceip_core.service.config import Limits
+from ceip_core.service.config import AdmissionLimits
 from ceip_core.service.dashboard import DASHBOARD, LOGIN, LOGOUT
 from ceip_core.service.panels import STYLESHEET
 from ceip_core.service.queries import QUERIES
@@ -129,7 +129,7 @@ def _schema_hook(kind: type) -> dict[str, Any]:
     raise NotImplementedError(f"no schema for {kind!r}")
 
 
-def _schemas(limits: Limits) -> dict[str, Any]:
+def _schemas(limits: AdmissionLimits) -> dict[str, Any]:
     _, report, deletion = _decoders(limits)
     (report_ref, deletion_ref), components = msgspec.json.schema_components(
         [report, deletion], ref_template=_REF, schema_hook=_schema_hook
@@ -212,7 +212,7 @@ def _schemas(limits: Limits) -> dict[str, Any]:
 
 
 @cache
-def openapi(limits: Limits) -> dict[str, Any]:
+def openapi(limits: AdmissionLimits) -> dict[str, Any]:
     """The OpenAPI document for a service with these limits (they bound strings and lists in the schemas)."""
     form = {
         "type": "object",

@@ -1,6 +1,6 @@
 """The service's second pass over a valid report: the vendor's policy, the declaration, the scrubbers.
 
-Defence in depth (ARCHITECTURE.md, "Declared data only"): the client already honours the kill switch and
+Defence in depth (docs/scrubbing.md, "The service's second pass"): the client already honours the kill switch and
 the sample, drops what its product does not declare and scrubs identifiers, but a hand-made report, a
 stale client or a bug in one must not get around that. So before a report is stored the service:
 
@@ -35,7 +35,7 @@ from typing import Any
 import attrs
 
 from ceip_core.records import ProductSpec, Report
-from ceip_core.scrubbing import Limits, Scrubber, ScrubContext, run_pipeline
+from ceip_core.scrubbing import Scrubber, ScrubContext, ScrubLimits, run_pipeline
 from ceip_core.service.config import ProductPolicy, ServiceConfig
 from ceip_core.service.validation import Rejection, Valid, revalidate, to_record
 from ceip_core.vendor_policy import ProductRule, VendorPolicy, machine_draw
@@ -99,7 +99,7 @@ def _context(spec: ProductSpec) -> ScrubContext:
     if hit is None or hit[0] is not spec:
         if len(_CONTEXTS) >= 64:
             _CONTEXTS.clear()
-        hit = _CONTEXTS[id(spec)] = (spec, ScrubContext(spec=spec, limits=Limits()))
+        hit = _CONTEXTS[id(spec)] = (spec, ScrubContext(spec=spec, limits=ScrubLimits()))
     return hit[1]
 
 

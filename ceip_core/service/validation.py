@@ -44,7 +44,7 @@ from attrs import frozen
 from ceip_core import wire
 from ceip_core.recording import ZERO_BUCKET
 from ceip_core.records import SCHEMA_VERSION, DeletionRequest, Report, is_uuid
-from ceip_core.service.config import Limits
+from ceip_core.service.config import AdmissionLimits
 
 #: Largest count or amount accepted; sums over millions of reports stay within 64-bit integers.
 MAX_COUNT = 1 << 40
@@ -73,14 +73,14 @@ class BatchError(Exception):
 class Bounds:
     """What one validation run compares against: the limits and the service's clock."""
 
-    limits: Limits
+    limits: AdmissionLimits
     earliest: float
     """Oldest acceptable timestamp (seconds since the epoch)."""
     latest: float
     """Newest acceptable timestamp: now plus the clock-skew allowance."""
 
     @classmethod
-    def at(cls, now: float, limits: Limits) -> Bounds:
+    def at(cls, now: float, limits: AdmissionLimits) -> Bounds:
         return cls(limits, now - limits.max_age_days * 86400, now + limits.clock_skew_s)
 
 
@@ -111,7 +111,7 @@ class _Batch(msgspec.Struct, forbid_unknown_fields=True):
 class _Types:
     """msgspec equivalents of the record types, with the service's limits as constraints."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: AdmissionLimits) -> None:
         self.limits = limits
         self.structs: dict[type, type] = {}
         self.text = Annotated[str, msgspec.Meta(max_length=limits.max_string)]
@@ -169,7 +169,7 @@ class _Types:
 
 
 @cache
-def _decoders(limits: Limits) -> tuple[msgspec.json.Decoder[Any], type, type]:
+def _decoders(limits: AdmissionLimits) -> tuple[msgspec.json.Decoder[Any], type, type]:
     """The item decoder (reports or deletions, tagged by ``type``) and the two struct types, per limits."""
     made = _Types(limits)
     report, deletion = made.struct(Report, "report"), made.struct(DeletionRequest, "deletion")
@@ -332,7 +332,7 @@ def check_items(
 #: What a stored report is decoded with when it must be read again: the ingest decoder, with the limits
 #: widened. The report passed the limits of the day it arrived; an operator who lowers them later must not
 #: make the reports stored before unreadable.
-STORED_LIMITS = attrs.evolve(Limits(), max_string=1 << 30, max_entries=1 << 30)
+STORED_LIMITS = attrs.evolve(AdmissionLimits(), max_string=1 << 30, max_entries=1 << 30)
 
 
 def decode_stored(body: bytes) -> Any:
@@ -398,7 +398,7 @@ def to_record(item: Any) -> Report:
     return record
 
 
-def revalidate(report: Report, limits: Limits) -> Valid | Rejection:
+def revalidate(report: Report, limits: AdmissionLimits) -> Valid | Rejection:
     """A changed record as a :class:`Valid` again: encoded as a client encodes it, decoded by the item
     decoder. (A Rejection here would be a scrubber making what the service refuses; it is refused.)"""
     data = wire.encode_item(report)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from ceip_core.default_plugins.identifiers import VERSION, IdentifiersScrubber, TextScrubber, scrub_text
 from ceip_core.records import CounterValue, Histogram, Problem, ProcessSession, ProductSpec, Report, SystemInfo
-from ceip_core.scrubbing import Limits, MachineIdentifiers, ScrubContext, ScrubOutcome
+from ceip_core.scrubbing import MachineIdentifiers, ScrubContext, ScrubLimits, ScrubOutcome
 
 MACHINE = MachineIdentifiers(
     host_names=("ws-4711", "ws-4711.corp.example.com"),
@@ -478,7 +478,7 @@ def test_no_planted_identifier_survives_the_pipeline(
 ) -> None:
     report, machine, forbidden = data.draw(planted_reports(make_report))
     # Generous string limits, so that truncation cannot hide an identifier the scrubber missed.
-    ctx = ScrubContext(spec=spec, machine=machine, limits=Limits(max_string_bytes=4096))
+    ctx = ScrubContext(spec=spec, machine=machine, limits=ScrubLimits(max_string_bytes=4096))
     outcome = pipeline(report, ctx)
     assert outcome.report is not None, outcome.dropped_by
     found = [s for s in strings_in(outcome.report) for bad in forbidden if bad.lower() in s.lower()]

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ceip_core.default_plugins.limits import LimitsScrubber, truncate_utf8
 from ceip_core.records import CounterValue, Histogram, Problem, ProductSpec, Report, SystemInfo
-from ceip_core.scrubbing import Limits, ScrubContext, ScrubOutcome
+from ceip_core.scrubbing import ScrubContext, ScrubLimits, ScrubOutcome
 
 
 def run(report: Report, ctx: ScrubContext) -> Report:
@@ -23,7 +23,7 @@ def run(report: Report, ctx: ScrubContext) -> Report:
 @pytest.fixture(scope="module")
 def small(spec: ProductSpec) -> ScrubContext:
     """Limits small enough to see them work: 8-byte strings, 3 labels per metric."""
-    return ScrubContext(spec=spec, limits=Limits(max_string_bytes=8, max_labels_per_metric=3))
+    return ScrubContext(spec=spec, limits=ScrubLimits(max_string_bytes=8, max_labels_per_metric=3))
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_labels_that_collide_after_truncation_merge(make_report: Callable[..., R
 
 def test_a_report_within_limits_is_left_as_it_is(typical_report: Report, spec: ProductSpec) -> None:
     report = typical_report
-    out = run(report, ScrubContext(spec=spec, limits=Limits(max_labels_per_metric=100)))
+    out = run(report, ScrubContext(spec=spec, limits=ScrubLimits(max_labels_per_metric=100)))
     assert out.counters is report.counters
     assert out.problems is report.problems
     assert out.diagnostics == {}
@@ -159,7 +159,7 @@ def test_problem_signatures_are_capped_per_kind(make_report: Callable[..., Repor
     hangs = [Problem("hang", f"hang {i}", 1) for i in range(5)]
     out = run(make_report(problems=crashes + hangs), ScrubContext(spec=spec))
     kept = [p for p in out.problems if p.kind == "crash"]
-    assert len(kept) == Limits().max_signatures_per_kind == 100
+    assert len(kept) == ScrubLimits().max_signatures_per_kind == 100
     assert kept[0] == Problem("crash", "__other__", sum(1000 - i for i in range(99, 150)))
     assert {p.signature for p in kept[1:]} == {f"site {i:03d}" for i in range(99)}
     assert len([p for p in out.problems if p.kind == "hang"]) == 5
@@ -170,7 +170,7 @@ def test_problem_signatures_are_capped_per_kind(make_report: Callable[..., Repor
 def test_a_limit_of_one_or_less_keeps_only_other(
     limit: int, make_report: Callable[..., Report], spec: ProductSpec
 ) -> None:
-    ctx = ScrubContext(spec=spec, limits=Limits(max_labels_per_metric=limit))
+    ctx = ScrubContext(spec=spec, limits=ScrubLimits(max_labels_per_metric=limit))
     out = run(make_report(counters=[CounterValue("feature", 1, "a"), CounterValue("feature", 2, "b")]), ctx)
     assert out.counters == (CounterValue("feature", 3, "__other__"),)
 
@@ -190,7 +190,7 @@ def test_the_pipeline_output_is_within_limits_and_keeps_totals(
     spec: ProductSpec,
     pipeline: Callable[[Report, ScrubContext], ScrubOutcome],
 ) -> None:
-    ctx = ScrubContext(spec=spec, limits=Limits(max_string_bytes=max_bytes, max_labels_per_metric=limit))
+    ctx = ScrubContext(spec=spec, limits=ScrubLimits(max_string_bytes=max_bytes, max_labels_per_metric=limit))
     out = pipeline(make_report(counters=counters), ctx).report
     assert out is not None
     labels: defaultdict[str, list[str]] = defaultdict(list)

@@ -13,10 +13,10 @@ from ceip_core.default_plugins.identifiers import scrub_text
 from ceip_core.default_plugins.limits import truncate_utf8
 from ceip_core.records import Histogram, Problem, ProcessSession, Report
 from ceip_core.scrubbing import (
-    Limits,
     MachineIdentifiers,
     Scrubber,
     ScrubContext,
+    ScrubLimits,
     ScrubOutcome,
     ordered,
     run_pipeline,
@@ -117,8 +117,8 @@ def test_truncation_counts_bytes_not_characters() -> None:
 
 
 def test_the_default_limits_are_the_documented_ones() -> None:
-    """docs/scrubbing.md and ARCHITECTURE.md promise these numbers to users and plugin authors."""
-    assert Limits() == Limits(max_string_bytes=255, max_labels_per_metric=16, max_signatures_per_kind=100)
+    """docs/scrubbing.md promises these numbers to users and plugin authors."""
+    assert ScrubLimits() == ScrubLimits(max_string_bytes=255, max_labels_per_metric=16, max_signatures_per_kind=100)
 
 
 class _Failing:

@@ -28,7 +28,7 @@ from ceip_core.records import (
     Report,
     SystemInfo,
 )
-from ceip_core.service.config import Declarations, Limits, ServiceConfig
+from ceip_core.service.config import AdmissionLimits, Declarations, ServiceConfig
 
 
 def jsonable(item: Report | DeletionRequest) -> dict[str, Any]:
@@ -93,7 +93,7 @@ TOKEN = "test-token-00000001"
 def config(**limits: Any) -> ServiceConfig:
     """The service configuration the tests use: products ``sample`` and ``other`` (declared by the fixture
     plugin ``ceip_sample``), k = 5."""
-    return ServiceConfig(allowlist=ALLOWLIST, limits=Limits(**limits), declarations=DECLARATIONS)
+    return ServiceConfig(allowlist=ALLOWLIST, limits=AdmissionLimits(**limits), declarations=DECLARATIONS)
 
 
 DECLARATIONS = Declarations.of([], [SPEC, OTHER])

@@ -11,7 +11,7 @@ import orjson
 from service.factory import GZIP, TOKEN, auth, body, config, deletion, report
 
 from ceip_core.service.app import make_app
-from ceip_core.service.config import Limits
+from ceip_core.service.config import AdmissionLimits
 from ceip_core.service.openapi import openapi
 
 
@@ -28,7 +28,7 @@ def test_every_route_of_the_application_is_described_and_nothing_else(tmp_path: 
         for route in resource
         if route.method != "HEAD"  # aiohttp answers HEAD beside every GET
     }
-    spec = openapi(Limits())
+    spec = openapi(AdmissionLimits())
     described = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert routes == described
     assert spec["openapi"].startswith("3.")
@@ -38,7 +38,7 @@ def test_every_route_of_the_application_is_described_and_nothing_else(tmp_path: 
 
 
 def test_the_factorys_bodies_match_the_request_schemas_and_broken_ones_do_not() -> None:
-    spec = openapi(Limits())
+    spec = openapi(AdmissionLimits())
     reports, deletions = validator(spec, "ReportBatch"), validator(spec, "DeletionBatch")
     items = [report(), report(problems={"E@x.py:1": 2}, timings={"render_ms": [0, 3, 1]}), report(product="other")]
     batch = orjson.loads(gzip.decompress(body(*items)))
@@ -56,7 +56,7 @@ def test_the_factorys_bodies_match_the_request_schemas_and_broken_ones_do_not() 
 
 
 async def test_the_service_serves_its_description_and_its_answers_match_it(make_client: Any) -> None:
-    limits = Limits(max_string=100)
+    limits = AdmissionLimits(max_string=100)
     client = await make_client(config(max_string=100))
     response = await client.get("/v1/openapi.json")
     assert response.status == 200 and response.content_type == "application/json"

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from campaign import TOKEN, Service
 
-from ceip_core.service.config import Limits
+from ceip_core.service.config import AdmissionLimits
 from ceip_core.service.openapi import PATH, openapi
 
 EXAMPLES = int(os.environ.get("CEIP_SCHEMATHESIS_EXAMPLES", "5"))
@@ -51,7 +51,7 @@ def test_the_service_answers_as_described_and_never_5xx(running: Service, tmp_pa
     print(summary)  # the CI log shows how many cases ran
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-2000:]
     # Every operation was exercised (schemathesis leaves out the description's own URL).
-    operations = sum(len(item) for path, item in openapi(Limits())["paths"].items() if path != PATH)
+    operations = sum(len(item) for path, item in openapi(AdmissionLimits())["paths"].items() if path != PATH)
     assert re.search(rf"Selected: {operations}/{operations}\s+Tested: {operations}\b", summary), summary
     assert re.search(r"\d+ generated, \d+ passed", summary), summary
     # A request the service logged as its own failure fails the run, whatever its answer was.

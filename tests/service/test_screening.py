@@ -27,10 +27,10 @@ from ceip_core.cli import cli
 from ceip_core.records import Category, MetricKind, MetricSpec
 from ceip_core.service.app import STORAGE
 from ceip_core.service.config import (
+    AdmissionLimits,
     ConfigError,
     ConfigFiles,
     Declarations,
-    Limits,
     LiveConfig,
     ProductPolicy,
     ServiceConfig,
@@ -244,13 +244,17 @@ def test_a_reload_changes_what_the_files_say_and_keeps_the_settings_from_the_com
     policy = tmp_path / "policy.toml"
     policy.write_text("[products.sample]\nsample_rate = 1\n")
     files = ConfigFiles(policy=policy, installed=(SPEC, OTHER))
-    given = attrs.evolve(files.load(k=7, limits=Limits(max_string=100, rate_per_s=3)), retention_days=30)
+    given = attrs.evolve(files.load(k=7, limits=AdmissionLimits(max_string=100, rate_per_s=3)), retention_days=30)
     live = LiveConfig(given)
     policy.write_text("[products.sample]\nsample_rate = 0.5\n")
     reloaded = live.current(1.0)
     assert live.counts == {"config:reloaded": 1}
     assert reloaded.policy_for("sample").sample_rate == 0.5
-    assert (reloaded.k, reloaded.limits, reloaded.retention_days) == (7, Limits(max_string=100, rate_per_s=3), 30)
+    assert (reloaded.k, reloaded.limits, reloaded.retention_days) == (
+        7,
+        AdmissionLimits(max_string=100, rate_per_s=3),
+        30,
+    )
     assert reloaded == attrs.evolve(given, policy=reloaded.policy)
 
 

@@ -15,10 +15,10 @@ from service.factory import ALLOWLIST, deletion, report
 
 from ceip_core import wire
 from ceip_core.records import Report
-from ceip_core.service.config import Limits
+from ceip_core.service.config import AdmissionLimits
 from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, decode_stored
 
-BOUNDS = Bounds.at(time.time(), Limits())
+BOUNDS = Bounds.at(time.time(), AdmissionLimits())
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats(allow_nan=False, allow_infinity=False)
