@@ -77,11 +77,13 @@ class SmtpServer:
     def stop(self) -> None:
         """Stop listening and drop every open session: the destination is gone."""
         if self._server is not None:
-            self._server.close()
-            self._call(self._drop_sessions())
+            self._call(self._drop_sessions(self._server))
             self._server = None
 
-    async def _drop_sessions(self) -> None:
+    async def _drop_sessions(self, server: asyncio.Server) -> None:
+        # On the server's own loop: an asyncio.Server is not thread-safe (closed from another thread, it
+        # raced a connection ending on this one).
+        server.close()
         for session in self._sessions:
             if session.transport is not None:
                 session.transport.abort()
