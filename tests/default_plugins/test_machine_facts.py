@@ -29,7 +29,7 @@ from ceip_core.default_plugins.machine_facts import (
     parse_system_profiler,
 )
 
-RECORDED = Path(__file__).parent / "recorded"
+RECORDED = Path(__file__).parents[1] / "recorded"
 #: What the recorded outputs hold that must never leave a parser.
 PERSONAL = (
     "Jane",
