@@ -23,8 +23,21 @@ if TYPE_CHECKING:
     from ceip_core.transport import TransportFactory
 
 PROJECT = "ceip"
-hookspec = pluggy.HookspecMarker(PROJECT)
+_hookspec = pluggy.HookspecMarker(PROJECT)  # private: only this module declares hooks
 hookimpl = pluggy.HookimplMarker(PROJECT)
+"""The marker a plugin decorates its hook implementations with (also ``from ceip_core import hookimpl``)."""
+
+# The ``register`` callback each registration hook hands a plugin, typed per kind, for plugin authors'
+# annotations: ``def ceip_register_products(register: RegisterProducts) -> None``.
+RegisterProducts = Callable[["ProductSpec"], None]
+"""``register(spec)``: one product. .. versionadded:: 0.1"""
+RegisterScrubbers = Callable[["Scrubber"], None]
+"""``register(scrubber)``: one scrubber. .. versionadded:: 0.1"""
+RegisterTransports = Callable[[str, "TransportFactory"], None]
+"""``register(scheme, factory)``: one URL scheme and the factory of its transports. .. versionadded:: 0.1"""
+RegisterCollectors = Callable[["Collector"], None]
+"""``register(collector)``: one collector (a product's own, with ``product`` set, since 0.2).
+.. versionadded:: 0.1"""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -32,8 +45,8 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 # --------------------------------------------------------------------------------------------------
 
 
-@hookspec
-def ceip_register_products(register: Callable[[ProductSpec], None]) -> None:
+@_hookspec
+def ceip_register_products(register: RegisterProducts) -> None:
     """Register the products this plugin describes.
 
     A product is inert until it is registered here: nothing is recorded, observed or sent for a
@@ -46,8 +59,8 @@ def ceip_register_products(register: Callable[[ProductSpec], None]) -> None:
     """
 
 
-@hookspec
-def ceip_register_scrubbers(register: Callable[[Scrubber], None]) -> None:
+@_hookspec
+def ceip_register_scrubbers(register: RegisterScrubbers) -> None:
     """Register scrubbers, which transform every report before it is written to disk.
 
     The pipeline runs all scrubbers sorted by ``(order, name)``; the built-in ones use orders 100
@@ -59,8 +72,8 @@ def ceip_register_scrubbers(register: Callable[[Scrubber], None]) -> None:
     """
 
 
-@hookspec
-def ceip_register_transports(register: Callable[[str, TransportFactory], None]) -> None:
+@_hookspec
+def ceip_register_transports(register: RegisterTransports) -> None:
     """Register transports by URL scheme (``file``, ``https``, or one of your own).
 
     The uploader picks the transport whose scheme matches the configured destination URL and calls
@@ -72,8 +85,8 @@ def ceip_register_transports(register: Callable[[str, TransportFactory], None]) 
     """
 
 
-@hookspec
-def ceip_register_collectors(register: Callable[[Collector], None]) -> None:
+@_hookspec
+def ceip_register_collectors(register: RegisterCollectors) -> None:
     """Register collectors that the agent runs on their schedules.
 
     Collectors run in the agent only, and see only products that are allowlisted and opted in.
@@ -88,7 +101,7 @@ def ceip_register_collectors(register: Callable[[Collector], None]) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-@hookspec
+@_hookspec
 def ceip_plugins_loaded(plugins: Plugins) -> None:
     """Called once all plugins are registered and checked, before anything uses them.
 
@@ -97,7 +110,7 @@ def ceip_plugins_loaded(plugins: Plugins) -> None:
     """
 
 
-@hookspec
+@_hookspec
 def ceip_report_spooled(report: Report) -> None:
     """Called after a scrubbed report was durably written to the spool.
 
@@ -109,7 +122,7 @@ def ceip_report_spooled(report: Report) -> None:
     """
 
 
-@hookspec
+@_hookspec
 def ceip_consent_changed(product: str, state: State) -> None:
     """Called in the process that changed a product's consent, after the change is committed.
 
@@ -120,3 +133,20 @@ def ceip_consent_changed(product: str, state: State) -> None:
     :param state: the new state (``State.IN`` or ``State.OUT``).
     :returns: nothing. Not async.
     """
+
+
+__all__ = [
+    "PROJECT",
+    "RegisterCollectors",
+    "RegisterProducts",
+    "RegisterScrubbers",
+    "RegisterTransports",
+    "ceip_consent_changed",
+    "ceip_plugins_loaded",
+    "ceip_register_collectors",
+    "ceip_register_products",
+    "ceip_register_scrubbers",
+    "ceip_register_transports",
+    "ceip_report_spooled",
+    "hookimpl",
+]

@@ -4,10 +4,8 @@ Every metric needs a kind, a unit, a category and one sentence a customer can re
 dictionary (``ceip describe``). What is not declared here is dropped before it reaches the disk.
 """
 
-from collections.abc import Callable
-
-from ceip_core.collectors import Collector
-from ceip_core.hookspecs import hookimpl
+from ceip_core import hookimpl
+from ceip_core.hookspecs import RegisterCollectors, RegisterProducts
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
 
 SPEC = ProductSpec(
@@ -40,14 +38,14 @@ SPEC = ProductSpec(
 
 
 @hookimpl
-def ceip_register_products(register: Callable[[ProductSpec], None]) -> None:
+def ceip_register_products(register: RegisterProducts) -> None:
     register(SPEC)
 
 
 # Optional: what the agent reads about the product from outside it (see collector.py). Delete this hook
 # and collector.py if the product's own recording says it all.
 @hookimpl
-def ceip_register_collectors(register: Callable[[Collector], None]) -> None:
+def ceip_register_collectors(register: RegisterCollectors) -> None:
     from ceip_myproduct.collector import StatusCollector
 
     register(StatusCollector())
