@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import signal
 import sqlite3
@@ -55,7 +54,7 @@ from ceip_core.collectors import (
 )
 from ceip_core.consent import ConsentWatcher, read_epochs
 from ceip_core.plugins import Plugins
-from ceip_core.recording import SessionData, bucket_of
+from ceip_core.recording import SessionData, add_value, valid_value
 from ceip_core.records import EndKind, ProcessSession, Report, SystemInfo
 from ceip_core.sealing import build_report, spool_report
 from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
@@ -116,12 +115,10 @@ class _Held:
         for key, n in obs.counters.items():
             data.counters[key] = data.counters.get(key, 0) + int(n)
         for name, value, label in obs.values:
-            if type(value) not in (int, float) or not 0 <= value < math.inf:
+            if not valid_value(value):
                 data.errors["invalid_value"] = data.errors.get("invalid_value", 0) + 1
                 continue
-            h = data.histograms.setdefault((name, label), [0, 0.0, value, value, {}])
-            h[0], h[1], h[2], h[3] = h[0] + 1, h[1] + value, min(h[2], value), max(h[3], value)
-            h[4][bucket_of(value)] = h[4].get(bucket_of(value), 0) + 1
+            add_value(data.histograms.setdefault((name, label), [0, 0.0, value, value, {}]), value)
         data.config.update(obs.config)
         for key, n in obs.problems.items():
             data.problems[key] = data.problems.get(key, 0) + int(n)

@@ -124,6 +124,24 @@ def bucket_of(value: float) -> int:
     return max(math.floor(math.log2(value) * BUCKETS_PER_OCTAVE), ZERO_BUCKET)
 
 
+def valid_value(value: object) -> bool:
+    """True for what a histogram takes: a non-negative, finite int or float."""
+    return type(value) in (int, float) and value >= 0 and value != math.inf  # type: ignore[operator]
+
+
+def add_value(histogram: list[Any], value: float) -> None:
+    """Add ``value`` to a histogram in ``SessionData`` form, ``[count, sum, min, max, {bucket: count}]``:
+    the one place a recorder and the agent (a product's collector's values) both count values."""
+    histogram[0] += 1
+    histogram[1] += value
+    if value < histogram[2]:
+        histogram[2] = value
+    if value > histogram[3]:
+        histogram[3] = value
+    bucket = bucket_of(value)
+    histogram[4][bucket] = histogram[4].get(bucket, 0) + 1
+
+
 class _Shard:
     """One thread's feature counters. Only that thread writes ``uses`` (so ``+= 1`` needs no lock and
     loses nothing, with or without a GIL); a seal reads a copy and keeps it as ``sealed``, so that the
@@ -270,25 +288,18 @@ class Recorder:
         """Add a value (non-negative, finite) to a histogram, e.g. a duration in ms or a size in bytes."""
         if not self._active:
             return
-        if type(value) not in (int, float) or not value >= 0 or value == math.inf:
+        if not valid_value(value):
             self._error("invalid_value")
             return
         key = (name, label)
         try:
-            bucket = bucket_of(value)
             with self._lock:
                 h = self._hists.get(key)
                 if h is None:
                     if not self._valid_series(name, label, self._hists.keys()):
                         return
                     h = self._hists[key] = [0, 0.0, value, value, {}]
-                h[0] += 1
-                h[1] += value
-                if value < h[2]:
-                    h[2] = value
-                if value > h[3]:
-                    h[3] = value
-                h[4][bucket] = h[4].get(bucket, 0) + 1
+                add_value(h, value)
         except Exception:
             self._error("invalid_call")
 

@@ -252,7 +252,7 @@ def systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A stand-in ``systemctl`` first on the PATH, writing its arguments to the returned log; the user's
     configuration folder moved into the test's folder (nothing is installed on this machine)."""
     if not sys.platform.startswith("linux"):
-        pytest.skip("the commands' tests drive the Linux autostart")
+        unavailable("the commands' tests drive the Linux autostart")
     bin_dir, log = tmp_path / "bin", tmp_path / "systemctl.log"
     bin_dir.mkdir()
     stand_in = bin_dir / "systemctl"

@@ -40,11 +40,11 @@ class MemoryTransport:
         if d.mode == "stall":
             d.holding += 1
             try:
-                await asyncio.sleep(3600)
+                await asyncio.Event().wait()  # a far end that never answers: only a cancel ends it
             except asyncio.CancelledError:
                 if not self.BROKEN:
                     raise
-                await asyncio.sleep(1.5)  # finishes the transfer after all
+                await asyncio.sleep(1.5)  # ok: the broken transport ignores the cancel, past the 1 s it has
             finally:
                 d.holding -= 1
         results = []

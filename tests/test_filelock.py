@@ -13,12 +13,12 @@ from helpers import wait_for
 from ceip_core import filelock
 
 _HOLD = """
-import sys, time
+import signal, sys
 from ceip_core import filelock
 handle = open(sys.argv[1], "a+b")
 filelock.lock(handle)
 print("held", flush=True)
-time.sleep(60)
+signal.pause()  # holds the lock until the test kills it
 """
 
 

@@ -111,14 +111,16 @@ def _review_sent(spool: Spool, product: str | None, as_json: bool) -> None:
 
     from ceip_core.sent_history import read_sent
 
+    out = sys.stdout.buffer
     shown_any = False
     for item in spool.db.read(lambda conn: list(read_sent(conn, time.time(), product))):
         shown_any = True
-        if as_json:
-            entry = {"sent": when(item.sent), "destination": item.destination, "item": json.loads(item.data)}
-            click.echo(json.dumps(entry, sort_keys=True))
+        if as_json:  # the item's own bytes, as sent: not parsed again to be printed
+            head = f'{{"destination": {json.dumps(item.destination)}, "item": '.encode()
+            out.write(head + item.data + f', "sent": {json.dumps(when(item.sent))}}}\n'.encode())
             continue
         click.echo(f"== {shown(item.product)}: sent {when(item.sent)} to {shown(item.destination)} ==")
         click.echo("\n".join(_describe_item(_decoded_bytes(item.item_id, item.data))))
+    out.flush()
     if not shown_any and not as_json:
         click.echo("Nothing was sent in the last 30 days." + (f" (for {shown(product)})" if product else ""))
