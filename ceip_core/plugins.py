@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from types import ModuleType
@@ -112,7 +113,27 @@ class Plugins:
         """Load, check and announce a plugin set (see :func:`make_manager`)."""
         plugins = cls(make_manager(entry_points=entry_points, extra=extra))
         plugins.hook.ceip_plugins_loaded(plugins=plugins)
+        if entry_points and not extra:  # the environment's own plugin set: worth remembering
+            plugins._remember()
         return plugins
+
+    def _remember(self) -> None:
+        """Write this environment's plugin index (``ceip_core.plugin_index``), so that a later process can
+        tell which plugins implement a lifecycle hook without loading them. Never raises."""
+        try:
+            from ceip_core import plugin_index
+            from ceip_core.statedb import state_dir
+
+            hooks: dict[str, tuple[str | None, list[str]]] = {}
+            for name, plugin in self.pm.list_name_plugin():
+                if plugin is None:  # blocked
+                    continue
+                module = plugin if isinstance(plugin, ModuleType) else sys.modules.get(type(plugin).__module__)
+                file = getattr(module, "__file__", None)
+                hooks[name] = (file, [h.name for h in self.pm.get_hookcallers(plugin) or ()])
+            plugin_index.refresh(state_dir(), hooks)
+        except Exception:
+            log.exception("could not write the plugin index")
 
     # -- registrations ------------------------------------------------------------------------------
 

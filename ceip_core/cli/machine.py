@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ceip_core import participation, statedb
+from ceip_core import participation, plugin_index, statedb
 from ceip_core.agent_state import read_status as read_agent_status
 from ceip_core.cli.common import check_product, describe_retry, emit, load_plugins, open_spool, retry_state, when
 from ceip_core.consent import Change, Consent, ConsentError, State
@@ -107,13 +107,9 @@ def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: boo
         except ConsentError as exc:
             raise click.ClickException(str(exc)) from None
         changes.append(change)
-    try:
-        plugins = plugins or load_plugins()
-    except click.ClickException as exc:  # the choice is recorded whatever the plugins: say so, and go on
-        click.echo(f"warning: {exc.message}; the plugins were not told of the change", err=True)
-    else:
-        for ch in changes:
-            plugins.consent_changed(ch.product, ch.after)
+    # The plugins' index may tell that none of them listens: then nothing needs loading (ceip_core.plugin_index).
+    if plugins is not None or plugin_index.implementers(c.db.folder, "ceip_consent_changed") != []:
+        _announce(changes, plugins)
     if as_json:
         emit([{**vars(ch), "before": ch.before.value, "after": ch.after.value} for ch in changes])
         return
@@ -131,6 +127,18 @@ def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: boo
             if ch.guid_discarded:
                 parts.append("No product participates any more; the machine ID was discarded.")
             click.echo(" ".join(parts))
+
+
+def _announce(changes: list[Change], plugins: Plugins | None) -> None:
+    """Tell the plugins of consent changes already committed. A plugin set that cannot load is a warning:
+    the choice is recorded whatever the plugins."""
+    try:
+        plugins = plugins or load_plugins()
+    except click.ClickException as exc:
+        click.echo(f"warning: {exc.message}; the plugins were not told of the change", err=True)
+        return
+    for ch in changes:
+        plugins.consent_changed(ch.product, ch.after)
 
 
 @consent.command("in")
