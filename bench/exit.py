@@ -77,6 +77,9 @@ class Setup:
             "CEIP_HOME": str(home),
             "CEIP_POLICY_FILE": str(home / "no-policy.toml"),
             "CEIP_ALLOWLIST": str(home / "allowlist.toml"),
+            # Only the product's plugin: other installed plugins (the mail transport) may need newer code
+            # than the baseline's, and neither side sends anything here.
+            "CEIP_LOAD_PLUGINS": "analyst",
         }
         setup = (
             "from ceip_core.allowlist import Allowlist, make_entry\nfrom ceip_core.consent import Consent\n"

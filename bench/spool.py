@@ -139,7 +139,13 @@ def worker(home: Path) -> dict[str, object]:
 
 
 def _disk(home: Path) -> dict[str, int]:
-    return {suffix or "db": os.path.getsize(home / f"ceip.db{suffix}") for suffix in ("", "-wal")}
+    """Bytes of the database and of its write-ahead log (none when the last connection closed and SQLite
+    removed it after its checkpoint)."""
+    sizes = {}
+    for suffix in ("", "-wal"):
+        path = home / f"ceip.db{suffix}"
+        sizes[suffix or "db"] = path.stat().st_size if path.exists() else 0
+    return sizes
 
 
 # -- the driver ---------------------------------------------------------------------------------------
