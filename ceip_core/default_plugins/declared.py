@@ -32,6 +32,7 @@ from ceip_core.records import (
     Report,
     SystemInfo,
     only_categories,
+    outside_categories,
 )
 from ceip_core.scrubbing import ScrubContext, add_diagnostics
 
@@ -99,7 +100,7 @@ class DeclaredFieldsScrubber:
             metric = check.declared(h.name, MetricKind.HISTOGRAM)
             if metric is None or not _histogram_in_range(h, metric) or check.label(metric, h.label) != h.label:
                 return False
-        if report.categories is not None and only_categories(report, check.category_of, report.categories)[1]:
+        if report.categories is not None and outside_categories(report, check.category_of, report.categories):
             return False
         kept = (
             all(map(check.problem, report.problems))

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from ceip_core.private_files import private_file, private_folder
-from ceip_core.service import aging, rollups
+from ceip_core.service import aging, rollups, withdrawal
 from ceip_core.service.storage import (
     COUNT_SQL,
     DELETE_QUARANTINED,
@@ -48,6 +48,7 @@ from ceip_core.service.storage import (
     histogram_removal,
     refused,
 )
+from ceip_core.service.withdrawal import Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ _DDL = [
     QUARANTINE_DDL,
     TOMBSTONES_DDL,
     REPORTS_DAY_INDEX,
+    withdrawal.WITHDRAWALS_DDL,
 ]
 
 
@@ -312,6 +314,8 @@ class SQLiteStorage:
     @staticmethod
     def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
+        if d.withdrawal is not None:
+            return SQLiteStorage._withdraw(db, d, d.withdrawal, unqueued)
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
         taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
         unqueued += taken
@@ -337,6 +341,51 @@ class SQLiteStorage:
             (d.request_id, d.product, d.day, d.received),
         )
         return cur.rowcount == 1
+
+    @staticmethod
+    def _withdraw(db: sqlite3.Connection, d: Deletion, w: Withdrawal, unqueued: list[int]) -> bool:
+        """Apply a deletion request for some categories (``ceip_core.service.withdrawal``). The pair's queued
+        reports leave the queue while their bodies are rewritten and join it again, so the fold reads the
+        rewritten bodies (``unqueued`` makes this process forget what it held of them)."""
+        pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
+        if db.execute("SELECT 1 FROM withdrawals WHERE request_id = ?", (d.request_id,)).fetchone():
+            return False  # applied already: what it withdrew is gone, and the pair's newer data is not its
+        taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
+        unqueued += taken
+        (bodies,) = db.execute(_FOLDED_BODIES, (*pair, orjson.dumps(taken))).fetchone()
+        db.executemany(_UPSERTS["histogram_buckets"], w.histogram_removal(orjson.loads(bodies)))
+        db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (d.product,))
+        broken = [seq for (seq,) in db.execute(withdrawal.MY_QUARANTINED, mine)]
+        db.executemany("DELETE FROM quarantine WHERE seq = ?", [(seq,) for seq in broken])
+        db.executemany("DELETE FROM reports WHERE seq = ?", [(seq,) for seq in broken])
+        for seq, body in db.execute(withdrawal.MY_REPORTS, mine).fetchall():
+            new = w.rewritten(body)
+            if new is None:
+                db.execute("DELETE FROM reports WHERE seq = ?", (seq,))
+            elif new != body:
+                db.execute(withdrawal.REWRITE, {"seq": seq, "body": new})
+        db.executemany("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq = ?", [(s,) for s in taken])
+        state = db.execute(rollups.MY_STATE, mine).fetchone()
+        if state is not None:
+            removal, runs = w.reach_removal(state[0], d.product)
+            db.executemany(_UPSERTS["reach"], removal)
+            db.execute(withdrawal.UPDATE_STATE, {**mine, "runs": runs})
+        for day, name, label, version, uses in db.execute(withdrawal.MY_COUNTERS, mine).fetchall():
+            if w.withdrawn(name):
+                key = {**mine, "day": day, "name": name, "label": label, "version": version}
+                db.execute(withdrawal.SUBTRACT_COUNTER, {**key, "uses": uses})
+                db.execute(withdrawal.DELETE_COUNTER, key)
+        for day, kind, signature, version in db.execute(withdrawal.MY_PROBLEMS, mine).fetchall():
+            if w.withdrawn(kind):
+                key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}
+                db.execute(withdrawal.DELETE_PROBLEM, key)
+                for statement in rollups.RECOMPUTE_PROBLEM:
+                    db.execute(statement, key)
+        db.execute(
+            "INSERT INTO withdrawals (request_id, product, day, received) VALUES (?, ?, ?, ?)",
+            (d.request_id, d.product, d.day, d.received),
+        )
+        return True
 
     async def write(self, writes: Sequence[Write]) -> list[bool]:
         return await self._on(self._writer_thread, lambda: self._write(writes))
