@@ -271,3 +271,23 @@ def test_recording_stops_for_a_narrowing_as_for_an_opt_out(sample, ceip_home: Pa
     assert rec.close()
     [report] = reports(spool_of(ceip_home))
     assert report.histograms == () and [c.name for c in report.counters] == ["open_file"]
+
+
+def test_what_the_agent_keeps_between_runs_holds_only_the_consented_categories(sample, ceip_home: Path) -> None:
+    """``ceip agent --once`` keeps what it did not seal in the state database: that is on disk too."""
+    from ceip_core.agent import Agent, AgentConfig, _Held
+    from ceip_core.recording import SessionData
+
+    spool = spool_of(ceip_home)
+    spool.consent.opt_in("sample", [CONF])
+    agent = Agent(AgentConfig(ceip_home, once=True), sample)
+    held = _Held(epoch(spool, "sample"), datetime.now(UTC).timestamp() - 60)
+    held.metrics = SessionData("sample", "unknown", 0, 0, counters={("open_file", None): 2}, config={"theme": "dark"})
+    held.ended = [ProcessSession("sample-app", datetime.now(UTC) - timedelta(seconds=30), 20.0)]
+    agent.held["sample"] = held
+    agent._keep_partials()
+    [(_, data)] = spool.db.read(read_partials).values()
+    partial = wire.decode_item(data)
+    assert isinstance(partial, Report)
+    assert partial.counters == () and partial.sessions == () and partial.config == {"theme": "dark"}
+    assert b"open_file" not in data
