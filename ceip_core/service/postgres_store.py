@@ -71,8 +71,14 @@ _DDL = [
     TOMBSTONES_DDL,
     REPORTS_DAY_INDEX,
     withdrawal.WITHDRAWALS_DDL,
+    withdrawal.CATEGORY_TOMBSTONES_DDL,
 ]
 _COUNT = COUNT_SQL.format("$1::text", "$2::bigint")
+#: Both kinds of tombstone of the batch's machines: whole (category '') and by category (``withdrawal``).
+_TOMBSTONES = (
+    "SELECT guid, product, requested, '' FROM tombstones WHERE guid = ANY($1::text[]) UNION ALL "
+    "SELECT guid, product, requested, category FROM category_tombstones WHERE guid = ANY($1::text[])"
+)
 _INSERT_REPORTS = (
     "INSERT INTO reports (report_id, guid, product, version, day, received, body) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::float8[], $7::text[]) "
@@ -296,14 +302,16 @@ class PostgresStorage:
     @staticmethod
     async def _insert(conn: asyncpg.Connection, reports: list[NewReport], stored: list[tuple[int, Any]]) -> list[bool]:
         """Insert and queue ``reports``; per report, whether it is new. Adds ``(seq, item)`` of each to ``stored``."""
-        tombstones = {
-            (row["guid"], row["product"]): row["requested"]
-            for row in await conn.fetch(
-                "SELECT guid, product, requested FROM tombstones WHERE guid = ANY($1::text[])",
-                sorted({r.guid for r in reports}),
-            )
-        }
+        tombstones: dict[tuple[str, str], float] = {}
+        withdrawn: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        for guid, product, requested, category in await conn.fetch(_TOMBSTONES, sorted({r.guid for r in reports})):
+            if category:
+                withdrawn.setdefault((guid, product), []).append((category, requested))
+            else:
+                tombstones[guid, product] = requested
         dead = refused(reports, tombstones) if tombstones else set()
+        if withdrawn:
+            dead |= withdrawal.stale(reports, withdrawn)
         if dead:
             await conn.execute(_COUNT, TOMBSTONED, len(dead))
         every, reports = reports, [r for r in reports if r.report_id not in dead]
@@ -427,6 +435,10 @@ class PostgresStorage:
                 await _execute(conn, withdrawal.DELETE_PROBLEM, key)
                 for statement in rollups.RECOMPUTE_PROBLEM:
                     await _execute(conn, statement, key)
+        for category in w.categories:
+            await _execute(
+                conn, withdrawal.CATEGORY_TOMBSTONE_SQL, {**mine, "category": category.value, "requested": d.requested}
+            )
         await conn.execute(
             "INSERT INTO withdrawals (request_id, product, day, received) VALUES ($1, $2, $3, $4)",
             d.request_id,

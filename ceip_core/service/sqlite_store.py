@@ -73,6 +73,7 @@ _DDL = [
     TOMBSTONES_DDL,
     REPORTS_DAY_INDEX,
     withdrawal.WITHDRAWALS_DDL,
+    withdrawal.CATEGORY_TOMBSTONES_DDL,
 ]
 
 
@@ -93,7 +94,11 @@ _UNQUEUE = (
 )
 _NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
-_TOMBSTONES = "SELECT guid, product, requested FROM tombstones WHERE guid IN (SELECT value FROM json_each(?))"
+#: Both kinds of tombstone of the batch's machines: whole (category '') and by category (``withdrawal``).
+_TOMBSTONES = (
+    "SELECT guid, product, requested, '' FROM tombstones WHERE guid IN (SELECT value FROM json_each(?1)) UNION ALL "
+    "SELECT guid, product, requested, category FROM category_tombstones WHERE guid IN (SELECT value FROM json_each(?1))"
+)
 #: The bodies of a pair's folded reports: neither just taken out of the queue (the JSON array) nor quarantined.
 _FOLDED_BODIES = (
     "SELECT json_group_array(body) FROM reports WHERE guid = ? AND product = ? "
@@ -286,8 +291,16 @@ class SQLiteStorage:
         ids = orjson.dumps([r.report_id for r in reports])
         existing = {row[0] for row in db.execute(_EXISTING, (ids,))}
         guids = orjson.dumps(sorted({r.guid for r in reports}))
-        tombstones = {(g, p): t for g, p, t in db.execute(_TOMBSTONES, (guids,))}
+        tombstones: dict[tuple[str, str], float] = {}
+        withdrawn: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        for g, p, t, category in db.execute(_TOMBSTONES, (guids,)):
+            if category:
+                withdrawn.setdefault((g, p), []).append((category, t))
+            else:
+                tombstones[g, p] = t
         dead = refused(reports, tombstones) if tombstones else set()
+        if withdrawn:
+            dead |= withdrawal.stale(reports, withdrawn)
         if dead:
             db.execute(_COUNT, (TOMBSTONED, len(dead)))
             existing |= dead
@@ -381,6 +394,10 @@ class SQLiteStorage:
                 db.execute(withdrawal.DELETE_PROBLEM, key)
                 for statement in rollups.RECOMPUTE_PROBLEM:
                     db.execute(statement, key)
+        for category in w.categories:
+            db.execute(
+                withdrawal.CATEGORY_TOMBSTONE_SQL, {**mine, "category": category.value, "requested": d.requested}
+            )
         db.execute(
             "INSERT INTO withdrawals (request_id, product, day, received) VALUES (?, ?, ?, ?)",
             (d.request_id, d.product, d.day, d.received),

@@ -14,11 +14,17 @@ and PostgreSQL (the stores run the statements here):
   counts come out of the totals (``counter_totals``; ``problem_totals`` is recomputed);
 - the timing totals (``histogram_buckets``) lose the machine's folded timings of withdrawn metrics;
 - **reach** loses the machine's entries in every group of a withdrawn metric or configuration value (and
-  of the system information, when configuration is withdrawn); its state keeps the rest.
+  of the system information, when configuration is withdrawn); its state keeps the rest;
+- a **category tombstone** per withdrawn category (below).
 
 Which metric is of which category comes from the product's declarations this service knows; a metric one
 of them puts in a withdrawn category, or that none declares, is withdrawn (fail closed). The request is
 recorded in ``withdrawals`` (not ``deletions``, which counts opt-outs), so it is applied once.
+
+Each withdrawn category leaves a **category tombstone** (``category_tombstones``): a report of the pair
+recorded by then that still claims the category (``categories`` absent or naming it: a copy made before
+the narrowing, in an exported bundle say) is refused as the full tombstone refuses one (:func:`stale`).
+The client rewrites what it still queues with the narrower categories, so those reports pass.
 """
 
 from __future__ import annotations
@@ -42,6 +48,17 @@ WITHDRAWALS_DDL = (
 )
 #: The diagnostics key of a stored report rewritten by a withdrawal: how many parts were taken out.
 WITHDRAWN_KEY = "service.withdrawn"
+
+#: Per (guid, product, category withdrawn), the newest such request's ``requested`` time.
+CATEGORY_TOMBSTONES_DDL = (
+    "CREATE TABLE IF NOT EXISTS category_tombstones (guid TEXT NOT NULL, product TEXT NOT NULL, "
+    "category TEXT NOT NULL, requested DOUBLE PRECISION NOT NULL, PRIMARY KEY (guid, product, category))"
+)
+CATEGORY_TOMBSTONE_SQL = (
+    "INSERT INTO category_tombstones (guid, product, category, requested) VALUES (:guid, :product, :category, "
+    ":requested) ON CONFLICT (guid, product, category) DO UPDATE SET requested = CASE WHEN excluded.requested > "
+    "category_tombstones.requested THEN excluded.requested ELSE category_tombstones.requested END"
+)
 
 _MINE = "guid = :guid AND product = :product"
 _MY_DAYS = f"day IN (SELECT day FROM machine_days WHERE {_MINE})"
@@ -68,6 +85,11 @@ class Withdrawal:
     keep: frozenset[Category]
     category_of: Mapping[str, Category]
     """Each metric's category, as the product's declarations say (see the module docstring)."""
+
+    @property
+    def categories(self) -> list[Category]:
+        """The categories withdrawn, in the enum's order."""
+        return [c for c in Category if c not in self.keep]
 
     def withdrawn(self, name: str) -> bool:
         """Whether the declared metric ``name`` (a counter, timing, problem kind or configuration key) goes."""
@@ -116,6 +138,18 @@ class Withdrawal:
         deltas: reach.Deltas = reach.Deltas()
         reach.remove(gone, deltas)
         return reach.rows(deltas), reach.encode(kept)
+
+
+def stale(reports: Iterable[Any], tombstones: Mapping[tuple[str, str], Iterable[tuple[str, float]]]) -> set[str]:
+    """The ids of ``reports`` (``storage.NewReport``) recorded before a withdrawal of a category they still
+    claim: ``tombstones`` holds, per (guid, product), each withdrawn category's value and ``requested``."""
+    found = set()
+    for r in reports:
+        for category, requested in tombstones.get((r.guid, r.product), ()):
+            claimed = r.item.categories
+            if (claimed is None or category in claimed) and r.item.period.end.timestamp() <= requested:
+                found.add(r.report_id)
+    return found
 
 
 def of(withdrawn: Iterable[Category], declarations: Iterable[ProductSpec]) -> Withdrawal:

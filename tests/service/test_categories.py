@@ -5,7 +5,7 @@ those categories (raw reports, per-machine rows, totals, reach) and nothing else
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -116,8 +116,9 @@ async def test_a_deletion_for_some_categories_deletes_only_their_data_of_that_ma
     # Applied once: the same request again is a duplicate and takes nothing more.
     assert (await post(client, [request], "/v1/deletions"))[0]["status"] == "duplicate"
     assert await rollup_rows(storage) == after
-    # Not an opt-out: the machine still takes part, and no tombstone refuses its reports.
-    assert (await post(client, [full(GONE)]))[0]["status"] == "accepted"
+    # Not an opt-out: the machine still takes part, and what it records from now on is stored.
+    later = report(GONE, end=datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2))
+    assert (await post(client, [later]))[0]["status"] == "accepted"
     participation = await (await client.get("/v1/query/participation", headers=auth())).json()
     assert participation["deletions"] == []
 
@@ -142,3 +143,20 @@ async def test_withdrawing_configuration_takes_the_machines_settings_and_system_
         "SELECT SUM(machines) FROM reach WHERE family = 'config' AND name = 'config.theme' AND scope = 'all'", {}
     )
     assert rebuilt == [(len(OTHERS),)]
+
+
+async def test_a_copy_made_before_the_withdrawal_is_refused_and_the_rewritten_one_is_stored(client: Any) -> None:
+    """An exported bundle carried to the service after the person withdrew a category: its reports still
+    claim the category and were recorded before the request, so they are not stored (answered as duplicates,
+    so the client forgets them); the client's own rewritten reports name the narrower categories and are."""
+    old = full(GONE)
+    await post(client, [withdrawing(GONE, Category.PERFORMANCE)], "/v1/deletions")
+    assert (await post(client, [old]))[0]["status"] == "duplicate"
+    assert (await post(client, [{**full(GONE), "categories": ["performance and reliability"]}]))[0]["status"] == (
+        "duplicate"
+    )
+    rewritten = {**full(GONE), "categories": ["configuration", "program use"], "problems": [], "histograms": []}
+    assert (await post(client, [rewritten]))[0]["status"] == "accepted"
+    other = full(OTHERS[0])
+    assert (await post(client, [other]))[0]["status"] == "accepted"  # another machine: no tombstone of its own
+    assert len(await bodies(client, GONE)) == 1
