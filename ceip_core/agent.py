@@ -52,10 +52,10 @@ from ceip_core.collectors import (
     Observation,
     SessionObserved,
 )
-from ceip_core.consent import ConsentWatcher, read_epochs
+from ceip_core.consent import ConsentWatcher, read_categories, read_epochs
 from ceip_core.plugins import Plugins
 from ceip_core.recording import SessionData, add_value, valid_value
-from ceip_core.records import EndKind, ProcessSession, Report, SystemInfo
+from ceip_core.records import Category, EndKind, ProcessSession, Report, SystemInfo, only_categories
 from ceip_core.sealing import build_report, spool_report
 from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
 from ceip_core.statedb import StateDB
@@ -400,12 +400,17 @@ class Agent:
 
         def work(conn: sqlite3.Connection) -> None:
             _drop_partials(conn)
-            epochs = read_epochs(conn)
+            epochs, chosen = read_epochs(conn), read_categories(conn)
             for product, held in self.held.items():
-                if guid is None or epochs.get(product) != held.epoch:
+                spec = self.plugins.products.get(product)
+                if guid is None or epochs.get(product) != held.epoch or spec is None:
                     continue
                 sessions = held.ended + [s for group in held.running.values() for s in group]
                 partial = _report(guid, product, held.since, max(held.since, now), held.metrics, sessions, None)
+                categories = chosen.get(product)
+                if categories is not None:  # what consent left out is not kept on disk either
+                    keep = [c for c in Category if c.value in categories]
+                    partial = only_categories(partial, spec.category_of, keep)[0]
                 save_partial(conn, product, held.epoch, wire.encode_item(partial))
 
         self.spool.db.write(work)

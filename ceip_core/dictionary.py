@@ -16,7 +16,15 @@ import attrs
 
 from ceip_core.default_plugins.declared import FEATURE_VALUES, HARDWARE_FEATURES
 from ceip_core.default_plugins.system_collector import BOOT_AGE_BUCKETS, BOOT_AGE_TOP, MEMORY_BUCKETS, MEMORY_TOP
-from ceip_core.records import Category, EndKind, ProcessSession, ProductSpec, SystemInfo
+from ceip_core.records import (
+    SESSIONS_CATEGORY,
+    SYSTEM_CATEGORY,
+    Category,
+    EndKind,
+    ProcessSession,
+    ProductSpec,
+    SystemInfo,
+)
 
 _MACHINE = """\
 ## Every report
@@ -86,7 +94,8 @@ def _agent_sections() -> list[str]:
         "## Machine configuration",
         "",
         "When the ceip agent runs, reports also carry coarse machine configuration (`system`), collected",
-        "once an hour. A value the operating system does not tell is left out, never guessed.",
+        "once an hour. A value the operating system does not tell is left out, never guessed. Category:",
+        f"{SYSTEM_CATEGORY.value} (`ceip consent in <product> --only ...` can leave it out).",
         "",
         *_fields(SystemInfo, SYSTEM_FIELDS),
         "",
@@ -94,7 +103,8 @@ def _agent_sections() -> list[str]:
         "",
         "The agent also reports each run of a product's observed executables (`sessions`), seen from outside",
         "the process: it reads nothing of any other program, and of these only the fields below (no command",
-        "line, environment, user or open files).",
+        "line, environment, user or open files). Category: all of it is",
+        f"{SESSIONS_CATEGORY.value}, crashes included.",
         "",
         *_fields(ProcessSession, SESSION_FIELDS),
         "",

@@ -26,7 +26,8 @@ def new_guid() -> str:
 
 
 def write_backup(folder: Path, guid: str | None, consent: dict[str, str]) -> None:
-    """Atomically replace the backup with the current GUID and consent states."""
+    """Atomically replace the backup with the current GUID and consent states: per product ``in`` (all
+    categories), ``in:<categories>`` (some: ``ceip_core.consent``) or ``out``."""
     import json
 
     from ceip_core.private_files import private_folder, write_private
@@ -40,7 +41,8 @@ def write_backup(folder: Path, guid: str | None, consent: dict[str, str]) -> Non
 
 
 def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
-    """The backed-up GUID and consent states; nothing if the backup is missing or unreadable."""
+    """The backed-up GUID and consent states (as :func:`write_backup` writes them); nothing if the backup is
+    missing or unreadable, and no entry whose state is neither ``in``, ``in:...`` nor ``out``."""
     import json
 
     try:
@@ -56,7 +58,11 @@ def read_backup(folder: Path) -> tuple[str | None, dict[str, str]]:
         guid = None
     if not isinstance(consent, dict):
         consent = {}
-    return guid, {k: v for k, v in consent.items() if isinstance(k, str) and v in ("in", "out")}
+    return guid, {k: v for k, v in consent.items() if isinstance(k, str) and isinstance(v, str) and _is_state(v)}
+
+
+def _is_state(value: str) -> bool:
+    return value in ("in", "out") or value.startswith("in:")
 
 
 def _is_uuid(text: str) -> bool:

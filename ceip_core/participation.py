@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ceip_core.consent import Consent, Policy, State
+from ceip_core.consent import ALL_CATEGORIES, Consent, Policy, State, read_categories
 
 if TYPE_CHECKING:
     from ceip_core.allowlist import Allowlist
@@ -36,11 +36,23 @@ class Participation:
     """Whether a plugin declares the product (without it, nothing can be recorded or allowlisted)."""
     inert: str | None
     """Why the allowlist keeps an installed product inert, or None if it is allowlisted (or not installed)."""
+    categories: frozenset[str] | None = None
+    """The categories the person takes part with (values of ``ceip_core.records.Category``; None: all of
+    them). Data of any other category is never recorded into a report, queued or sent; only meaningful
+    while :attr:`opted_in`."""
 
     @property
     def opted_in(self) -> bool:
         """The person takes part and the machine policy lets them: the consent side of :attr:`active`."""
         return self.state is State.IN and self.policy is None
+
+    @property
+    def taking_part_with(self) -> tuple[str, ...]:
+        """The categories the person chose (values of ``Category``, in its order): all of them after a
+        plain opt-in, none unless opted in."""
+        if self.state is not State.IN:
+            return ()
+        return tuple(c for c in ALL_CATEGORIES if self.categories is None or c in self.categories)
 
     @property
     def active(self) -> bool:
@@ -61,23 +73,39 @@ class Participation:
         return reasons
 
 
-def of(product: str, state: State, policy: Policy, spec: ProductSpec | None, allowlist: Allowlist) -> Participation:
-    """The participation of ``product``, given the person's choice, the machine policy, the product's
-    declaration (None if no plugin declares it) and the allowlist."""
+def of(
+    product: str,
+    state: State,
+    policy: Policy,
+    spec: ProductSpec | None,
+    allowlist: Allowlist,
+    categories: frozenset[str] | None = None,
+) -> Participation:
+    """The participation of ``product``, given the person's choice (and its ``categories``, None for all),
+    the machine policy, the product's declaration (None if no plugin declares it) and the allowlist."""
     return Participation(
         product=product,
         state=state,
         policy=_capped(policy, product),
         installed=spec is not None,
         inert=allowlist.why_inert(spec) if spec is not None else None,
+        categories=categories,
     )
 
 
 def survey(consent: Consent, allowlist: Allowlist, specs: Mapping[str, ProductSpec]) -> list[Participation]:
     """The participation of every installed product and of every product with a recorded choice, by name."""
     states = consent.states()
+    categories = consent.db.read(read_categories)
     return [
-        of(product, states.get(product, State.UNSET), consent.policy, specs.get(product), allowlist)
+        of(
+            product,
+            states.get(product, State.UNSET),
+            consent.policy,
+            specs.get(product),
+            allowlist,
+            categories.get(product),
+        )
         for product in sorted(set(specs) | set(states))
     ]
 

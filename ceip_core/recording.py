@@ -481,9 +481,10 @@ class Recorder:
         self._arm_timer()
 
     def consent_changed(self, allowed: Mapping[str, int]) -> None:
-        """Called by the consent watcher. Any change of this product's consent (an opt-out, or an opt-out
-        and a new opt-in) discards what was recorded under the old consent; recording goes on only while
-        the product is allowed."""
+        """Called by the consent watcher. Any change of this product's consent (an opt-out, an opt-out
+        and a new opt-in, other categories) discards what was recorded under the old consent; recording
+        goes on only while the product is allowed. The recorder knows no categories (it loads no specs):
+        sealing applies them."""
         epoch = allowed.get(self.product)
         if self._closed or epoch == self._epoch:
             return

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
+from typing import Any
 
-from attrs import field, frozen, validators
+from attrs import evolve, field, frozen, validators
 
 #: Version of the report schema. Bump when a field changes meaning or a required field is added;
 #: the receiving service uses it to pick a decoder.
@@ -34,11 +35,43 @@ def is_uuid(text: str) -> bool:
 
 
 class Category(enum.Enum):
-    """The three kinds of information a CEIP collects, as the programs' own notices name them."""
+    """The three kinds of information a CEIP collects, as the programs' own notices name them.
+
+    A person may take part with some of them only (``ceip consent in analyst --only configuration``). Every
+    declared metric has one; the parts of a report that are not declared metrics belong to one as well:
+    the system information to :attr:`CONFIGURATION`, the process sessions (runs, durations, how they ended,
+    CPU time and memory) to :attr:`PROGRAM_USE` (see :func:`only_categories`)."""
 
     CONFIGURATION = "configuration"
     PERFORMANCE = "performance and reliability"
     PROGRAM_USE = "program use"
+
+    @property
+    def short(self) -> str:
+        """The short name the CLI takes and shows: ``configuration``, ``performance`` or ``use``."""
+        return _SHORT[self]
+
+
+_SHORT = {Category.CONFIGURATION: "configuration", Category.PERFORMANCE: "performance", Category.PROGRAM_USE: "use"}
+#: The category of a report's system information (machine facts), which no spec declares.
+SYSTEM_CATEGORY = Category.CONFIGURATION
+#: The category of a report's process sessions, which no spec declares metric by metric.
+SESSIONS_CATEGORY = Category.PROGRAM_USE
+
+
+def parse_category(name: str) -> Category:
+    """A category from its short name (``configuration``, ``performance``, ``use``) or its full value
+    (``performance and reliability``); raises ``ValueError`` naming the valid names."""
+    text = name.strip().lower()
+    for category in Category:
+        if text in (category.short, category.value):
+            return category
+    valid = ", ".join(c.short for c in Category)
+    raise ValueError(f"unknown category {name!r} (valid: {valid}, or the full names: {_full_names()})")
+
+
+def _full_names() -> str:
+    return ", ".join(repr(c.value) for c in Category)
 
 
 class MetricKind(enum.Enum):
@@ -82,6 +115,14 @@ def _strings(values: Iterable[str]) -> tuple[str, ...]:
 
 def _optional_strings(values: Iterable[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(values)
+
+
+def _optional_categories(values: Iterable[Category] | None) -> tuple[Category, ...] | None:
+    """Categories as a sorted tuple without repeats (the order of the enum), or None for all."""
+    if values is None:
+        return None
+    chosen = set(values)
+    return tuple(c for c in Category if c in chosen)
 
 
 def _metrics(values: Iterable[MetricSpec]) -> tuple[MetricSpec, ...]:
@@ -150,6 +191,11 @@ class ProductSpec:
             if m.name == name:
                 return m
         return None
+
+    def category_of(self, name: str) -> Category | None:
+        """The category of the declared metric called ``name``, or None if the product does not declare it."""
+        metric = self.metric(name)
+        return None if metric is None else metric.category
 
 
 # --------------------------------------------------------------------------------------------------
@@ -248,17 +294,25 @@ class Report:
     """Which declaration of the product the report was scrubbed against: the content hash of its
     :class:`ProductSpec` (``wire.spec_digest``), so the receiving service validates it against the same
     one. None in reports from clients that predate the field."""
+    categories: tuple[Category, ...] | None = field(default=None, converter=_optional_categories)
+    """The categories the person consented to for the product when the report was sealed, sorted; None
+    means all of them (and is what clients that predate the field send, by leaving it out). The report
+    holds nothing of any other category, and the receiving service stores nothing of one."""
 
 
 @frozen
 class DeletionRequest:
-    """Asks the receiving service to delete everything it holds for (guid, product). Sent after opt-out."""
+    """Asks the receiving service to delete everything it holds for (guid, product), or only the data of
+    some categories. Sent after an opt-out, or after consent for some categories is withdrawn."""
 
     request_id: str
     guid: str
     product: str
     requested: datetime
     schema: int = SCHEMA_VERSION
+    categories: tuple[Category, ...] | None = field(default=None, converter=_optional_categories)
+    """Delete only the data of these categories (sent when a person narrows their consent); None means
+    everything held for the pair (an opt-out, and what clients that predate the field send)."""
 
 
 @frozen
@@ -288,3 +342,61 @@ def item_product(item: Item) -> str | None:
     if isinstance(item, Report | DeletionRequest):
         return item.product
     return None
+
+
+def only_categories(
+    report: Report, category_of: Callable[[str], Category | None], keep: Iterable[Category]
+) -> tuple[Report, int]:
+    """``report`` with only the parts that belong to a category in ``keep``, and how many parts were left out.
+
+    ``category_of`` names the category of a declared metric (counters and histograms by name, problems by
+    kind, configuration values by key); a name it does not know (None) is left out: fail closed. The system
+    information is :data:`SYSTEM_CATEGORY`, the sessions :data:`SESSIONS_CATEGORY`. The envelope (ids,
+    product and version, period), the diagnostics and the ``categories`` field itself are kept. One rule
+    for every side: the client's sealing, the rewrite of queued reports when consent narrows, and the
+    receiving service.
+    """
+    kept = frozenset(map(Category, keep))
+    dropped = outside_categories(report, category_of, kept)
+    if not dropped:
+        return report, 0
+
+    def mine(name: str) -> bool:
+        return category_of(name) in kept
+
+    return evolve(
+        report,
+        counters=tuple(c for c in report.counters if mine(c.name)),
+        histograms=tuple(h for h in report.histograms if mine(h.name)),
+        problems=tuple(p for p in report.problems if mine(p.kind)),
+        config={k: v for k, v in report.config.items() if mine(k)},
+        sessions=report.sessions if SESSIONS_CATEGORY in kept else (),
+        system=report.system if SYSTEM_CATEGORY in kept else None,
+    ), dropped
+
+
+def outside_categories(report: Any, category_of: Callable[[str], Category | None], keep: Iterable[Any]) -> int:
+    """How many parts of ``report`` :func:`only_categories` would leave out. Reads fields by name, so it
+    takes the receiving service's decoded structs as well as records (and categories as values)."""
+    kept = frozenset(map(Category, keep))
+
+    def out(name: str) -> bool:
+        return category_of(name) not in kept
+
+    return (
+        sum(out(c.name) for c in report.counters)
+        + sum(out(h.name) for h in report.histograms)
+        + sum(out(p.kind) for p in report.problems)
+        + sum(map(out, report.config))
+        + (0 if SESSIONS_CATEGORY in kept else len(report.sessions))
+        + (report.system is not None and SYSTEM_CATEGORY not in kept)
+    )
+
+
+def holds_data(report: Report) -> bool:
+    """Whether ``report`` holds anything beyond its envelope and diagnostics (a report emptied by
+    :func:`only_categories` is not worth keeping)."""
+    return bool(
+        report.counters or report.histograms or report.problems or report.config or report.sessions
+        or report.system is not None
+    )  # fmt: skip

@@ -6,6 +6,12 @@ re-checks consent and GUID inside its write transaction. What a scrubber drops i
 a product no plugin declares is dropped and counted too (fail closed), and so are reports for a product
 the maintainers' allowlist does not name (``ceip_core.allowlist``) and reports the vendor's kill switch
 or sampling rate turns away (``ceip_core.vendor_policy``), before any work is spent on them.
+
+Consent by category is enforced here too: the report is stamped with the categories the person consented
+to under the epoch its data was recorded under (``Report.categories``), and the ``declared`` scrubber drops
+every part of any other category (counted under ``scrub.declared.not_consented``). A report left with
+nothing is dropped (``not-consented``). Recorders and the agent collect without knowing categories (the
+recording path loads no specs); this is the one place, before the disk, where they are applied.
 """
 
 from __future__ import annotations
@@ -19,9 +25,10 @@ import attrs
 
 from ceip_core import vendor_policy, wire
 from ceip_core.allowlist import Allowlist
+from ceip_core.consent import read_consented
 from ceip_core.plugins import PluginError, Plugins, get_plugins
 from ceip_core.recording import SessionData
-from ceip_core.records import CounterValue, Histogram, Period, Problem, Report
+from ceip_core.records import Category, CounterValue, Histogram, Period, Problem, Report, holds_data
 from ceip_core.scrubbing import MachineIdentifiers, ScrubContext, run_pipeline
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
@@ -86,14 +93,25 @@ def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: P
     if dropped is not None:
         spool.count_drop(dropped, report.product)
         return False
+    consented = spool.db.read(lambda conn: read_consented(conn, report.product))
+    if consented is None or consented[0] != consent_epoch:
+        spool.count_drop("not-opted-in" if consented is None else "stale-consent", report.product)
+        return False
+    categories = None if consented[1] is None else tuple(c for c in Category if c.value in consented[1])
     # The digest names the declaration the report is scrubbed against: the service validates it with the same.
-    report = attrs.evolve(report, spec_digest=wire.spec_digest(spec))
+    report = attrs.evolve(report, spec_digest=wire.spec_digest(spec), categories=categories)
     ctx = ScrubContext(spec=spec, machine=machine_identifiers())
     outcome = run_pipeline(report, plugins.scrubbers, ctx)
     if outcome.report is None:
         spool.count_drop(outcome.dropped_by or "scrubbed", report.product)
         return False
     scrubbed = outcome.report
+    if scrubbed.categories != categories:  # only consent says what a report may hold: fail closed
+        spool.count_drop("scrubbed:categories-changed", report.product)
+        return False
+    if categories is not None and holds_data(report) and not holds_data(scrubbed):
+        spool.count_drop("not-consented", report.product)
+        return False
     data = wire.encode_item(scrubbed)
     if not spool.put_report(scrubbed.report_id, scrubbed.product, scrubbed.guid, data, consent_epoch=consent_epoch):
         return False

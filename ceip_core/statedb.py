@@ -35,10 +35,12 @@ DB_NAME = "ceip.db"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS consent (
-    product TEXT PRIMARY KEY,
-    state   TEXT NOT NULL CHECK (state IN ('in', 'out')),
-    changed REAL NOT NULL,
-    epoch   INTEGER NOT NULL DEFAULT 0
+    product    TEXT PRIMARY KEY,
+    state      TEXT NOT NULL CHECK (state IN ('in', 'out')),
+    changed    REAL NOT NULL,
+    epoch      INTEGER NOT NULL DEFAULT 0,
+    -- The categories consented to ("configuration,program use": ceip_core.consent), NULL for all of them.
+    categories TEXT
 );
 CREATE TABLE IF NOT EXISTS identity (
     key   TEXT PRIMARY KEY,
@@ -78,6 +80,10 @@ CREATE TRIGGER IF NOT EXISTS spool_totals_delete AFTER DELETE ON spool BEGIN
     UPDATE spool_totals SET items = items - 1, bytes = bytes - OLD.size
     WHERE kind = OLD.kind AND product = OLD.product;
 END;
+-- A queued report rewritten in place (consent narrowed to fewer categories) changes its size.
+CREATE TRIGGER IF NOT EXISTS spool_totals_resize AFTER UPDATE OF size ON spool BEGIN
+    UPDATE spool_totals SET bytes = bytes - OLD.size + NEW.size WHERE kind = OLD.kind AND product = OLD.product;
+END;
 CREATE TABLE IF NOT EXISTS drops (
     reason  TEXT NOT NULL,
     product TEXT NOT NULL,
@@ -105,7 +111,7 @@ CREATE INDEX IF NOT EXISTS sent_product ON sent (product);
 """
 
 #: Raised whenever ``_SCHEMA`` changes; an older database is brought up to date when it is opened.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: The write-ahead log is truncated back to this size after each checkpoint, so that one large
 #: transaction (a bulk removal, a busy hour) does not leave a log the size of the database behind.
@@ -274,6 +280,9 @@ class StateDB:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                if "consent" in tables and "categories" not in _columns(conn, "consent"):
+                    # A database from before consent by category: every choice in it covers all of them.
+                    conn.execute("ALTER TABLE consent ADD COLUMN categories TEXT")
                 for statement in _statements(_SCHEMA):
                     conn.execute(statement)
                 if "spool" in tables and "spool_totals" not in tables:
@@ -457,6 +466,10 @@ def _restore_salvaged(conn: sqlite3.Connection, saved: Salvaged) -> int:
     _count(conn, LOST_REPORTS, lost)
     _count(conn, LOST_UNKNOWN, 0 if saved.readable and saved.complete else 1)
     return kept
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _statements(script: str) -> list[str]:

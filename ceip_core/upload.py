@@ -1,7 +1,8 @@
 """The uploader: drains the spool through a transport, in batches that fit the wire limits.
 
 It never deletes anything itself; the spool does, on the transport's per-item answers. While a batch is
-in flight the uploader keeps checking consent: if a product in the batch is opted out, the send is
+in flight the uploader keeps checking consent: if a product in the batch is opted out, or its consent
+changes in any way (fewer categories: the queued reports were just rewritten without them), the send is
 cancelled at once, so no further byte about that product leaves the machine. Items that
 must be retried are rescheduled with exponential backoff and full jitter (or after the receiver's
 ``Retry-After``), and stay queued however long that takes: only the spool's quotas remove them.
@@ -173,14 +174,16 @@ CONSENT_POLL_S = 0.1
 
 
 async def _send_unless_withdrawn(spool: Spool, transport: Transport, batch: Batch) -> Sequence[SendResult]:
-    """``transport.send(batch)``, cancelled as soon as any product it carries reports for is opted out.
-    A cancelled send answers nothing, so its items stay queued (or are already deleted by the opt-out)."""
+    """``transport.send(batch)``, cancelled as soon as the consent of any product it carries reports for
+    changes (an opt-out, fewer categories: its epoch moves). A cancelled send answers nothing, so its items
+    stay queued (or are already deleted, or rewritten, by the change)."""
     products = {i.product for i in batch.items if i.kind == "report"}
+    epochs = {p: spool.consent.epoch(p) for p in products}
     send = asyncio.ensure_future(transport.send(batch))
     try:
         while not send.done():
             await asyncio.wait({send}, timeout=CONSENT_POLL_S)
-            if not send.done() and products and not all(map(spool.consent.allowed, products)):
+            if not send.done() and any(e is None or spool.consent.epoch(p) != e for p, e in epochs.items()):
                 send.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await send

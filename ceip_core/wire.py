@@ -124,7 +124,10 @@ def make_converter() -> cattrs.Converter:
     - input is strict: unknown keys are rejected (``forbid_extra_keys``) and no type is coerced
       (``"5"`` is not an int, ``true`` is not a number);
     - batch items are a tagged union on ``type`` (``report``, ``deletion``); an unknown type becomes
-      :class:`UnknownItem` so that it is rejected alone.
+      :class:`UnknownItem` so that it is rejected alone;
+    - ``categories`` (reports and deletion requests) is left out when it is None (all categories), so
+      what a person consenting to everything sends is byte for byte what older clients sent (see
+      :func:`unstructure_item`).
     """
     conv = make_orjson_converter(forbid_extra_keys=True)
     for kind in (int, float, str, bool):
@@ -146,7 +149,10 @@ def unstructure_item(item: Item) -> dict[str, Any]:
     """An item as the JSON-ready mapping the wire carries, with its ``type`` tag first."""
     if isinstance(item, UnknownItem):
         raise TypeError("an unknown item cannot be sent")
-    return {"type": _TYPE_OF[type(item)], **_CONVERTER.unstructure(item)}
+    fields = _CONVERTER.unstructure(item)
+    if fields.get("categories", ()) is None:  # absent means all: older receivers know no such field
+        del fields["categories"]
+    return {"type": _TYPE_OF[type(item)], **fields}
 
 
 def encode_item(item: Item) -> bytes:

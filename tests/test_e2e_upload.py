@@ -119,3 +119,37 @@ def test_recorded_use_reaches_the_service_once_over_verified_tls(
     consent.opt_out("sample")
     assert "Sent 1 item(s)" in runner.invoke(cli, ["upload"]).output
     assert sample_uses(data) == 0.0
+
+
+def sample_report(data: Path, kind: str) -> list[dict[str, Any]]:
+    """The rows of one of the service's own report commands for ``sample``."""
+    result = CliRunner().invoke(cli, ["report", kind, "--json", "--k", "1", "--product", "sample", "--data", str(data)])
+    assert result.exit_code == 0, result.output
+    rows: list[dict[str, Any]] = json.loads(result.output)[kind]
+    return rows
+
+
+def test_withdrawing_a_category_deletes_only_its_data_at_the_service(
+    service: tuple[str, Path, Path], ceip_home: Path
+) -> None:
+    """Consent by category end to end: what was sent before the narrowing loses the withdrawn category at the
+    service (the deletion request naming it), and what is recorded after never carries it."""
+    url, ca, data = service
+    runner = CliRunner()
+    assert runner.invoke(cli, ["consent", "in", "sample"]).exit_code == 0
+    assert runner.invoke(cli, ["config", "set", "upload-url", f"{url}/?ca={ca}"]).exit_code == 0
+    with ceip_core.recorder("sample", "1.0") as rec:
+        rec.feature("open_file")
+        rec.problem("ValueError@x.py:1")
+    assert "Sent 1 item(s)" in runner.invoke(cli, ["upload"]).output
+    assert sample_report(data, "problems") and sample_uses(data) == 1.0
+
+    said = runner.invoke(cli, ["consent", "out", "sample", "--only", "performance"])
+    assert said.exit_code == 0 and "A request to delete what was already sent of it is queued." in said.output
+    with ceip_core.recorder("sample", "1.0") as rec:
+        rec.feature("open_file")
+        rec.problem("ValueError@x.py:1")
+    result = runner.invoke(cli, ["upload"])
+    assert "Sent 2 item(s)" in result.output, result.output  # the deletion request, then the new report
+    assert sample_report(data, "problems") == []  # the machine's problems are gone, sent before or after
+    assert sample_uses(data) == 2.0  # its program use stays

@@ -18,12 +18,13 @@ import click
 from ceip_core import participation, plugin_index, statedb
 from ceip_core.agent_state import read_status as read_agent_status
 from ceip_core.cli.common import check_product, describe_retry, emit, load_plugins, open_spool, retry_state, when
-from ceip_core.consent import Change, Consent, ConsentError, State
+from ceip_core.consent import ALL_CATEGORIES, Change, Consent, ConsentError, State
 from ceip_core.printable import shown
 from ceip_core.statedb import StateDB, state_dir
 
 if TYPE_CHECKING:
     from ceip_core.plugins import Plugins
+    from ceip_core.records import Category
 
 # -- consent -----------------------------------------------------------------------------------------
 
@@ -56,6 +57,7 @@ def _targets(
 def consent_status(as_json: bool) -> None:
     """Show each product's participation."""
     from ceip_core.allowlist import Allowlist  # the TOML reader and logging: not for ceip status
+    from ceip_core.records import Category
 
     plugins = load_plugins()
     rows = []
@@ -66,6 +68,11 @@ def consent_status(as_json: bool) -> None:
                 "product": p.product,
                 "name": spec.display_name if spec is not None else "(not installed)",
                 "state": p.state.value,
+                "categories": [
+                    c.short
+                    for c in Category
+                    if p.state is State.IN and (p.categories is None or c.value in p.categories)
+                ],
                 "capped_by_policy": p.policy is not None,
                 "allowlisted": p.installed and p.inert is None,
                 "participating": p.active,
@@ -90,20 +97,49 @@ def consent_status(as_json: bool) -> None:
                 "unset": "not participating (not asked yet)",
             }[str(row["state"])]
         )
+        chosen = [str(c) for c in row["categories"]]  # type: ignore[union-attr]
+        if row["state"] == "in" and len(chosen) < len(Category):
+            label += f" ({', '.join(chosen)} only)"
         click.echo(f"{shown(row['product']):<16} {shown(row['name']):<24} {label}{note}")
 
 
-def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: bool) -> None:
+def _categories(_ctx: click.Context, _param: click.Parameter, value: str | None) -> frozenset[Category] | None:
+    """``--only configuration,performance``: the categories named (short names or full ones), or None."""
+    if value is None:
+        return None
+    from ceip_core.records import parse_category  # attrs: only for a command that names categories
+
+    names = [name for name in value.split(",") if name.strip()]
+    if not names:
+        raise click.BadParameter("name at least one category (configuration, performance, use)")
+    try:
+        return frozenset(parse_category(name) for name in names)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_ONLY_HELP = (
+    "Comma-separated categories: configuration, performance (performance and reliability), use (program use). "
+    "With 'in': take part with these only. With 'out': withdraw these only; their queued data is removed and "
+    "a request to delete what was sent of them is queued."
+)
+
+
+def _change(
+    products: tuple[str, ...], all_: bool, opting_in: bool, as_json: bool, only: frozenset[Category] | None = None
+) -> None:
     c = Consent(StateDB(state_dir()))
     known = c.states()
     # An opt-out of products with a recorded choice needs no plugin to name them: it commits before the
-    # plugins load, so that recording stops at once (issue 11), and the plugins hear of it after.
-    quick = not opting_in and not all_ and bool(products) and set(products) <= set(known)
+    # plugins load, so that recording stops at once (issue 11), and the plugins hear of it after. Withdrawing
+    # some categories needs the product's declaration, to rewrite its queued reports without them.
+    quick = not opting_in and only is None and not all_ and bool(products) and set(products) <= set(known)
     plugins = None if quick else load_plugins()
     changes: list[Change] = []
     for product in list(products) if plugins is None else _targets(products, all_, plugins, known, opting_in):
+        spec = None if plugins is None else plugins.products.get(product)
         try:
-            change = c.opt_in(product) if opting_in else c.opt_out(product)
+            change = c.opt_in(product, only, spec=spec) if opting_in else c.opt_out(product, only, spec=spec)
         except ConsentError as exc:
             raise click.ClickException(str(exc)) from None
         changes.append(change)
@@ -111,22 +147,52 @@ def _change(products: tuple[str, ...], all_: bool, opting_in: bool, as_json: boo
     if plugins is not None or plugin_index.implementers(c.db.folder, "ceip_consent_changed") != []:
         _announce(changes, plugins)
     if as_json:
-        emit([{**vars(ch), "before": ch.before.value, "after": ch.after.value} for ch in changes])
+        from ceip_core.records import Category
+
+        def short(values: Iterable[str]) -> list[str]:
+            return [Category(v).short for v in values]
+
+        emit(
+            [
+                {
+                    **vars(ch),
+                    "before": ch.before.value,
+                    "after": ch.after.value,
+                    "categories": short(ch.categories or (ALL_CATEGORIES if ch.after is State.IN else ())),
+                    "removed": short(ch.removed),
+                }
+                for ch in changes
+            ]
+        )
         return
     for ch in changes:
-        if opting_in:
-            click.echo(
-                f"{ch.product}: participating." + (" A new random machine ID was created." if ch.guid_created else "")
-            )
-        else:
-            parts = [f"{ch.product}: not participating."]
-            if ch.reports_deleted:
-                parts.append(f"{ch.reports_deleted} queued report(s) deleted.")
-            if ch.deletion_queued:
-                parts.append("A request to delete what was already sent is queued.")
-            if ch.guid_discarded:
-                parts.append("No product participates any more; the machine ID was discarded.")
-            click.echo(" ".join(parts))
+        click.echo(_said(ch))
+
+
+def _said(ch: Change) -> str:
+    """What a consent change did, in one line."""
+    from ceip_core.records import Category
+
+    def short(values: Iterable[str]) -> str:
+        return ", ".join(c.short for c in Category if c.value in set(values))
+
+    if ch.after is State.IN:
+        parts = [f"{ch.product}: participating" + (f" with {short(ch.categories)} only." if ch.categories else ".")]
+        if ch.guid_created:
+            parts.append("A new random machine ID was created.")
+        if ch.removed:
+            parts.append(f"Withdrawn: {short(ch.removed)}.")
+            if ch.reports_rewritten:
+                parts.append(f"{ch.reports_rewritten} queued report(s) rewritten without it.")
+    else:
+        parts = [f"{ch.product}: not participating."]
+    if ch.reports_deleted:
+        parts.append(f"{ch.reports_deleted} queued report(s) deleted.")
+    if ch.deletion_queued:
+        parts.append("A request to delete what was already sent" + (" of it" if ch.removed else "") + " is queued.")
+    if ch.guid_discarded:
+        parts.append("No product participates any more; the machine ID was discarded.")
+    return " ".join(parts)
 
 
 def _announce(changes: list[Change], plugins: Plugins | None) -> None:
@@ -144,19 +210,22 @@ def _announce(changes: list[Change], plugins: Plugins | None) -> None:
 @consent.command("in")
 @click.argument("products", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every installed product.")
+@click.option("--only", callback=_categories, metavar="CATEGORIES", help=_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def consent_in(products: tuple[str, ...], all_: bool, as_json: bool) -> None:
-    """Take part in the program for PRODUCTS."""
-    _change(products, all_, True, as_json)
+def consent_in(products: tuple[str, ...], all_: bool, only: frozenset[Category] | None, as_json: bool) -> None:
+    """Take part in the program for PRODUCTS (in every category, unless --only names some)."""
+    _change(products, all_, True, as_json, only)
 
 
 @consent.command("out")
 @click.argument("products", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every product.")
+@click.option("--only", callback=_categories, metavar="CATEGORIES", help=_ONLY_HELP)
 @click.option("--json", "as_json", is_flag=True)
-def consent_out(products: tuple[str, ...], all_: bool, as_json: bool) -> None:
-    """Stop taking part for PRODUCTS: queued reports are deleted and a deletion request is sent."""
-    _change(products, all_, False, as_json)
+def consent_out(products: tuple[str, ...], all_: bool, only: frozenset[Category] | None, as_json: bool) -> None:
+    """Stop taking part for PRODUCTS: queued reports are deleted and a deletion request is sent (with
+    --only, for those categories alone)."""
+    _change(products, all_, False, as_json, only)
 
 
 # -- status --------------------------------------------------------------------------------------

@@ -4,6 +4,10 @@ It runs first and fails closed, an allowlist rather than a denylist: whatever th
 :class:`~ceip_core.records.ProductSpec` does not declare (a metric, a label, an executable, a hardware
 feature) is dropped or folded, so a bug or a new field in a recorder can never widen what leaves the
 machine. Every drop is counted under ``scrub.declared.<reason>`` (docs/scrubbing.md).
+
+It also keeps only the categories the report says the person consented to (``Report.categories``; None:
+all), by the one rule ``records.only_categories`` (``not_consented``): the client stamps that field when
+sealing, and the receiving service runs this scrubber again, so neither stores what consent left out.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import attrs
 from ceip_core.default_plugins._series import OTHER, merge_counters, merge_histograms, merge_problems, with_label
 from ceip_core.hookspecs import hookimpl
 from ceip_core.records import (
+    Category,
     CounterValue,
     Histogram,
     MetricKind,
@@ -26,6 +31,8 @@ from ceip_core.records import (
     ProductSpec,
     Report,
     SystemInfo,
+    only_categories,
+    outside_categories,
 )
 from ceip_core.scrubbing import ScrubContext, add_diagnostics
 
@@ -70,6 +77,8 @@ class DeclaredFieldsScrubber:
             sessions=sessions,
             system=system,
         )
+        if report.categories is not None:
+            scrubbed, counts["not_consented"] = only_categories(scrubbed, check.category_of, report.categories)
         return add_diagnostics(scrubbed, {_PREFIX + k: n for k, n in counts.items()})
 
     def keeps(self, report: Report, ctx: ScrubContext) -> bool:
@@ -91,6 +100,8 @@ class DeclaredFieldsScrubber:
             metric = check.declared(h.name, MetricKind.HISTOGRAM)
             if metric is None or not _histogram_in_range(h, metric) or check.label(metric, h.label) != h.label:
                 return False
+        if report.categories is not None and outside_categories(report, check.category_of, report.categories):
+            return False
         kept = (
             all(map(check.problem, report.problems))
             and all(check.config(k, v) for k, v in report.config.items())
@@ -117,6 +128,10 @@ class _Checker:
             self.counts["wrong_kind"] += 1
             return None
         return metric
+
+    def category_of(self, name: str) -> Category | None:
+        metric = self.metrics.get(name)
+        return None if metric is None else metric.category
 
     def drop(self, reason: str) -> None:
         self.counts[reason] += 1

@@ -24,13 +24,16 @@ from typing import Any
 import msgspec
 
 from ceip_core.plugins import get_plugins
+from ceip_core.records import Category
 from ceip_core.scrubbing import Scrubber
-from ceip_core.service.config import LiveConfig, ServiceConfig
+from ceip_core.service import withdrawal
+from ceip_core.service.config import Declarations, LiveConfig, ServiceConfig
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.rollups import DAY_S
 from ceip_core.service.screening import screen
 from ceip_core.service.storage import Deletion, NewReport, Write
 from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, item_id_of
+from ceip_core.service.withdrawal import Withdrawal
 
 
 def guids_of(verdicts: Sequence[Valid | Rejection]) -> dict[str, int]:
@@ -42,7 +45,9 @@ def guids_of(verdicts: Sequence[Valid | Rejection]) -> dict[str, int]:
     return found
 
 
-def _to_write(valid: Valid, received: float) -> Write:
+def _to_write(valid: Valid, received: float, config: ServiceConfig | None = None) -> Write:
+    """The storage write for a valid item; ``config`` names the declarations a deletion request for some
+    categories is resolved by (without it, no metric's category is known, and all of them go: fail closed)."""
     item = valid.item
     if valid.is_report:
         return NewReport(
@@ -62,7 +67,18 @@ def _to_write(valid: Valid, received: float) -> Write:
         day=int(received // DAY_S),
         received=received,
         requested=item.requested.timestamp(),
+        withdrawal=_withdrawal(item.categories, item.product, config),
     )
+
+
+def _withdrawal(categories: Sequence[str] | None, product: str, config: ServiceConfig | None) -> Withdrawal | None:
+    """What a deletion request naming ``categories`` takes out (None: everything, as when it names all)."""
+    named = frozenset(map(Category, categories)) if categories is not None else frozenset(Category)
+    if named >= frozenset(Category):
+        return None
+    known = config.declarations if config is not None else Declarations()
+    specs = [s for s in known.by_digest.values() if s.id == product] + [s for s in [known.current.get(product)] if s]
+    return withdrawal.of(named, specs)
 
 
 def installed_scrubbers() -> tuple[Scrubber, ...]:
@@ -128,7 +144,8 @@ class Ingest:
         Raises ``StorageUnavailable`` if the transaction failed: then nothing of the batch is acknowledged.
         """
         verdicts = self.screen(verdicts, received)
-        writes = [_to_write(v, received) for v in verdicts if isinstance(v, Valid)]
+        config = self.live.current(received)
+        writes = [_to_write(v, received, config) for v in verdicts if isinstance(v, Valid)]
         stored = iter(await self.committer.submit(writes) if writes else [])
         results: list[dict[str, Any]] = []
         for raw, verdict in zip(raws, verdicts, strict=True):

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from ceip_core.service import aging, rollups
+from ceip_core.service import aging, rollups, withdrawal
 from ceip_core.service.storage import (
     COUNT_SQL,
     DELETE_QUARANTINED,
@@ -48,6 +48,7 @@ from ceip_core.service.storage import (
     redact,
     refused,
 )
+from ceip_core.service.withdrawal import Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,15 @@ _DDL = [
     QUARANTINE_DDL,
     TOMBSTONES_DDL,
     REPORTS_DAY_INDEX,
+    withdrawal.WITHDRAWALS_DDL,
+    withdrawal.CATEGORY_TOMBSTONES_DDL,
 ]
 _COUNT = COUNT_SQL.format("$1::text", "$2::bigint")
+#: Both kinds of tombstone of the batch's machines: whole (category '') and by category (``withdrawal``).
+_TOMBSTONES = (
+    "SELECT guid, product, requested, '' FROM tombstones WHERE guid = ANY($1::text[]) UNION ALL "
+    "SELECT guid, product, requested, category FROM category_tombstones WHERE guid = ANY($1::text[])"
+)
 _INSERT_REPORTS = (
     "INSERT INTO reports (report_id, guid, product, version, day, received, body) "
     "SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::float8[], $7::text[]) "
@@ -294,14 +302,16 @@ class PostgresStorage:
     @staticmethod
     async def _insert(conn: asyncpg.Connection, reports: list[NewReport], stored: list[tuple[int, Any]]) -> list[bool]:
         """Insert and queue ``reports``; per report, whether it is new. Adds ``(seq, item)`` of each to ``stored``."""
-        tombstones = {
-            (row["guid"], row["product"]): row["requested"]
-            for row in await conn.fetch(
-                "SELECT guid, product, requested FROM tombstones WHERE guid = ANY($1::text[])",
-                sorted({r.guid for r in reports}),
-            )
-        }
+        tombstones: dict[tuple[str, str], float] = {}
+        withdrawn: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        for guid, product, requested, category in await conn.fetch(_TOMBSTONES, sorted({r.guid for r in reports})):
+            if category:
+                withdrawn.setdefault((guid, product), []).append((category, requested))
+            else:
+                tombstones[guid, product] = requested
         dead = refused(reports, tombstones) if tombstones else set()
+        if withdrawn:
+            dead |= withdrawal.stale(reports, withdrawn)
         if dead:
             await conn.execute(_COUNT, TOMBSTONED, len(dead))
         every, reports = reports, [r for r in reports if r.report_id not in dead]
@@ -328,6 +338,8 @@ class PostgresStorage:
     @staticmethod
     async def _delete(conn: asyncpg.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
+        if d.withdrawal is not None:
+            return await PostgresStorage._withdraw(conn, d, d.withdrawal, unqueued)
         # Queued rollups go first: this waits for a worker folding them right now, so its rows are deleted too.
         taken = await conn.fetch(
             "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2) "
@@ -370,6 +382,71 @@ class PostgresStorage:
             d.received,
         )
         return bool(status == "INSERT 0 1")
+
+    @staticmethod
+    async def _withdraw(conn: asyncpg.Connection, d: Deletion, w: Withdrawal, unqueued: list[int]) -> bool:
+        """Apply a deletion request for some categories (``ceip_core.service.withdrawal``), as SQLite does:
+        the pair's queued reports leave the queue while their bodies are rewritten and join it again."""
+        mine = {"guid": d.guid, "product": d.product}
+        if await conn.fetchval("SELECT 1 FROM withdrawals WHERE request_id = $1", d.request_id):
+            return False  # applied already: what it withdrew is gone, and the pair's newer data is not its
+        # Queued rollups go first: this waits for a worker folding them right now, so their timings are seen.
+        taken = await conn.fetch(
+            "DELETE FROM rollup_queue WHERE seq IN (SELECT seq FROM reports WHERE guid = $1 AND product = $2) "
+            "RETURNING seq",
+            d.guid,
+            d.product,
+        )
+        seqs = [row["seq"] for row in taken]
+        unqueued += seqs
+        bodies = await conn.fetch(
+            "SELECT body FROM reports WHERE guid = $1 AND product = $2 AND NOT (seq = ANY($3::int8[])) "
+            "AND seq NOT IN (SELECT seq FROM quarantine)",
+            d.guid,
+            d.product,
+            seqs,
+        )
+        await _upsert(conn, "histogram_buckets", w.histogram_removal(row["body"] for row in bodies))
+        await conn.execute("DELETE FROM histogram_buckets WHERE product = $1 AND count = 0", d.product)
+        broken = [row["seq"] for row in await _fetch(conn, withdrawal.MY_QUARANTINED, mine)]
+        await conn.execute("DELETE FROM quarantine WHERE seq = ANY($1::int8[])", broken)
+        await conn.execute("DELETE FROM reports WHERE seq = ANY($1::int8[])", broken)
+        for row in await _fetch(conn, withdrawal.MY_REPORTS, mine):
+            new = w.rewritten(row["body"])
+            if new is None:
+                await conn.execute("DELETE FROM reports WHERE seq = $1", row["seq"])
+            elif new != row["body"]:
+                await _execute(conn, withdrawal.REWRITE, {"seq": row["seq"], "body": new})
+        await conn.execute("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq = ANY($1::int8[])", seqs)
+        # Locked: a worker folding this machine's reports right now finishes first, so its days are seen.
+        state = await _fetch(conn, rollups.MY_STATE + " FOR UPDATE", mine)
+        if state:
+            removal, runs = w.reach_removal(state[0]["runs"], d.product)
+            await _upsert(conn, "reach", removal)
+            await _execute(conn, withdrawal.UPDATE_STATE, {**mine, "runs": runs})
+        for day, name, label, version, uses in await _fetch(conn, withdrawal.MY_COUNTERS, mine):
+            if w.withdrawn(name):
+                key = {**mine, "day": day, "name": name, "label": label, "version": version}
+                await _execute(conn, withdrawal.SUBTRACT_COUNTER, {**key, "uses": uses})
+                await _execute(conn, withdrawal.DELETE_COUNTER, key)
+        for day, kind, signature, version in await _fetch(conn, withdrawal.MY_PROBLEMS, mine):
+            if w.withdrawn(kind):
+                key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}
+                await _execute(conn, withdrawal.DELETE_PROBLEM, key)
+                for statement in rollups.RECOMPUTE_PROBLEM:
+                    await _execute(conn, statement, key)
+        for category in w.categories:
+            await _execute(
+                conn, withdrawal.CATEGORY_TOMBSTONE_SQL, {**mine, "category": category.value, "requested": d.requested}
+            )
+        await conn.execute(
+            "INSERT INTO withdrawals (request_id, product, day, received) VALUES ($1, $2, $3, $4)",
+            d.request_id,
+            d.product,
+            d.day,
+            d.received,
+        )
+        return True
 
     async def write(self, writes: Sequence[Write]) -> list[bool]:
         async def run(conn: asyncpg.Connection) -> list[bool]:

@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from ceip_core.private_files import private_file, private_folder
-from ceip_core.service import aging, rollups
+from ceip_core.service import aging, rollups, withdrawal
 from ceip_core.service.storage import (
     COUNT_SQL,
     DELETE_QUARANTINED,
@@ -48,6 +48,7 @@ from ceip_core.service.storage import (
     histogram_removal,
     refused,
 )
+from ceip_core.service.withdrawal import Withdrawal
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ _DDL = [
     QUARANTINE_DDL,
     TOMBSTONES_DDL,
     REPORTS_DAY_INDEX,
+    withdrawal.WITHDRAWALS_DDL,
+    withdrawal.CATEGORY_TOMBSTONES_DDL,
 ]
 
 
@@ -91,7 +94,11 @@ _UNQUEUE = (
 )
 _NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
-_TOMBSTONES = "SELECT guid, product, requested FROM tombstones WHERE guid IN (SELECT value FROM json_each(?))"
+#: Both kinds of tombstone of the batch's machines: whole (category '') and by category (``withdrawal``).
+_TOMBSTONES = (
+    "SELECT guid, product, requested, '' FROM tombstones WHERE guid IN (SELECT value FROM json_each(?1)) UNION ALL "
+    "SELECT guid, product, requested, category FROM category_tombstones WHERE guid IN (SELECT value FROM json_each(?1))"
+)
 #: The bodies of a pair's folded reports: neither just taken out of the queue (the JSON array) nor quarantined.
 _FOLDED_BODIES = (
     "SELECT json_group_array(body) FROM reports WHERE guid = ? AND product = ? "
@@ -284,8 +291,16 @@ class SQLiteStorage:
         ids = orjson.dumps([r.report_id for r in reports])
         existing = {row[0] for row in db.execute(_EXISTING, (ids,))}
         guids = orjson.dumps(sorted({r.guid for r in reports}))
-        tombstones = {(g, p): t for g, p, t in db.execute(_TOMBSTONES, (guids,))}
+        tombstones: dict[tuple[str, str], float] = {}
+        withdrawn: dict[tuple[str, str], list[tuple[str, float]]] = {}
+        for g, p, t, category in db.execute(_TOMBSTONES, (guids,)):
+            if category:
+                withdrawn.setdefault((g, p), []).append((category, t))
+            else:
+                tombstones[g, p] = t
         dead = refused(reports, tombstones) if tombstones else set()
+        if withdrawn:
+            dead |= withdrawal.stale(reports, withdrawn)
         if dead:
             db.execute(_COUNT, (TOMBSTONED, len(dead)))
             existing |= dead
@@ -312,6 +327,8 @@ class SQLiteStorage:
     @staticmethod
     def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
+        if d.withdrawal is not None:
+            return SQLiteStorage._withdraw(db, d, d.withdrawal, unqueued)
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
         taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
         unqueued += taken
@@ -337,6 +354,55 @@ class SQLiteStorage:
             (d.request_id, d.product, d.day, d.received),
         )
         return cur.rowcount == 1
+
+    @staticmethod
+    def _withdraw(db: sqlite3.Connection, d: Deletion, w: Withdrawal, unqueued: list[int]) -> bool:
+        """Apply a deletion request for some categories (``ceip_core.service.withdrawal``). The pair's queued
+        reports leave the queue while their bodies are rewritten and join it again, so the fold reads the
+        rewritten bodies (``unqueued`` makes this process forget what it held of them)."""
+        pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
+        if db.execute("SELECT 1 FROM withdrawals WHERE request_id = ?", (d.request_id,)).fetchone():
+            return False  # applied already: what it withdrew is gone, and the pair's newer data is not its
+        taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
+        unqueued += taken
+        (bodies,) = db.execute(_FOLDED_BODIES, (*pair, orjson.dumps(taken))).fetchone()
+        db.executemany(_UPSERTS["histogram_buckets"], w.histogram_removal(orjson.loads(bodies)))
+        db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (d.product,))
+        broken = [seq for (seq,) in db.execute(withdrawal.MY_QUARANTINED, mine)]
+        db.executemany("DELETE FROM quarantine WHERE seq = ?", [(seq,) for seq in broken])
+        db.executemany("DELETE FROM reports WHERE seq = ?", [(seq,) for seq in broken])
+        for seq, body in db.execute(withdrawal.MY_REPORTS, mine).fetchall():
+            new = w.rewritten(body)
+            if new is None:
+                db.execute("DELETE FROM reports WHERE seq = ?", (seq,))
+            elif new != body:
+                db.execute(withdrawal.REWRITE, {"seq": seq, "body": new})
+        db.executemany("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq = ?", [(s,) for s in taken])
+        state = db.execute(rollups.MY_STATE, mine).fetchone()
+        if state is not None:
+            removal, runs = w.reach_removal(state[0], d.product)
+            db.executemany(_UPSERTS["reach"], removal)
+            db.execute(withdrawal.UPDATE_STATE, {**mine, "runs": runs})
+        for day, name, label, version, uses in db.execute(withdrawal.MY_COUNTERS, mine).fetchall():
+            if w.withdrawn(name):
+                key = {**mine, "day": day, "name": name, "label": label, "version": version}
+                db.execute(withdrawal.SUBTRACT_COUNTER, {**key, "uses": uses})
+                db.execute(withdrawal.DELETE_COUNTER, key)
+        for day, kind, signature, version in db.execute(withdrawal.MY_PROBLEMS, mine).fetchall():
+            if w.withdrawn(kind):
+                key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}
+                db.execute(withdrawal.DELETE_PROBLEM, key)
+                for statement in rollups.RECOMPUTE_PROBLEM:
+                    db.execute(statement, key)
+        for category in w.categories:
+            db.execute(
+                withdrawal.CATEGORY_TOMBSTONE_SQL, {**mine, "category": category.value, "requested": d.requested}
+            )
+        db.execute(
+            "INSERT INTO withdrawals (request_id, product, day, received) VALUES (?, ?, ?, ?)",
+            (d.request_id, d.product, d.day, d.received),
+        )
+        return True
 
     async def write(self, writes: Sequence[Write]) -> list[bool]:
         return await self._on(self._writer_thread, lambda: self._write(writes))

@@ -27,12 +27,15 @@ per-machine rows age out (``aging``); :meth:`Storage.stats` is what operators se
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from attrs import frozen
 
 from ceip_core.service.validation import Rejection, decode_stored
+
+if TYPE_CHECKING:
+    from ceip_core.service.withdrawal import Withdrawal
 
 #: The version of the database schema this code creates and reads; stored in the ``meta`` table.
 SCHEMA_VERSION = 2
@@ -65,7 +68,8 @@ class NewReport:
 
 @frozen
 class Deletion:
-    """A validated deletion request: delete everything held for (guid, product)."""
+    """A validated deletion request: delete everything held for (guid, product), or the data of some
+    categories only (:attr:`withdrawal`)."""
 
     request_id: str
     guid: str
@@ -77,6 +81,9 @@ class Deletion:
     """When the machine asked (its own clock, seconds since the epoch): the pair's **tombstone**. A report
     of the pair whose period ended by then (a late upload, an import of a bundle exported before the
     opt-out) is refused from then on; one recorded after a new opt-in, on the same clock, is not."""
+    withdrawal: Withdrawal | None = None
+    """For a request naming categories (a person narrowed their consent): delete only the pair's data of
+    those (``ceip_core.service.withdrawal``), and leave no tombstone. None: delete everything."""
 
 
 Write = NewReport | Deletion
