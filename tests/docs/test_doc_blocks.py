@@ -12,8 +12,8 @@ A fenced block is run unless the line right before its fence is ``<!-- illustrat
 
 Every ``ceip`` command line in a shell block, run or not (and ``$ ceip`` lines of transcripts, ``ceip`` in
 crontab lines), must name commands and options that exist: it is parsed by the real click group, as a run
-would parse it, without running. Every fence names its language, so that no command hides in an
-unlabelled block, and every page with ceip commands links the CLI reference, docs/cli.md.
+would parse it, without running. Every fence names its language and no code block goes unfenced, so
+that no command hides in an unlabelled block, and every page with ceip commands links docs/cli.md.
 """
 
 from __future__ import annotations
@@ -107,6 +107,31 @@ def _runs(block: Block, languages: frozenset[str]) -> bool:
 def test_every_fence_names_its_language() -> None:
     unnamed = [b.where for b in all_blocks() if not b.language]
     assert not unnamed, f"fenced blocks without a language (```bash, ```python, ```text, ...): {unnamed}"
+
+
+def indented_code(page: Path) -> list[int]:
+    """The lines where an indented (unfenced) code block starts in ``page``: four spaces after a blank line,
+    outside fences and lists. Such a block has no language and no marker, so the rules could not see it."""
+    inside = {n for b in blocks(page) for n in range(b.line, b.end + 1)}
+    starts = []
+    in_list = False
+    lines = page.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, 1):
+        if n in inside or not line.strip():
+            continue
+        if not line.startswith("    "):
+            in_list = bool(re.match(r"^\s*([-*+]|\d+\.)\s", line)) or (in_list and line.startswith(" "))
+        elif not in_list and n > 1 and not lines[n - 2].strip():
+            starts.append(n)
+    return starts
+
+
+def test_no_code_block_goes_unfenced(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text("text\n\n    ceip status\n\n- item\n\n    more of the item\n\nend\n", encoding="utf-8")
+    assert indented_code(page) == [3]
+    unfenced = [f"{_id(page)}:{n}" for page in PAGES for n in indented_code(page)]
+    assert not unfenced, f"indented code blocks (fence them and name the language): {unfenced}"
 
 
 def test_every_code_block_is_run_or_marked_with_a_reason() -> None:
