@@ -6,7 +6,10 @@ A fenced block is run unless the line right before its fence is ``<!-- illustrat
 - ``bash`` / ``sh`` / ``shell`` blocks run with ``bash -e -o pipefail``, one block after the other in one
   throw-away folder per page (so a tour's blocks see what the blocks before them made), with this venv's
   ``ceip`` on ``PATH`` (and as ``.venv/bin/ceip``), a state folder of their own (``CEIP_HOME``), no
-  machine policy and no proxy; each within :data:`BLOCK_TIMEOUT`;
+  machine policy, and HTTP(S) to other machines sent to a closed local port; each within
+  :data:`BLOCK_TIMEOUT`;
+  ``<!-- with a receiving service ... -->`` before the fence runs the block while ``ceip serve --db
+  sqlite:ceip.db`` serves from that folder on a free loopback port, given to the block in place of 8080;
 - ``python`` / ``py`` blocks run in this venv's Python, one process per page, each block in the namespace
   the page's blocks before it left (a traceback names the page and its line).
 
@@ -24,8 +27,10 @@ import os
 import re
 import shlex
 import signal
+import socket
 import subprocess
 import sys
+import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import click
 import pytest
+from helpers import wait_for
 
 from ceip_core.cli import cli
 from ceip_core.cli.reference import anchor, reference
@@ -50,7 +56,10 @@ BLOCK_TIMEOUT = 60.0
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,}|~{3,})(?P<info>.*)$")
 _MARKER = re.compile(r"^\s*<!--\s*illustrative\b:?(?P<reason>.*?)-->\s*$")
-_ANY_MARKER = re.compile(r"<!--\s*illustrative", re.IGNORECASE)
+#: Before a shell block: run it while ``ceip serve --db sqlite:ceip.db`` serves from the page's folder on a free
+#: loopback port, which the block gets in place of the 8080 it shows (the README's second terminal).
+_SERVICE = re.compile(r"^\s*<!--\s*with a receiving service\b.*-->\s*$")
+_ANY_MARKER = re.compile(r"<!--\s*(illustrative|with a receiving service)", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,8 @@ class Block:
     text: str
     #: None when the block is to be run; else its marker's reason ("" if the marker gives none).
     reason: str | None
+    #: Run while a receiving service serves (the :data:`_SERVICE` marker).
+    with_service: bool = False
 
     @property
     def where(self) -> str:
@@ -85,9 +96,11 @@ def blocks(page: Path) -> list[Block]:
         body = "\n".join(
             line[indent:] if line.startswith(" " * indent) else line.lstrip() for line in lines[i + 1 : end]
         )
-        marker = _MARKER.match(lines[i - 1]) if i > 0 else None
+        before = lines[i - 1] if i > 0 else ""
+        marker = _MARKER.match(before)
         language = opening["info"].strip().split(maxsplit=1)[0].lower() if opening["info"].strip() else ""
-        found.append(Block(page, i + 1, end + 1, language, body + "\n", marker["reason"].strip() if marker else None))
+        reason = marker["reason"].strip() if marker else None
+        found.append(Block(page, i + 1, end + 1, language, body + "\n", reason, bool(_SERVICE.match(before))))
         i = end + 1
     return found
 
@@ -141,13 +154,15 @@ def test_every_code_block_is_run_or_marked_with_a_reason() -> None:
             problems.append(f"{b.where}: an illustrative marker needs a reason: <!-- illustrative: REASON -->")
         elif b.reason is not None and b.language not in SHELL | PYTHON | UNRUN:
             problems.append(f"{b.where}: only shell and Python blocks are run, a ```{b.language} block needs no marker")
+        elif b.with_service and b.language not in SHELL:
+            problems.append(f"{b.where}: only a shell block can run with a receiving service")
         elif b.reason is None and b.language in UNRUN:
             problems.append(f"{b.where}: a ```{b.language} block is not run: write it as bash or python, or mark it")
     assert not problems, "\n".join(problems)
 
 
 def test_every_marker_stands_right_before_a_fence() -> None:
-    marked = {(b.page, b.line - 1) for b in all_blocks() if b.reason is not None}
+    marked = {(b.page, b.line - 1) for b in all_blocks() if b.reason is not None or b.with_service}
     quoted = {(b.page, n) for b in all_blocks() for n in range(b.line, b.end + 1)}  # a marker shown in a block
     stray = [
         f"{page.relative_to(ROOT)}:{n}"
@@ -224,12 +239,45 @@ def test_shell_blocks_run(page: Path, tmp_path: Path) -> None:
     for b in blocks(page):
         if not _runs(b, SHELL):
             continue
-        done = _run(["bash", "-e", "-o", "pipefail", "-c", b.text], cwd=tmp_path / "work", env=env)
-        assert done is not None, f"{b.where}: still running after {BLOCK_TIMEOUT:.0f} s:\n{b.text}"
+        with _service(tmp_path / "work", env) if b.with_service else contextlib.nullcontext(8080) as port:
+            script = b.text.replace("8080", str(port))
+            done = _run(["bash", "-e", "-o", "pipefail", "-c", script], cwd=tmp_path / "work", env=env)
+        assert done is not None, f"{b.where}: still running after {BLOCK_TIMEOUT:.0f} s:\n{script}"
         assert done.returncode == 0, (
-            f"{b.where}: the block exits with {done.returncode}\n{b.text}\n"
+            f"{b.where}: the block exits with {done.returncode}\n{script}\n"
             f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
         )
+
+
+@contextlib.contextmanager
+def _service(folder: Path, env: dict[str, str]) -> Iterator[int]:
+    """``ceip serve --db sqlite:ceip.db`` in ``folder`` on a free loopback port, until the block is done."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    command = ["ceip", "serve", "--db", "sqlite:ceip.db", "--port", str(port)]
+    log = folder.parent / "service.log"
+    with log.open("w") as out:
+        service = subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=out, start_new_session=True)
+    try:
+        wait_for(lambda: _answers(f"http://127.0.0.1:{port}/healthz") or service.poll() is not None, timeout=30)
+        assert service.poll() is None, f"ceip serve ended with {service.returncode}:\n{log.read_text()}"
+        yield port
+    finally:
+        os.killpg(service.pid, signal.SIGTERM)
+        try:
+            service.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(service.pid, signal.SIGKILL)
+            service.wait()
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
 
 
 def _run(
