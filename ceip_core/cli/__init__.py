@@ -82,8 +82,8 @@ AUDIENCES: Mapping[str, Mapping[str, tuple[str, str]]] = {
         "report": (
             "ceip_core.service.commands:report",
             "Print what the query API answers: problems, trends, features, config, timings, participation, "
-            "versions or problem_versions; or ``storage``: database size, rows per table, fold lag and counters "
-            "(what ``GET /metrics`` exports).",
+            "versions or problem_versions; or 'storage': database size, rows per table, fold lag and counters "
+            "(what 'GET /metrics' exports).",
         ),
         "import": (
             "ceip_core.service.commands:import_bundles",

@@ -211,7 +211,7 @@ def _announce(changes: list[Change], plugins: Plugins | None) -> None:
 @click.argument("products", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every installed product.")
 @click.option("--only", callback=_categories, metavar="CATEGORIES", help=_ONLY_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def consent_in(products: tuple[str, ...], all_: bool, only: frozenset[Category] | None, as_json: bool) -> None:
     """Take part in the program for PRODUCTS (in every category, unless --only names some)."""
     _change(products, all_, True, as_json, only)
@@ -221,7 +221,7 @@ def consent_in(products: tuple[str, ...], all_: bool, only: frozenset[Category] 
 @click.argument("products", nargs=-1)
 @click.option("--all", "all_", is_flag=True, help="Every product.")
 @click.option("--only", callback=_categories, metavar="CATEGORIES", help=_ONLY_HELP)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def consent_out(products: tuple[str, ...], all_: bool, only: frozenset[Category] | None, as_json: bool) -> None:
     """Stop taking part for PRODUCTS: queued reports are deleted and a deletion request is sent (with
     --only, for those categories alone)."""
@@ -232,7 +232,7 @@ def consent_out(products: tuple[str, ...], all_: bool, only: frozenset[Category]
 
 
 @click.command("status")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def status(as_json: bool) -> None:
     """Show the machine ID, the queue, the last upload and what was dropped."""
     spool = open_spool()

@@ -49,7 +49,7 @@ def describe(product: str | None, as_json: bool) -> None:
 
 
 @click.command("plugins")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def plugins(as_json: bool) -> None:
     """List loaded plugins, their versions and the hooks they implement."""
     rows = load_plugins().describe()
@@ -83,7 +83,7 @@ def allowlist_group() -> None:
 
 
 @allowlist_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def allowlist_list(as_json: bool) -> None:
     """Show the allowlisted executables."""
     allowlist, path = _read_allowlist()
@@ -154,7 +154,7 @@ def allowlist_remove(product: str, name: str | None) -> None:
 
 
 @allowlist_group.command("check")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def allowlist_check(as_json: bool) -> None:
     """Say, for each installed product, whether it is active (allowlisted and opted in) and why not."""
     from ceip_core import wire  # here: spec digests need the records' converter

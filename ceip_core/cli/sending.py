@@ -33,7 +33,7 @@ def config() -> None:
 
 
 @config.command("show")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def config_show(as_json: bool) -> None:
     """Show every setting and its value."""
     values = {name: setting(name) for name in settings.SETTINGS}
@@ -81,7 +81,7 @@ def _drain(transport: Transport, url: str, *, waiting_too: bool = False) -> Uplo
 @click.command("upload")
 @click.option("--to", "url", help="Destination URL (default: the upload-url setting), e.g. https://ceip.example.com")
 @click.option("--detach", is_flag=True, help="Upload in a background process and return at once.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def upload(url: str | None, detach: bool, as_json: bool) -> None:
     """Send what is queued now. One upload runs at a time per state folder."""
     from ceip_core.detached import spawn_uploader, uploader_lock
@@ -134,7 +134,7 @@ def _show(summary: UploadSummary, as_json: bool, headline: str, **extra: Any) ->
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder to write the bundle into (created if missing).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def export(folder: Path, as_json: bool) -> None:
     """Move everything queued into a bundle folder of batch files, for a machine with no network: carry the
     folder to the receiving service and run 'ceip import FOLDER' there."""

@@ -394,8 +394,8 @@ def report(
     as_json: bool,
 ) -> None:
     """Print what the query API answers: problems, trends, features, config, timings, participation, versions
-    or problem_versions; or ``storage``: database size, rows per table, fold lag and counters (what
-    ``GET /metrics`` exports)."""
+    or problem_versions; or 'storage': database size, rows per table, fold lag and counters (what
+    'GET /metrics' exports)."""
     from ceip_core.service import metrics, queries
     from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage, redact
 
@@ -518,7 +518,7 @@ async def import_files(
 @click.option("--allowlist", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="As for ceip serve.")
 @click.option("--policy", type=click.Path(dir_okay=False, exists=True, path_type=Path), help="As for ceip serve.")
 @_SPECS
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def import_bundles(
     bundles: tuple[Path, ...],
     database: str | None,
