@@ -96,11 +96,19 @@ def read_sent(conn: sqlite3.Connection, now: float, product: str | None = None) 
         yield SentItem(row[0], row[1], row[2], row[3], row[4], bytes(row[5]))
 
 
+def count_sent(conn: sqlite3.Connection, now: float) -> dict[str, int]:
+    """How many items of each kind (``report``, ``deletion``) the history holds from the last
+    :data:`MAX_AGE_S` seconds before ``now``, without reading them."""
+    rows = conn.execute("SELECT kind, COUNT(*) FROM sent WHERE sent >= ? GROUP BY kind", (now - MAX_AGE_S,))
+    return {kind: n for kind, n in rows}
+
+
 __all__ = [
     "MAX_AGE_S",
     "MAX_BYTES",
     "MAX_ITEMS",
     "SentItem",
+    "count_sent",
     "destination_of",
     "forget_guid",
     "forget_product",

@@ -20,6 +20,7 @@ import pytest
 from helpers import unavailable, wait_for
 
 from ceip_core.consent import Consent, State
+from ceip_core.records import Category
 from ceip_core.statedb import StateDB
 
 SIZE = (1024, 900)
@@ -137,6 +138,16 @@ def test_opt_in_reset_opt_out_by_clicking(display: str, tk_root, sample, ceip_ho
     first_guid = disk.guid()
     assert first_guid and dialog.guid_label.cget("text") == f"Machine ID: {first_guid}"
     assert "taking part" in str(dialog.status.cget("text"))
+
+    # every kind of information is ticked after a plain "yes"; unticking one narrows consent to the others
+    assert all(v.get() for v in dialog.sending["sample"].values())
+    click(display, tk_root, dialog.send["sample"][Category.PERFORMANCE])
+    until(tk_root, lambda: disk.categories("sample") == {Category.CONFIGURATION, Category.PROGRAM_USE})
+    assert "No longer sent: Performance and reliability." in str(dialog.status.cget("text"))
+    assert not dialog.sending["sample"][Category.PERFORMANCE].get()
+    click(display, tk_root, dialog.take_part["sample"])  # "yes" again does not widen what was chosen
+    until(tk_root, lambda: "some kinds of information only" in str(dialog.status.cget("text")))
+    assert disk.categories("sample") == {Category.CONFIGURATION, Category.PROGRAM_USE}
 
     click(display, tk_root, dialog.reset_button)
     until(tk_root, lambda: disk.guid() not in (None, first_guid))

@@ -81,9 +81,11 @@ def test_opt_in_queue_opt_out_as_the_cli_does(sample, ceip_home: Path, ceip_plug
     record_session()
     (view,) = m.products()
     assert view.participating and view.queued == 1 and m.queued_text(view) == "Reports waiting to be sent: 1"
-    assert m.sending_text().splitlines()[:2] == [
+    assert m.sending_text().splitlines() == [
         "Waiting to be sent: 1 report(s), 0 deletion request(s).",
+        "Sent in the last 30 days: 0 report(s), 0 deletion request(s).",
         "Nothing has been sent from this computer yet.",
+        "To see exactly what is waiting, run: ceip review; what was sent: ceip review --sent",
     ]
 
     said = m.set_participation("sample", False)
@@ -98,16 +100,86 @@ def test_opt_in_queue_opt_out_as_the_cli_does(sample, ceip_home: Path, ceip_plug
     assert m.state_text(m.products()[0]) == "Not taking part."
 
 
-def test_last_upload_time_is_shown(sample, ceip_home: Path) -> None:
-    m = model(ceip_home, sample, ["sample"])
+def test_what_was_sent_recently_and_the_last_upload_time_are_shown(sample, ceip_home: Path) -> None:
+    sent_at = 1_780_000_000.0
+    m = model(ceip_home, sample, ["sample"], clock=lambda: sent_at + 3600)
     m.set_participation("sample", True)
     record_session()
     lease = m.spool.lease()
-    m.spool.settle(lease, accepted=[i.item_id for i in lease.items], now=1_780_000_000.0)
-    assert m.sending_text().splitlines()[:2] == [
+    m.spool.settle(lease, accepted=[i.item_id for i in lease.items], now=sent_at)
+    assert m.sending_text().splitlines()[:3] == [
         "Waiting to be sent: 0 report(s), 0 deletion request(s).",
+        "Sent in the last 30 days: 1 report(s), 0 deletion request(s).",
         "Last sent: 2026-05-28 20:26 UTC",
     ]
+    month_later = model(ceip_home, sample, ["sample"], clock=lambda: sent_at + 31 * 86400)
+    assert month_later.sending_text().splitlines()[1] == "Sent in the last 30 days: 0 report(s), 0 deletion request(s)."
+
+
+def queued_metrics(m: OptionsModel) -> list[set[str]]:
+    """The metric names of each queued report, as the wire decoder reads them."""
+    from ceip_core.records import Report
+    from ceip_core.wire import decode_item
+
+    out = []
+    for item in m.spool.items():
+        report = decode_item(item.data)
+        if isinstance(report, Report):
+            names = {c.name for c in report.counters} | {h.name for h in report.histograms}
+            out.append(names | {p.kind for p in report.problems} | set(report.config))
+    return out
+
+
+def test_categories_are_chosen_in_the_dialog_and_never_widened_unasked(sample, ceip_home: Path) -> None:
+    from ceip_core.records import Category, DeletionRequest
+    from ceip_core.wire import decode_item
+
+    m = model(ceip_home, sample, ["sample"])
+    assert m.set_category("sample", Category.PERFORMANCE, False) == "Choose to take part first."
+    assert Consent(StateDB(ceip_home)).states() == {}
+    m.set_participation("sample", True)
+    assert m.products()[0].categories == frozenset(Category)  # yes means every category
+    with ceip_core.recorder("sample", "1.0") as rec:
+        rec.feature("open_file")
+        rec.observe("render_ms", 12.0)
+        rec.problem("E1", kind="error")
+        rec.config("theme", "dark")
+    assert queued_metrics(m) == [{"open_file", "render_ms", "error", "theme"}]
+
+    said = m.set_category("sample", Category.PERFORMANCE, False)
+    assert said == (
+        "Sample: taking part. Thank you. No longer sent: Performance and reliability. Taken out of the reports "
+        "that were waiting: 1. A request to delete what was already sent of it is queued."
+    )
+    assert Consent(StateDB(ceip_home)).categories("sample") == {Category.CONFIGURATION, Category.PROGRAM_USE}
+    assert queued_metrics(m) == [{"open_file", "theme"}]  # the waiting report, rewritten without it
+    (request,) = [decode_item(i.data) for i in m.spool.items() if i.kind == "deletion"]
+    assert isinstance(request, DeletionRequest) and request.categories == (Category.PERFORMANCE,)
+    (view,) = m.products()
+    assert m.state_text(view) == "Taking part, with some kinds of information only: Configuration, Program use."
+
+    assert m.set_participation("sample", True) == m.state_text(view)  # "yes" again changes nothing
+    assert Consent(StateDB(ceip_home)).categories("sample") == {Category.CONFIGURATION, Category.PROGRAM_USE}
+
+    m.set_category("sample", Category.PERFORMANCE, True)
+    assert Consent(StateDB(ceip_home)).categories("sample") == frozenset(Category)
+    for category in Category:  # unticking every kind of information is an opt-out
+        said = m.set_category("sample", category, False)
+    assert Consent(StateDB(ceip_home)).state("sample") is State.OUT
+    assert said.startswith("Sample: not taking part.")
+    assert queued_metrics(m) == []
+
+
+def test_a_capped_product_has_no_categories_to_choose(sample, ceip_home: Path, monkeypatch) -> None:
+    from ceip_core.records import Category
+
+    m = model(ceip_home, sample, ["sample"])
+    m.set_participation("sample", True)
+    monkeypatch.setenv("CEIP_CONSENT_CAP", "off")
+    m = model(ceip_home, sample, ["sample"])
+    (view,) = m.products()
+    assert view.categories == frozenset() and not view.participating
+    assert m.set_category("sample", Category.CONFIGURATION, True) == "Choose to take part first."
 
 
 def test_reset_id(sample, ceip_home: Path) -> None:

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import gettext
 import sqlite3
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ceip_core.consent import Change, Consent, ConsentError, State
 from ceip_core.plugins import Plugins
 from ceip_core.records import Category, ProductSpec
+from ceip_core.sent_history import count_sent
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 
@@ -43,6 +46,8 @@ class ProductView:
     queued: int
     """Reports of this product waiting to be sent."""
     collected: tuple[Collected, ...]
+    categories: frozenset[Category] = frozenset()
+    """The categories of information the person sends for this product (none while it does not take part)."""
 
     @property
     def participating(self) -> bool:
@@ -58,8 +63,11 @@ class OptionsModel:
         db: StateDB,
         products: list[str] | None = None,
         translations: gettext.NullTranslations | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        """:param clock: what "the last 30 days" are counted back from (tests move it)."""
         self.plugins = plugins
+        self.clock = clock
         self.spool = Spool(db)
         self.consent: Consent = self.spool.consent
         self._ = (translations or gettext.NullTranslations()).gettext
@@ -90,18 +98,27 @@ class OptionsModel:
                 capped=not self.consent.policy.allows(spec.id),
                 queued=queued.get(spec.id, 0),
                 collected=self.collected(spec),
+                categories=self.consent.categories(spec.id),
             )
             for spec in self.specs
         ]
 
-    def collected(self, spec: ProductSpec) -> tuple[Collected, ...]:
-        """What ``spec`` may collect, by category, in the sentences of its data dictionary (the product's
-        own words: a product translates its descriptions itself), plus what every report carries."""
-        headings = {
+    def heading(self, category: Category) -> str:
+        """A category's name in plain words."""
+        return {
             Category.CONFIGURATION: self._("Configuration"),
             Category.PERFORMANCE: self._("Performance and reliability"),
             Category.PROGRAM_USE: self._("Program use"),
-        }
+        }[category]
+
+    def categories_text(self) -> str:
+        return self._(
+            "Send these kinds of information (untick one to stop sending it; what is waiting is taken out of it):"
+        )
+
+    def collected(self, spec: ProductSpec) -> tuple[Collected, ...]:
+        """What ``spec`` may collect, by category, in the sentences of its data dictionary (the product's
+        own words: a product translates its descriptions itself), plus what every report carries."""
         machine = self._(
             "Where the ceip agent runs: coarse machine configuration (number of processors, memory size in "
             "steps, operating system and version, architecture, number of network connections)."
@@ -112,7 +129,7 @@ class OptionsModel:
             if category is Category.CONFIGURATION:
                 items.append(machine)
             if items:
-                out.append(Collected(headings[category], tuple(items)))
+                out.append(Collected(self.heading(category), tuple(items)))
         return tuple(out)
 
     def every_report(self) -> str:
@@ -125,6 +142,10 @@ class OptionsModel:
     def state_text(self, view: ProductView) -> str:
         if view.capped:
             return self._("Switched off for this computer by its administrator.")
+        if view.participating and view.categories != frozenset(Category):
+            return self._("Taking part, with some kinds of information only: {categories}.").format(
+                categories=", ".join(self.heading(c) for c in Category if c in view.categories)
+            )
         return {
             State.IN: self._("Taking part."),
             State.OUT: self._("Not taking part."),
@@ -144,8 +165,8 @@ class OptionsModel:
         return self._("Machine ID: {guid}").format(guid=guid)
 
     def sending_text(self) -> str:
-        """What is queued and when anything was last sent. (There is no history of what was sent yet:
-        the queue and the last upload are what the state folder knows.)"""
+        """What is queued, what was sent in the last 30 days (counted from the history ``ceip review --sent``
+        shows), and when anything was last sent."""
         stats = self.spool.stats()
         if stats.last_upload is None:
             last = self._("Nothing has been sent from this computer yet.")
@@ -155,14 +176,41 @@ class OptionsModel:
         waiting = self._("Waiting to be sent: {reports} report(s), {deletions} deletion request(s).").format(
             reports=stats.reports, deletions=stats.deletions
         )
-        return f"{waiting}\n{last}\n" + self._("To see exactly what is waiting, run: ceip review")
+        sent = self.spool.db.read(lambda conn: count_sent(conn, self.clock()))
+        recently = self._("Sent in the last 30 days: {reports} report(s), {deletions} deletion request(s).").format(
+            reports=sent.get("report", 0), deletions=sent.get("deletion", 0)
+        )
+        see = self._("To see exactly what is waiting, run: ceip review; what was sent: ceip review --sent")
+        return f"{waiting}\n{recently}\n{last}\n{see}"
 
     # -- what it does -------------------------------------------------------------------------------
 
     def set_participation(self, product: str, take_part: bool) -> str:
-        """Opt ``product`` in or out (the CLI's way), and say what that did in one or two sentences."""
+        """Opt ``product`` in (with every category) or out, the CLI's way, and say what that did in one or two
+        sentences. Taking part when it takes part already changes nothing: the categories the person chose
+        are never widened unasked."""
+        if take_part and self.consent.allowed(product):
+            return self.state_text(next(v for v in self.products() if v.id == product))
         try:
             change = self.consent.opt_in(product) if take_part else self.consent.opt_out(product)
+        except ConsentError as exc:
+            return self._("Could not change this: {reason}").format(reason=exc)
+        self.plugins.consent_changed(product, change.after)
+        return self.describe_change(change)
+
+    def set_category(self, product: str, category: Category, send: bool) -> str:
+        """Start or stop sending one category of ``product``'s information, as ``ceip consent in/out --only``
+        does: stopping takes that category out of what is waiting (the product's declaration says which
+        metric is of which category) and asks for what was sent of it to be deleted; stopping the last one
+        is an opt-out. Only for a product that takes part; says what was done."""
+        if not self.consent.allowed(product):
+            return self._("Choose to take part first.")
+        spec = self.plugins.products[product]
+        try:
+            if send:
+                change = self.consent.opt_in(product, self.consent.categories(product) | {category}, spec=spec)
+            else:
+                change = self.consent.opt_out(product, [category], spec=spec)
         except ConsentError as exc:
             return self._("Could not change this: {reason}").format(reason=exc)
         self.plugins.consent_changed(product, change.after)
@@ -174,6 +222,15 @@ class OptionsModel:
             text = self._("{product}: taking part. Thank you.").format(product=name)
             if change.guid_created:
                 text += " " + self._("A new random machine ID was created.")
+            if change.removed:
+                withdrawn = ", ".join(self.heading(c) for c in Category if c.value in change.removed)
+                text += " " + self._("No longer sent: {categories}.").format(categories=withdrawn)
+                if change.reports_rewritten or change.reports_deleted:
+                    text += " " + self._("Taken out of the reports that were waiting: {count}.").format(
+                        count=change.reports_rewritten + change.reports_deleted
+                    )
+                if change.deletion_queued:
+                    text += " " + self._("A request to delete what was already sent of it is queued.")
             return text
         parts = [self._("{product}: not taking part.").format(product=name)]
         if change.reports_deleted:
@@ -229,7 +286,8 @@ class FirstRun:
         return self._(
             "{product} can send anonymous reports about how it is used and how well it works, to help its "
             "makers improve it. Nothing that identifies you is sent. You will not be asked again; you can "
-            "change your mind at any time in the Customer Feedback Options."
+            "change your mind, or choose which kinds of information to send, at any time in the Customer "
+            "Feedback Options."
         ).format(product=self.spec.display_name)
 
     def yes_label(self) -> str:

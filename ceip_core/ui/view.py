@@ -10,6 +10,7 @@ from collections.abc import Callable
 from tkinter import font as tkfont
 from tkinter import ttk
 
+from ceip_core.records import Category
 from ceip_core.ui.model import Collected, FirstRun, OptionsModel
 
 _WRAP = 560
@@ -21,7 +22,8 @@ class OptionsDialog:
     """The "Customer Feedback Options" window, in a toplevel of ``master``.
 
     Widgets that tests and products may want are attributes: ``take_part[product]`` and
-    ``decline[product]`` (the two choices), ``reset_button``, ``close_button``, ``status``.
+    ``decline[product]`` (the two choices), ``send[product][category]`` (a check box per category of
+    information, usable while the product takes part), ``reset_button``, ``close_button``, ``status``.
     """
 
     def __init__(self, master: tk.Misc, model: OptionsModel) -> None:
@@ -40,6 +42,8 @@ class OptionsDialog:
         self.decline: dict[str, ttk.Radiobutton] = {}
         self.state_label: dict[str, ttk.Label] = {}
         self.queued_label: dict[str, ttk.Label] = {}
+        self.sending: dict[str, dict[Category, tk.BooleanVar]] = {}
+        self.send: dict[str, dict[Category, ttk.Checkbutton]] = {}
         self.notebook = ttk.Notebook(frame)
         self.notebook.pack(fill="both", expand=True)
         for view in model.products():
@@ -55,6 +59,17 @@ class OptionsDialog:
                 button = ttk.Radiobutton(row, text=label, value=value, variable=var, command=self._chooser(view.id))
                 button.pack(side="left", padx=(0, 16))
                 store[view.id] = button
+            ttk.Label(tab, text=model.categories_text(), wraplength=_WRAP, justify="left").pack(anchor="w", pady=(6, 0))
+            boxes = ttk.Frame(tab)
+            boxes.pack(anchor="w")
+            self.sending[view.id], self.send[view.id] = {}, {}
+            for category in Category:
+                flag = self.sending[view.id][category] = tk.BooleanVar(top, False)
+                box = ttk.Checkbutton(
+                    boxes, text=model.heading(category), variable=flag, command=self._sender(view.id, category)
+                )
+                box.pack(side="left", padx=(0, 16))
+                self.send[view.id][category] = box
             self.state_label[view.id] = ttk.Label(tab)
             self.state_label[view.id].pack(anchor="w", pady=(4, 0))
             self.queued_label[view.id] = ttk.Label(tab)
@@ -112,6 +127,9 @@ class OptionsDialog:
             state = "disabled" if view.capped else "normal"
             self.take_part[view.id].configure(state=state)
             self.decline[view.id].configure(state=state)
+            for category, box in self.send[view.id].items():
+                self.sending[view.id][category].set(category in view.categories)
+                box.configure(state="normal" if view.participating else "disabled")
             self.state_label[view.id].configure(text=self.model.state_text(view))
             self.queued_label[view.id].configure(text=self.model.queued_text(view))
         self.sending_label.configure(text=self.model.sending_text())
@@ -124,6 +142,14 @@ class OptionsDialog:
             self.refresh()
 
         return choose
+
+    def _sender(self, product: str, category: Category) -> Callable[[], None]:
+        def toggle() -> None:
+            send = self.sending[product][category].get()
+            self.status.configure(text=self.model.set_category(product, category, send))
+            self.refresh()
+
+        return toggle
 
     def _reset(self) -> None:
         self.status.configure(text=self.model.reset_id())
