@@ -54,10 +54,11 @@ from ceip_core.collectors import (
 )
 from ceip_core.consent import ConsentWatcher, read_epochs
 from ceip_core.plugins import Plugins
-from ceip_core.recording import SessionData, add_value, valid_value
 from ceip_core.records import EndKind, ProcessSession, Report, SystemInfo
 from ceip_core.sealing import build_report, spool_report
-from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
+from ceip_core.session_data import SessionData, add_value, valid_value
+from ceip_core.spool import Spool
+from ceip_core.spool_rows import drop_partial, read_partials, save_partial
 from ceip_core.statedb import StateDB
 from ceip_core.transport import Transport
 from ceip_core.upload import drain

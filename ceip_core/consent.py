@@ -234,7 +234,7 @@ class Consent:
         for what the receiver may hold, and discard the GUID if no product remains opted in."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when opting out
         from ceip_core.sent_history import forget_product
-        from ceip_core.spool import drop_partial, insert_item
+        from ceip_core.spool_rows import drop_partial, insert_item
         from ceip_core.wire import encode_item
 
         def work(conn: sqlite3.Connection) -> Change:
@@ -275,7 +275,7 @@ class Consent:
         new GUID sent."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when the identity changes
         from ceip_core.sent_history import forget_guid
-        from ceip_core.spool import count_drop, insert_item
+        from ceip_core.spool_rows import count_drop, insert_item
         from ceip_core.wire import encode_item
 
         def work(conn: sqlite3.Connection) -> str:

@@ -22,7 +22,8 @@ from ceip_core.agent import STATUS_FILE
 from ceip_core.allowlist import Allowlist, default_path
 from ceip_core.consent import Consent
 from ceip_core.default_plugins.file_transport import SUFFIX
-from ceip_core.spool import Spool, read_partials
+from ceip_core.spool import Spool
+from ceip_core.spool_rows import read_partials
 from ceip_core.statedb import StateDB
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the agent observes Linux processes")
