@@ -19,7 +19,8 @@ from ceip_core.service.aging import Aging
 from ceip_core.service.app import STORAGE, make_app
 from ceip_core.service.ingest import _to_write
 from ceip_core.service.rollups import DAY_S
-from ceip_core.service.storage import EXPIRED, Storage, open_storage
+from ceip_core.service.storage import EXPIRED, Storage
+from ceip_core.service.stores import open_storage
 from ceip_core.service.validation import Bounds, check_items, decode_batch
 
 SERVICE = attrs.evolve(config(), k=1, retention_days=90)
