@@ -118,12 +118,12 @@ def bench_idle_agent(home: Path) -> None:
     bare = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
         deadline = time.monotonic() + 60
-        while read_status(home)["state"] != "running":
+        while read_status(home).state != "running":
             assert agent.poll() is None and time.monotonic() < deadline, "the agent did not start"
             time.sleep(0.2)
         time.sleep(3)  # past the first cycle's one-off work (imports, first seal)
         status = read_status(home)
-        assert len(status["observing"]) == len(PRODUCTS), status
+        assert len(status.observing) == len(PRODUCTS), status
         rss, cpu = sample(agent.pid, 25)
         bare_rss = psutil.Process(bare.pid).memory_info().rss / 2**20
     finally:

@@ -205,7 +205,7 @@ async def seed_postgres(url: str, count: int, machines: int, days: int) -> None:
 async def seeded(database: str) -> tuple[int, float] | None:
     """(reports, seconds) of a database this benchmark seeded today, or None (then it seeds again: the
     simulated fleet's days end on the day it was seeded, and the pages show the last 30 days)."""
-    from ceip_core.service.storage import open_storage
+    from ceip_core.service.stores import open_storage
 
     storage = open_storage(database)
     await storage.open()
@@ -294,7 +294,7 @@ async def measure(database: str, views: dict[str, str], runs: int, api: bool) ->
 
 async def distinct_scan(database: str, since: int, until: int) -> float:
     """Milliseconds to count the page's problem and feature machines by scanning per-machine rows."""
-    from ceip_core.service.storage import open_storage
+    from ceip_core.service.stores import open_storage
 
     storage = open_storage(database)
     await storage.open()

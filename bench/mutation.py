@@ -197,10 +197,15 @@ TARGETS = (
             "tests/test_mutation_spool.py",
             "tests/test_salvage.py::test_journal_forgets_delivered_requests_and_empties_itself",
         ),
-        select=functions(
-            "Spool.lease", "Spool.settle", "_settle_journal", "Spool.purge", "Spool._enforce_quotas", "drop_partial"
-        ),
+        select=functions("Spool.lease", "Spool.settle", "_settle_journal", "Spool.purge", "Spool._enforce_quotas"),
         why="lease/ack/remove: nothing lost, nothing sent twice, reports never overtake a deletion",
+    ),
+    Target(
+        "spool-rows",
+        "ceip_core/spool_rows.py",
+        ("tests/test_agent.py::test_an_opt_out_deletes_what_once_kept_for_the_next_run",),
+        select=functions("drop_partial"),
+        why="an opt-out forgets what the agent collected and has not sealed yet",
     ),
     Target(
         "deletion-sqlite",

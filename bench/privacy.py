@@ -111,8 +111,8 @@ def places_of(text: str, spooled: Spooled) -> dict[str, str | None]:
 
     import ceip_core
     from ceip_core import sealing
-    from ceip_core.recording import SessionData
     from ceip_core.records import SystemInfo
+    from ceip_core.session_data import SessionData
 
     with ceip_core.recorder(PRODUCT, text, seal_every=None) as rec:
         rec.feature("label", text)

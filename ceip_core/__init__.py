@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 
+from ceip_core.version import __version__ as __version__
+
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing would cost more than all of this package
 if TYPE_CHECKING:
     from ceip_core.hookspecs import hookimpl as hookimpl  # for type checkers; at run time see __getattr__
     from ceip_core.recording import Recorder
-
-__version__ = "0.1.0"
 
 
 def recorder(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -37,12 +36,12 @@ import time
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import attrs
 
 from ceip_core import wire
-from ceip_core.agent_state import STATUS_FILE, AgentError, agent_lock, read_status
+from ceip_core.agent_state import STATUS_FILE, AgentError, agent_lock
+from ceip_core.agent_status import AgentStatus, LastUpload, Written, read_status, write_status
 from ceip_core.allowlist import Allowlist
 from ceip_core.collectors import (
     PRODUCT_COLLECTOR_TIMEOUT_S,
@@ -54,10 +53,11 @@ from ceip_core.collectors import (
 )
 from ceip_core.consent import ConsentWatcher, read_categories, read_epochs
 from ceip_core.plugins import Plugins
-from ceip_core.recording import SessionData, add_value, valid_value
 from ceip_core.records import Category, EndKind, ProcessSession, Report, SystemInfo, only_categories
 from ceip_core.sealing import build_report, spool_report
-from ceip_core.spool import Spool, drop_partial, read_partials, save_partial
+from ceip_core.session_data import SessionData, add_value, valid_value
+from ceip_core.spool import Spool
+from ceip_core.spool_rows import drop_partial, read_partials, save_partial
 from ceip_core.statedb import StateDB
 from ceip_core.transport import Transport
 from ceip_core.upload import drain
@@ -137,20 +137,13 @@ class Agent:
         self._allowed: Mapping[str, int] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._upload_due = asyncio.Event()
-        previous = read_status(config.folder)
-        self.status: dict[str, Any] = {
-            "pid": os.getpid(),
-            "state": "starting",
-            "started": time.time(),
-            "observing": {},
-            "sessions_ended": 0,
-            "reports_sealed": 0,
-            "last_seal": None,
-            "last_periodic_seal": previous.get("last_periodic_seal"),
-            "upload_to": config.upload_to,
-            "last_upload": None,
-            "collector_troubles": {},
-        }
+        self.status = AgentStatus(
+            state="starting",
+            pid=os.getpid(),
+            started=time.time(),
+            last_periodic_seal=read_status(config.folder).last_periodic_seal,
+            upload_to=config.upload_to,
+        )
         self._passes: dict[str, asyncio.Future[Sequence[Observation]]] = {}
         """A product's collector's pass in its worker thread, by collector name, while it runs."""
 
@@ -298,7 +291,7 @@ class Agent:
                     h.add(obs)
             if product in ended:
                 h.ended += ended[product]
-                self.status["sessions_ended"] += len(ended[product])
+                self.status.sessions_ended += len(ended[product])
                 self._seal(product, with_running=False)
 
     def _collect_in_thread(self, collector: Collector, ctx: CollectContext) -> Awaitable[Sequence[Observation]]:
@@ -334,7 +327,7 @@ class Agent:
 
     def _trouble(self, collector: Collector, what: str) -> None:
         """Count a collector's failed, overrun, skipped pass or dropped observation, for ``ceip status``."""
-        counts = self.status["collector_troubles"].setdefault(collector.name, {})
+        counts = self.status.collector_troubles.setdefault(collector.name, {})
         counts[what] = counts.get(what, 0) + 1
         self._write_status()
 
@@ -342,8 +335,8 @@ class Agent:
         observing = {
             spec.id: sorted({e.name for e in ctx.executables if e.product == spec.id}) for spec in ctx.products
         }
-        if observing != self.status["observing"]:
-            self.status["observing"] = observing
+        if observing != self.status.observing:
+            self.status.observing = observing
             log.info("observing: %s", "; ".join(f"{p} ({', '.join(e)})" for p, e in observing.items()) or "nothing")
             self._write_status()
 
@@ -385,11 +378,11 @@ class Agent:
             ]
             if gone:
                 held.ended += gone
-                self.status["sessions_ended"] += len(gone)
+                self.status.sessions_ended += len(gone)
                 self._seal(product, with_running=False)
 
     def _periodic_seal_due(self) -> bool:
-        last = self.status["last_periodic_seal"]
+        last = self.status.last_periodic_seal
         return last is None or time.time() >= last + self.config.seal_every
 
     def _keep_partials(self) -> None:
@@ -419,7 +412,7 @@ class Agent:
 
     async def _seal_periodically(self) -> None:
         while True:
-            last = self.status["last_periodic_seal"] or 0.0
+            last = self.status.last_periodic_seal or 0.0
             await asyncio.sleep(max(0.0, last + self.config.seal_every - time.time()))
             self._seal_all(periodic=True)
 
@@ -430,7 +423,7 @@ class Agent:
             if periodic or held.has_sessions():
                 self._seal(product, with_running=True)
         if periodic:
-            self.status["last_periodic_seal"] = time.time()
+            self.status.last_periodic_seal = time.time()
             self._write_status()
 
     def _seal(self, product: str, *, with_running: bool) -> bool:
@@ -450,8 +443,8 @@ class Agent:
             return False
         ends = ", ".join(s.ended.value for s in sessions) or "machine configuration only"
         log.info("sealed a report for %s: %d session(s) (%s)", product, len(sessions), ends)
-        self.status["reports_sealed"] += 1
-        self.status["last_seal"] = now
+        self.status.reports_sealed += 1
+        self.status.last_seal = now
         self._write_status()
         self._upload_due.set()
         return True
@@ -479,23 +472,20 @@ class Agent:
                 summary.retried,
                 sum(summary.rejected.values()),
             )
-            self.status["last_upload"] = {"at": time.time(), "accepted": summary.accepted, "retried": summary.retried}
+            self.status.last_upload = LastUpload(time.time(), summary.accepted, summary.retried)
             self._write_status()
 
     # -- status ---------------------------------------------------------------------------------------
 
-    def _write_status(self, state: str | None = None) -> None:
-        """Write ``agent.json`` whole or not at all (a reader never sees half a file)."""
+    def _write_status(self, state: Written | None = None) -> None:
+        """Write ``agent.json`` (``ceip_core.agent_status``); a failure is logged, never fatal."""
         if state is not None:
-            self.status["state"] = state
-        self.status["updated"] = time.time()
-        path = self.config.folder / STATUS_FILE
-        tmp = path.with_name(f".{STATUS_FILE}.{os.getpid()}.tmp")
+            self.status.state = state
+        self.status.updated = time.time()
         try:
-            tmp.write_text(json.dumps(self.status, indent=2, sort_keys=True))
-            os.replace(tmp, path)
+            write_status(self.config.folder, self.status)
         except OSError as exc:
-            log.warning("cannot write %s: %s", path, exc)
+            log.warning("cannot write %s: %s", self.config.folder / STATUS_FILE, exc)
 
 
 def _report(

@@ -1,16 +1,15 @@
-"""The agent's two files in the state folder: its lock (one agent per folder) and ``agent.json``, what it
-last said about itself. Apart from the agent so that ``ceip status`` reads them without loading the
-agent (asyncio, the plugins, the records): standard library only.
+"""The agent's two files in the state folder: its lock (one agent per folder) and the name of
+``agent.json``, what it last said about itself (read and written by ``ceip_core.agent_status``). Apart from
+the agent so that ``ceip status``, and a product's exit (is an agent serving this folder?), read them
+without loading the agent (asyncio, the plugins, the records): standard library only.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from ceip_core import filelock
 
@@ -58,21 +57,4 @@ def running_agent(folder: Path) -> int | None:
         return int(text) if text.isdigit() else -1
 
 
-def read_status(folder: Path) -> dict[str, Any]:
-    """What the agent of ``folder`` last said about itself, with ``state`` checked against the lock:
-    ``starting`` (its first collection is under way), ``running``, ``stopped``, ``stopped unexpectedly``
-    (it died without stopping) or ``never run``."""
-    try:
-        saved = json.loads((folder / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        saved = None
-    status: dict[str, Any] = saved if isinstance(saved, dict) else {}
-    pid = running_agent(folder)
-    if pid is not None:
-        return {**status, "state": "running" if status.get("state") == "running" else "starting", "pid": pid}
-    if status.get("state") == "running":
-        return {**status, "state": "stopped unexpectedly"}
-    return {**status, "state": status.get("state", "never run")}
-
-
-__all__ = ["LOCK_FILE", "STATUS_FILE", "AgentError", "agent_lock", "read_status", "running_agent"]
+__all__ = ["LOCK_FILE", "STATUS_FILE", "AgentError", "agent_lock", "running_agent"]

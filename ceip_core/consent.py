@@ -373,7 +373,7 @@ class Consent:
         """Inside a write transaction: the opt-out of ``product`` (see :meth:`opt_out`)."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when opting out
         from ceip_core.sent_history import forget_product
-        from ceip_core.spool import drop_partial, insert_item
+        from ceip_core.spool_rows import count_drop, drop_partial, insert_item
         from ceip_core.wire import encode_item
 
         states = read_states(conn)
@@ -382,12 +382,7 @@ class Consent:
         deleted = conn.execute("DELETE FROM spool WHERE product = ? AND kind = 'report'", (product,)).rowcount
         drop_partial(conn, product)  # what `ceip agent --once` collected and has not sealed yet
         forget_product(conn, product)  # and what was sent: its history goes with the consent
-        if deleted:
-            conn.execute(
-                "INSERT INTO drops (reason, product, count) VALUES ('opted-out', ?, ?) "
-                "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
-                (product, deleted),
-            )
+        count_drop(conn, "opted-out", product, deleted)
         guid = read_guid(conn)
         queued = False
         if before is State.IN and guid is not None:
@@ -418,7 +413,7 @@ class Consent:
 
         from ceip_core.records import DeletionRequest, Report, holds_data, only_categories
         from ceip_core.sent_history import forget_product
-        from ceip_core.spool import count_drop, drop_partial, insert_item
+        from ceip_core.spool_rows import count_drop, drop_partial, insert_item
         from ceip_core.wire import WireError, decode_item, encode_item
 
         keep = _records_categories(_or_all(after))
@@ -469,7 +464,7 @@ class Consent:
         new GUID sent."""
         from ceip_core.records import DeletionRequest  # the encoder is needed only when the identity changes
         from ceip_core.sent_history import forget_guid
-        from ceip_core.spool import count_drop, insert_item
+        from ceip_core.spool_rows import count_drop, insert_item
         from ceip_core.wire import encode_item
 
         def work(conn: sqlite3.Connection) -> str:

@@ -27,14 +27,13 @@ from pathlib import Path
 
 from ceip_core import filelock, settings
 from ceip_core.lazylog import LazyLogger
+from ceip_core.session_data import SessionData
 from ceip_core.statedb import StateDB, state_dir
 
 TYPE_CHECKING = False  # typing, logging and shutil would cost a product's exit more than the rest
 if TYPE_CHECKING:
     from collections.abc import Iterator
     from typing import Any
-
-    from ceip_core.recording import SessionData
 
 log = LazyLogger(__name__)
 
@@ -143,7 +142,6 @@ def _seal_from_stdin(folder: Path) -> int:
         log.error("ceip: a session in an unknown format %r was handed over; dropped", form)
         return 1
     from ceip_core import executables
-    from ceip_core.recording import SessionData
     from ceip_core.sealing import seal_session
 
     try:

@@ -27,9 +27,9 @@ from ceip_core import vendor_policy, wire
 from ceip_core.allowlist import Allowlist
 from ceip_core.consent import read_consented
 from ceip_core.plugins import PluginError, Plugins, get_plugins
-from ceip_core.recording import SessionData
 from ceip_core.records import Category, CounterValue, Histogram, Period, Problem, Report, holds_data
 from ceip_core.scrubbing import MachineIdentifiers, ScrubContext, run_pipeline
+from ceip_core.session_data import SessionData
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 

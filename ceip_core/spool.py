@@ -25,6 +25,7 @@ from typing import Any
 
 from ceip_core import deletion_journal, sent_history, vendor_policy
 from ceip_core.consent import Consent, Policy, read_guid
+from ceip_core.spool_rows import count_drop, insert_item
 from ceip_core.statedb import WAL_LIMIT_BYTES, StateDB
 
 
@@ -92,66 +93,12 @@ class SpoolStats:
     """On disk now: the pages of the state database in use and its write-ahead log."""
 
 
-def insert_item(
-    conn: sqlite3.Connection, item_id: str, kind: str, product: str, guid: str, data: bytes, now: float | None = None
-) -> None:
-    """Insert one item inside the caller's transaction (the consent module queues deletion requests).
-    A deletion request is written to the deletion journal first, so it survives damage to the database."""
-    created = time.time() if now is None else now
-    if kind == "deletion":
-        deletion_journal.add(_folder_of(conn), deletion_journal.JournalEntry(item_id, product, guid, created, data))
-    conn.execute(
-        "INSERT INTO spool (item_id, kind, product, guid, created, size, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (item_id, kind, product, guid, created, len(data), data),
-    )
-
-
-def _folder_of(conn: sqlite3.Connection) -> Path:
-    """The state folder of the database ``conn`` has open (the deletion journal lives beside it)."""
-    return Path(conn.execute("PRAGMA database_list").fetchone()[2]).parent
-
-
-def _settle_journal(conn: sqlite3.Connection, settled: list[str]) -> None:
+def _settle_journal(folder: Path, conn: sqlite3.Connection, settled: list[str]) -> None:
     """Forget delivered deletion requests in the journal; empty it once none is queued."""
     if conn.execute("SELECT 1 FROM spool WHERE kind = 'deletion' LIMIT 1").fetchone() is None:
-        deletion_journal.clear(_folder_of(conn))
+        deletion_journal.clear(folder)
     else:
-        deletion_journal.done(_folder_of(conn), settled)
-
-
-def count_drop(conn: sqlite3.Connection, reason: str, product: str, n: int = 1) -> None:
-    """Count ``n`` items removed for ``reason`` inside the caller's transaction."""
-    if n:
-        conn.execute(
-            "INSERT INTO drops (reason, product, count) VALUES (?, ?, ?) "
-            "ON CONFLICT (reason, product) DO UPDATE SET count = count + excluded.count",
-            (reason, product, n),
-        )
-
-
-#: Where the agent keeps, between two ``ceip agent --once`` runs, what it collected and did not seal yet.
-_PARTIAL = "agent-partial:"
-
-
-def save_partial(conn: sqlite3.Connection, product: str, epoch: int, data: bytes) -> None:
-    """Keep the agent's unsealed aggregate for ``product``, collected under consent ``epoch``."""
-    value = f"{epoch} {data.decode('utf-8')}"
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (_PARTIAL + product, value))
-
-
-def read_partials(conn: sqlite3.Connection) -> dict[str, tuple[int, bytes]]:
-    """Every product's unsealed aggregate with its consent epoch (see :func:`save_partial`)."""
-    found: dict[str, tuple[int, bytes]] = {}
-    for key, value in conn.execute("SELECT key, value FROM meta WHERE key LIKE ?", (_PARTIAL + "%",)):
-        epoch, _, data = value.partition(" ")
-        if epoch.isdigit():
-            found[key.removeprefix(_PARTIAL)] = (int(epoch), data.encode("utf-8"))
-    return found
-
-
-def drop_partial(conn: sqlite3.Connection, product: str) -> None:
-    """Forget the unsealed aggregate of ``product`` (an opt-out does, in its own transaction)."""
-    conn.execute("DELETE FROM meta WHERE key = ?", (_PARTIAL + product,))
+        deletion_journal.done(folder, settled)
 
 
 def disk_bytes(conn: sqlite3.Connection) -> int:
@@ -350,7 +297,7 @@ class Spool:
             i.item_id for i in lease.items if i.kind == "deletion" and (i.item_id in accepted or i.item_id in rejected)
         ]
         if settled:
-            self.db.write(lambda conn: _settle_journal(conn, settled))
+            self.db.write(lambda conn: _settle_journal(self.db.folder, conn, settled))
 
     def reset_backoff(self, now: float | None = None) -> None:
         """The receiver accepted items again: items waiting out a retry delay are due now, with their

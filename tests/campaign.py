@@ -42,8 +42,8 @@ from pathlib import Path
 from faultproxy import FaultProxy, weighted
 
 from ceip_core.consent import Consent, read_epochs
-from ceip_core.recording import SessionData
 from ceip_core.sealing import build_report, spool_report
+from ceip_core.session_data import SessionData
 from ceip_core.spool import Spool
 from ceip_core.statedb import DB_NAME, StateDB
 

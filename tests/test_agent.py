@@ -18,11 +18,12 @@ import orjson
 import pytest
 from helpers import native_executable, shebang_executable, unique_name, wait_for
 
-from ceip_core.agent import STATUS_FILE
+from ceip_core.agent_status import read_status as status
 from ceip_core.allowlist import Allowlist, default_path
 from ceip_core.consent import Consent
 from ceip_core.default_plugins.file_transport import SUFFIX
-from ceip_core.spool import Spool, read_partials
+from ceip_core.spool import Spool
+from ceip_core.spool_rows import read_partials
 from ceip_core.statedb import StateDB
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the agent observes Linux processes")
@@ -115,20 +116,13 @@ def agent(home: Path, tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen
 
     def running(proc: subprocess.Popen[bytes]) -> bool:
         saved = status(home)
-        return saved.get("pid") == proc.pid and saved.get("state") == "running"
+        return saved.pid == proc.pid and saved.state == "running"
 
     yield start
     for proc in started:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
-
-
-def status(home: Path) -> dict[str, Any]:
-    try:
-        return json.loads((home / STATUS_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def queued(home: Path) -> list[Item]:
@@ -161,7 +155,7 @@ def test_a_second_agent_refuses_to_start(agent, home: Path) -> None:
     assert f"Error: another ceip agent (pid {first.pid}) is already running for {home}" in proc.stderr
     assert "Traceback" not in proc.stderr
     stop(first)
-    assert status(home)["state"] == "stopped"
+    assert status(home).state == "stopped"
 
 
 def test_once_collects_seals_and_uploads_once_for_active_products_only(
@@ -179,7 +173,7 @@ def test_once_collects_seals_and_uploads_once_for_active_products_only(
     assert report["product"] == "sample" and report["product_version"] == "unknown"
     assert report["system"]["cpu_logical"] >= 1 and report["system"]["os"]
     assert [(s["executable"], s["ended"]) for s in report["sessions"]] == [(apps["sample"], "running")]
-    assert queued(home) == [] and status(home)["state"] == "stopped"
+    assert queued(home) == [] and status(home).state == "stopped"
 
 
 def test_without_upload_to_the_agent_uses_the_upload_url_setting(home: Path, tmp_path: Path) -> None:
@@ -301,13 +295,13 @@ def test_an_opt_out_while_the_agent_runs_stops_that_product_within_a_second(
     Consent(StateDB(home)).opt_out("sample")
     withdrawn = time.monotonic()
     assert [r["product"] for r in queued(home)].count("sample") == 0  # the queue was purged by the opt-out
-    wait_for(lambda: "sample" not in status(home)["observing"], timeout=1.0)
+    wait_for(lambda: "sample" not in status(home).observing, timeout=1.0)
     assert time.monotonic() - withdrawn <= 1.0
     tried, others = attempts(), len(queued(home))
     wait_for(lambda: len(queued(home)) >= others + 4, timeout=10)  # the agent goes on for the other product
     assert attempts() == tried, "the agent still seals reports for an opted-out product"
     assert {r["product"] for r in queued(home)} == {"other"}
-    assert status(home)["observing"] == {"other": [apps["other"]]}
+    assert status(home).observing == {"other": [apps["other"]]}
 
 
 def test_sigkill_and_restart_lose_nothing_spooled_and_report_no_session_twice(

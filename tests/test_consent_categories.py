@@ -29,7 +29,8 @@ from ceip_core.records import (
     SystemInfo,
 )
 from ceip_core.sealing import spool_report
-from ceip_core.spool import Spool, read_partials, save_partial
+from ceip_core.spool import Spool
+from ceip_core.spool_rows import read_partials, save_partial
 from ceip_core.statedb import StateDB
 
 USE, PERF, CONF = Category.PROGRAM_USE, Category.PERFORMANCE, Category.CONFIGURATION
@@ -93,7 +94,7 @@ def test_a_session_of_only_withdrawn_categories_queues_nothing_and_says_why(samp
 
 def agent_report(guid: str) -> Report:
     """What the agent seals for a product: machine facts, a session, a product collector's counter."""
-    from ceip_core.recording import SessionData
+    from ceip_core.session_data import SessionData
 
     now = datetime.now(UTC)
     started = now - timedelta(minutes=5)
@@ -276,7 +277,7 @@ def test_recording_stops_for_a_narrowing_as_for_an_opt_out(sample, ceip_home: Pa
 def test_what_the_agent_keeps_between_runs_holds_only_the_consented_categories(sample, ceip_home: Path) -> None:
     """``ceip agent --once`` keeps what it did not seal in the state database: that is on disk too."""
     from ceip_core.agent import Agent, AgentConfig, _Held
-    from ceip_core.recording import SessionData
+    from ceip_core.session_data import SessionData
 
     spool = spool_of(ceip_home)
     spool.consent.opt_in("sample", [CONF])

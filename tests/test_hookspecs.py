@@ -1,15 +1,14 @@
-"""Hook specs: every hook is typed, documented, called in a known order, and loading fails loudly."""
+"""Hook specs (``ceip_core/hookspecs.py``): every hook is typed, documented and called in a known order, and the
+marker is exported by the package. Loading a plugin set is tested in test_plugins.py."""
 
 from __future__ import annotations
 
 import inspect
-import logging
 import re
 import subprocess
 import sys
 from pathlib import Path
 
-import pluggy
 import pytest
 from click.testing import CliRunner
 
@@ -18,7 +17,6 @@ from ceip_core import hookspecs
 from ceip_core.cli import cli
 from ceip_core.consent import Consent, State
 from ceip_core.hookspecs import hookimpl
-from ceip_core.plugins import PluginError, Plugins
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec
 from ceip_core.statedb import StateDB
 
@@ -146,53 +144,6 @@ def test_every_hookspec_is_typed_and_documents_its_parameters(hook: str) -> None
         assert param.annotation != inspect.Parameter.empty, name
         assert f":param {name}:" in doc
     assert ":returns:" in doc
-
-
-def test_a_misspelled_hook_fails_loudly(ceip_home: Path, ceip_plugins) -> None:
-    class Typo:
-        @hookimpl
-        def ceip_register_product(self, register):  # missing "s"
-            pass
-
-    with pytest.raises(pluggy.PluginValidationError, match="ceip_register_product"):
-        ceip_plugins(Typo())
-
-
-def test_duplicate_registrations_are_rejected(ceip_home: Path, ceip_plugins) -> None:
-    class Twice:
-        @hookimpl
-        def ceip_register_products(self, register):
-            register(SPEC)
-            register(SPEC)
-
-    with pytest.raises(PluginError, match="product 'every' is registered twice"):
-        _ = ceip_plugins(Twice()).products
-
-
-def test_unknown_product_error_names_the_known_ones(sample: Plugins) -> None:
-    with pytest.raises(PluginError, match=r"unknown product 'nope' \(known: other, sample\)"):
-        sample.product("nope")
-
-
-def test_environment_switches_block_and_add_plugins(ceip_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CEIP_BLOCK_PLUGINS", "file_transport")
-    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
-    monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
-    plugins = Plugins.load()
-    assert "file" not in plugins.transports and "https" in plugins.transports
-    assert set(plugins.products) == {"sample", "other"}
-
-
-def test_no_switch_blocks_the_privacy_scrubbers(
-    ceip_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv("CEIP_BLOCK_PLUGINS", "declared,identifiers,limits,ceip_core.default_plugins.identifiers")
-    monkeypatch.setenv("CEIP_LOAD_PLUGINS", "")
-    with caplog.at_level(logging.WARNING, logger="ceip_core.plugins"):
-        plugins = Plugins.load()
-    assert [s.name for s in plugins.scrubbers] == ["declared", "identifiers", "limits"]
-    warned = [r.getMessage() for r in caplog.records if "no switch can block" in r.getMessage()]
-    assert len(warned) == 3 and any("identifiers" in w for w in warned)
 
 
 def test_hookimpl_is_exported_by_the_package_without_loading_pluggy_on_import() -> None:

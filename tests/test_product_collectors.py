@@ -145,7 +145,7 @@ def test_a_hanging_or_failing_collector_is_counted_and_stalls_nothing(
     gadget(Hangs(release), Fails("fails"), good)
     report = gadget_report(ceip_agent_once())
     assert [(c["name"], c["value"]) for c in report["counters"]] == [("widgets", 1)]  # the good one's only
-    troubles = read_status(ceip_home)["collector_troubles"]
+    troubles = read_status(ceip_home).collector_troubles
     assert troubles == {"hangs": {"timed_out": 1}, "fails": {"failed": 1}}
 
 
@@ -167,7 +167,7 @@ def test_a_product_collector_runs_only_while_its_product_is_active_and_may_give_
     report = gadget_report(ceip_agent_once())
     assert [(c["name"], c["value"]) for c in report["counters"]] == [("widgets", 2)]
     assert (report.get("system") or {}).get("cpu_logical") != 128
-    assert read_status(ceip_home)["collector_troubles"] == {"foreign": {"dropped": 2}}
+    assert read_status(ceip_home).collector_troubles == {"foreign": {"dropped": 2}}
 
 
 class OtherFacts:

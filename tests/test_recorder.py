@@ -22,8 +22,8 @@ from ceip_core import executables, wire
 from ceip_core.allowlist import Allowlist, default_path, make_entry
 from ceip_core.consent import Consent
 from ceip_core.hookspecs import hookimpl
-from ceip_core.recording import ZERO_BUCKET, bucket_of
 from ceip_core.records import Category, MetricKind, MetricSpec, ProductSpec, Report
+from ceip_core.session_data import ZERO_BUCKET, bucket_of
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 from ceip_core.testing import TEST_EXECUTABLE
@@ -180,7 +180,7 @@ def test_a_sealing_process_checks_consent_again(opted_in: Spool) -> None:
     under the old consent, is refused by the sealer and the refusal is counted."""
     from ceip_core.detached import seal_detached
     from ceip_core.executables import this_process
-    from ceip_core.recording import SessionData
+    from ceip_core.session_data import SessionData
 
     recorded = epoch(opted_in, "sample")
     opted_in.consent.opt_out("sample")
@@ -195,7 +195,7 @@ def test_a_sealing_process_checks_the_recording_process(opted_in: Spool) -> None
     """At exit the session goes to a sealer; the sealer checks the *recording* process's executable (which
     it was handed), so a plain script recording as a product still queues nothing."""
     from ceip_core.detached import seal_detached
-    from ceip_core.recording import SessionData
+    from ceip_core.session_data import SessionData
 
     data = SessionData(
         "sample", "1.0", 0.0, 1.0, counters={("open_file", None): 3}, consent_epoch=epoch(opted_in, "sample")
@@ -223,7 +223,15 @@ def test_recording_path_imports_only_the_standard_library(opted_in: Spool, code:
     light = {"ceip_core.recording", "ceip_core.consent", "ceip_core.statedb", "ceip_core.identity", "ceip_core.lazylog"}
     light.add("ceip_core.filelock")  # the state folder's lock: os, sys, time and fcntl
     light |= {"ceip_core.private_files"}  # os, stat and pathlib only
+    light |= {"ceip_core.session_data"}  # what a seal hands on: math only
+    light |= {"ceip_core.version"}  # one string
     assert {m for m in loaded if m.startswith("ceip_core.")} <= light
+
+
+def test_session_data_stays_importable_from_the_recorder_module() -> None:
+    from ceip_core import recording, session_data
+
+    assert recording.SessionData is session_data.SessionData
 
 
 def test_log_buckets() -> None:

@@ -16,8 +16,8 @@ from helpers import epoch
 from ceip_core import sent_history
 from ceip_core.cli import cli
 from ceip_core.consent import Consent
-from ceip_core.recording import SessionData
 from ceip_core.sealing import seal_session
+from ceip_core.session_data import SessionData
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 

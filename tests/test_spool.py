@@ -22,7 +22,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from ceip_core.consent import Consent, Policy, State
 from ceip_core.records import DeletionRequest
-from ceip_core.spool import Lease, Quotas, Spool, SpooledItem, SpoolStats, disk_bytes, insert_item
+from ceip_core.spool import Lease, Quotas, Spool, SpooledItem, SpoolStats, disk_bytes
+from ceip_core.spool_rows import insert_item
 from ceip_core.statedb import WAL_LIMIT_BYTES, StateDB
 from ceip_core.wire import decode_item
 

@@ -22,8 +22,8 @@ from ceip_core.cli import cli
 from ceip_core.consent import Consent
 from ceip_core.default_plugins.file_transport import SUFFIX
 from ceip_core.detached import uploader_lock
-from ceip_core.recording import SessionData
 from ceip_core.sealing import seal_session
+from ceip_core.session_data import SessionData
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
 from ceip_core import participation, plugin_index, statedb
-from ceip_core.agent_state import read_status as read_agent_status
+from ceip_core.agent_status import AgentStatus
+from ceip_core.agent_status import read_status as read_agent_status
 from ceip_core.cli.common import check_product, describe_retry, emit, load_plugins, open_spool, retry_state, when
 from ceip_core.consent import ALL_CATEGORIES, Change, Consent, ConsentError, State
 from ceip_core.printable import shown
@@ -253,7 +254,7 @@ def status(as_json: bool) -> None:
         "last_upload": stats.last_upload,
         "retry": retry_state(stats),
         "drops": stats.drops,
-        "agent": agent,
+        "agent": agent.as_json(),
     }
     if as_json:
         emit(data)
@@ -296,19 +297,23 @@ def _describe_damage(drops: dict[str, int]) -> str:
     return f"repaired {drops[statedb.DAMAGED]} time(s); " + ", ".join(lost)
 
 
-def _describe_agent(agent: dict[str, Any]) -> str:
-    state = agent["state"]
-    if state == "never run":
-        return "not running (start it with: ceip agent)"
-    sealed = f"{agent.get('reports_sealed', 0)} report(s) sealed, the last {when(agent.get('last_seal'))}"
-    troubles = agent.get("collector_troubles") or {}
-    if troubles:  # a product's collector that fails, overruns its budget or gives what it may not
-        told = {name: ", ".join(f"{what} {n}" for what, n in sorted(c.items())) for name, c in troubles.items()}
+def _describe_agent(agent: AgentStatus) -> str:
+    unreadable = f" ({shown(agent.unreadable)})" if agent.unreadable else ""
+    if agent.state == "never run":
+        return f"not running (start it with: ceip agent){unreadable}"
+    sealed = f"{agent.reports_sealed} report(s) sealed, the last {when(agent.last_seal)}"
+    if agent.collector_troubles:  # a product's collector that fails, overruns its budget or gives what it may not
+        told = {
+            name: ", ".join(f"{what} {n}" for what, n in sorted(c.items()))
+            for name, c in agent.collector_troubles.items()
+        }
         sealed += "; collector troubles: " + shown(", ".join(f"{name} ({told[name]})" for name in sorted(told)))
-    if state in ("starting", "running"):
-        observing = shown(", ".join(agent.get("observing") or {})) or "nothing"
-        return f"{state} (pid {agent['pid']}) since {when(agent.get('started'))}; observing {observing}; {sealed}"
-    return f"{state} at {when(agent.get('updated'))}; {sealed}"
+    if agent.state in ("starting", "running"):
+        observing = shown(", ".join(agent.observing)) or "nothing"
+        return (
+            f"{agent.state} (pid {agent.pid}) since {when(agent.started)}; observing {observing}; {sealed}{unreadable}"
+        )
+    return f"{agent.state} at {when(agent.updated)}; {sealed}"
 
 
 # -- identity and purge ----------------------------------------------------------------------------------

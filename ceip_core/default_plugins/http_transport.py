@@ -43,10 +43,11 @@ from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import orjson
 
-from ceip_core import __version__, wire
+from ceip_core import wire
 from ceip_core.hookspecs import hookimpl
 from ceip_core.transport import Batch, BatchItem, Outcome, SendResult, TransportFactory
 from ceip_core.vendor_policy import VendorPolicy
+from ceip_core.version import __version__
 
 if TYPE_CHECKING:
     import ssl

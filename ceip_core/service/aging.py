@@ -77,7 +77,10 @@ class Aging:
     @property
     def cutoff_day(self) -> int:
         """The first day still inside the window (days since the epoch)."""
-        return int(self.clock() // DAY_S) - self.retention_days + 1
+        return self._cutoff(self.clock())
+
+    def _cutoff(self, now: float) -> int:
+        return int(now // DAY_S) - self.retention_days + 1
 
     def due(self) -> bool:
         return self.retention_days > 0 and self.clock() >= self._next
@@ -92,9 +95,14 @@ class Aging:
 
     async def step(self) -> int:
         """One bounded transaction of aging; the rows it deleted. A short step ends the pass."""
-        deleted = await self.storage.expire(self.cutoff_day, self.batch)
+        # One reading of the clock for the cutoff and for the next pass: a pass that deleted up to an old
+        # cutoff while the clock moved on (a long step, a clock that jumped) must not put off the pass that
+        # the new time makes due.
+        now = self.clock()
+        cutoff = self._cutoff(now)
+        deleted = await self.storage.expire(cutoff, self.batch)
         if deleted < self.batch:
-            self._next = self.clock() + self.every_s
+            self._next = now + self.every_s
         if deleted:
-            log.info("aged out %d row(s) older than day %d", deleted, self.cutoff_day)
+            log.info("aged out %d row(s) older than day %d", deleted, cutoff)
         return deleted

@@ -31,7 +31,8 @@ from ceip_core.service.ingest import Ingest, guids_of
 from ceip_core.service.limits import BodyError, RateLimiter, read_batch, source_of
 from ceip_core.service.openapi import PATH as OPENAPI_PATH
 from ceip_core.service.openapi import openapi
-from ceip_core.service.storage import Storage, StorageUnavailable, open_storage
+from ceip_core.service.storage import Storage, StorageUnavailable
+from ceip_core.service.stores import open_storage
 
 log = logging.getLogger(__name__)
 

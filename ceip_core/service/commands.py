@@ -351,7 +351,7 @@ _COLUMNS = {
 
 
 async def _with_storage(database: str, fn: Callable[[Any], Any]) -> Any:
-    from ceip_core.service.storage import open_storage
+    from ceip_core.service.stores import open_storage
 
     storage = open_storage(database)
     await storage.open()
@@ -397,7 +397,8 @@ def report(
     or problem_versions; or 'storage': database size, rows per table, fold lag and counters (what
     'GET /metrics' exports)."""
     from ceip_core.service import metrics, queries
-    from ceip_core.service.storage import StorageError, StorageUnavailable, open_storage, redact
+    from ceip_core.service.storage import StorageError, StorageUnavailable, redact
+    from ceip_core.service.stores import open_storage
 
     if what == "storage":
         try:
@@ -472,7 +473,7 @@ async def import_files(
     from ceip_core import wire
     from ceip_core.service.groupcommit import GroupCommitter
     from ceip_core.service.ingest import Ingest
-    from ceip_core.service.storage import open_storage
+    from ceip_core.service.stores import open_storage
     from ceip_core.service.validation import BatchError, Valid, decode_batch
 
     storage = open_storage(database)

@@ -88,11 +88,11 @@ def run(plugins: Plugins, folder: Path, seconds: float, echo: Callable[[str], No
     with open(log_path, "ab") as log_file:
         agent = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file)
     try:
-        _wait(lambda: read_status(folder)["state"] == "running" or agent.poll() is not None, 30)
-        if agent.poll() is not None or read_status(folder)["state"] != "running":
+        _wait(lambda: read_status(folder).state == "running" or agent.poll() is not None, 30)
+        if agent.poll() is not None or read_status(folder).state != "running":
             raise DemoError(f"the agent did not start; see {log_path}:\n{_tail(log_path)}")
         echo(f"Started the agent (pid {agent.pid}, looking every {POLL_S} s; its log: {log_path}).")
-        before = read_status(folder).get("sessions_ended", 0)
+        before = read_status(folder).sessions_ended
         runs: list[tuple[str, str, list[str]]] = [(product, exe, []) for product, exe in standins.items()]
         first_product, first_exe = next(iter(standins.items()))
         runs.append((first_product, first_exe, ["--crash"]))
@@ -108,7 +108,7 @@ def run(plugins: Plugins, folder: Path, seconds: float, echo: Callable[[str], No
         ]
         names = ", ".join(f"{Path(exe).name}{' ' + ' '.join(extra) if extra else ''}" for _, exe, extra in runs)
         echo(f"Launched the stand-ins for {seconds:g} s: {names}. Waiting for the agent to see them end ...")
-        seen = _wait(lambda: read_status(folder).get("sessions_ended", 0) - before >= len(launched), seconds + 20)
+        seen = _wait(lambda: read_status(folder).sessions_ended - before >= len(launched), seconds + 20)
         for proc in launched:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
@@ -120,7 +120,7 @@ def run(plugins: Plugins, folder: Path, seconds: float, echo: Callable[[str], No
     finally:
         _stop(agent)
     ended = read_status(folder)
-    echo(f"Stopped the agent: it sealed {ended.get('reports_sealed', 0)} report(s).")
+    echo(f"Stopped the agent: it sealed {ended.reports_sealed} report(s).")
 
 
 @frozen

@@ -30,7 +30,6 @@ from datetime import UTC, datetime, timedelta
 
 from attrs import frozen
 
-from ceip_core.recording import bucket_of
 from ceip_core.records import (
     CounterValue,
     DeletionRequest,
@@ -43,6 +42,7 @@ from ceip_core.records import (
     Report,
     SystemInfo,
 )
+from ceip_core.session_data import bucket_of
 
 #: Versions every simulated product ships: an old one a few keep, the current one, and the new one.
 VERSIONS = ("2.3", "2.4", "3.0")

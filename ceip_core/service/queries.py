@@ -22,9 +22,9 @@ from typing import Any
 import attrs
 from attrs import frozen
 
-from ceip_core.recording import BUCKETS_PER_OCTAVE, ZERO_BUCKET
 from ceip_core.service.rollups import DAY_S
 from ceip_core.service.storage import Storage
+from ceip_core.session_data import BUCKETS_PER_OCTAVE, ZERO_BUCKET
 
 QUANTILES = {"p50": 0.5, "p90": 0.9, "p99": 0.99}
 #: Reports a query folds before it answers, at most (the committer keeps the backlog around this size).

@@ -41,7 +41,8 @@ from ceip_core.service.app import make_app
 from ceip_core.service.config import ServiceConfig
 from ceip_core.service.connections import ConnectionGuard, RepeatLog, hide_addresses
 from ceip_core.service.sqlite_store import path_of
-from ceip_core.service.storage import open_storage, redact
+from ceip_core.service.storage import redact
+from ceip_core.service.stores import open_storage
 
 #: aiohttp's access log without ``%a`` (the remote address) and without the user agent.
 ACCESS_LOG_FORMAT = '%t "%r" %s %b %Tf'

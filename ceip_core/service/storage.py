@@ -1,9 +1,11 @@
-"""The one small storage interface of the receiving service, and how a database URL picks an implementation.
+"""The one small storage interface of the receiving service, and what its implementations share.
 
 Two implementations pass the same test suite (tests/service): SQLite (``sqlite:///path.db``, embedded,
-zero setup) and PostgreSQL (``postgresql://...``, shared by many ``ceip serve`` workers). What they
-share lives outside them: the rollup tables and how reports become rollup rows (``rollups``), and every
-query (``queries``), written once in the SQL both databases speak, with ``:name`` parameters.
+zero setup) and PostgreSQL (``postgresql://...``, shared by many ``ceip serve`` workers). A database URL
+picks one in ``stores``, above both, so that neither this module nor the code that uses a
+:class:`Storage` imports them. What they share lives here and beside them: the rollup tables and how
+reports become rollup rows (``rollups``), and every query (``queries``), written once in the SQL both
+databases speak, with ``:name`` parameters.
 
 Storing a report is two steps. ``write`` inserts the raw report and queues it for rollup in one
 transaction; that commit is what the service acknowledges, so it must stay cheap. ``roll_up`` later
@@ -32,6 +34,7 @@ from urllib.parse import urlsplit
 
 from attrs import frozen
 
+from ceip_core.service.rollups import bucket_rows
 from ceip_core.service.validation import Rejection, decode_stored
 
 if TYPE_CHECKING:
@@ -132,8 +135,6 @@ def histogram_removal(bodies: Iterable[str]) -> list[tuple[Any, ...]]:
     the machine's folded raw reports, still stored at that point, with the ingest decoder. Reports that
     aged out took their per-machine rows with them: their timings stay in the anonymous totals.
     """
-    from ceip_core.service.rollups import bucket_rows
-
     items = [item for item in (decode_stored(body.encode()) for body in bodies) if not isinstance(item, Rejection)]
     return [(*key, -count) for *key, count in bucket_rows(items)]
 
@@ -305,20 +306,3 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return parts._replace(netloc=netloc).geturl()
-
-
-def open_storage(url: str) -> Storage:
-    """The storage for a database URL: ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``.
-
-    Not yet opened: call ``await storage.open()``.
-    """
-    scheme = urlsplit(url).scheme
-    if scheme == "sqlite":
-        from ceip_core.service.sqlite_store import SQLiteStorage
-
-        return SQLiteStorage(url)
-    if scheme in ("postgresql", "postgres"):
-        from ceip_core.service.postgres_store import PostgresStorage
-
-        return PostgresStorage(url)
-    raise StorageError(f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or postgresql://...")

@@ -42,13 +42,13 @@ import orjson
 from attrs import frozen
 
 from ceip_core import wire
-from ceip_core.recording import ZERO_BUCKET
 from ceip_core.records import SCHEMA_VERSION, DeletionRequest, Report, is_uuid
 from ceip_core.service.config import AdmissionLimits
+from ceip_core.session_data import ZERO_BUCKET
 
 #: Largest count or amount accepted; sums over millions of reports stay within 64-bit integers.
 MAX_COUNT = 1 << 40
-#: Histogram bucket indexes a finite double can produce (see ``ceip_core.recording.bucket_of``).
+#: Histogram bucket indexes a finite double can produce (see ``ceip_core.session_data.bucket_of``).
 BUCKET_RANGE = range(ZERO_BUCKET, 4096)
 
 

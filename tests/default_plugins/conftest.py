@@ -1,17 +1,15 @@
-"""Fixtures for the built-in scrubbers: a sample product spec, a report factory and the pipeline as the
-plugins register it. Session-scoped, so hypothesis tests can use them too."""
+"""Fixtures for the built-in scrubbers: a sample product spec, a report factory and the pipeline as ceip
+loads it. Session-scoped, so hypothesis tests can use them too."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import pluggy
 import pytest
 
-from ceip_core import hookspecs
-from ceip_core.default_plugins import declared, identifiers, limits
+from ceip_core.plugins import Plugins
 from ceip_core.records import (
     Category,
     CounterValue,
@@ -25,7 +23,7 @@ from ceip_core.records import (
     Report,
     SystemInfo,
 )
-from ceip_core.scrubbing import MachineIdentifiers, Scrubber, ScrubContext, ScrubOutcome, ordered, run_pipeline
+from ceip_core.scrubbing import MachineIdentifiers, Scrubber, ScrubContext, ScrubOutcome, run_pipeline
 
 C, H, P, K = MetricKind.COUNTER, MetricKind.HISTOGRAM, MetricKind.PROBLEM, MetricKind.CONFIG
 USE, PERF, CONF = Category.PROGRAM_USE, Category.PERFORMANCE, Category.CONFIGURATION
@@ -134,18 +132,16 @@ def typical_report() -> Report:
 
 
 @pytest.fixture(scope="session")
-def scrubbers() -> list[Scrubber]:
-    """The three built-in scrubbers, collected through the hook as the plugin manager would."""
-    pm = pluggy.PluginManager(hookspecs.PROJECT)
-    pm.add_hookspecs(hookspecs)
-    for module in (limits, identifiers, declared):
-        pm.register(module)
-    found: list[Scrubber] = []
-    pm.hook.ceip_register_scrubbers(register=found.append)
-    return ordered(found)
+def scrubbers() -> tuple[Scrubber, ...]:
+    """The three built-in scrubbers as ceip loads them: the built-ins only, through the real plugin manager
+    (``Plugins.load``), in pipeline order, whatever plugin switches the environment holds."""
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES"):
+            env.delenv(name, raising=False)
+        return Plugins.load(entry_points=False).scrubbers
 
 
 @pytest.fixture(scope="session")
-def pipeline(scrubbers: list[Scrubber]) -> Callable[[Report, ScrubContext], ScrubOutcome]:
+def pipeline(scrubbers: Sequence[Scrubber]) -> Callable[[Report, ScrubContext], ScrubOutcome]:
     """Runs a report through all three scrubbers, in order."""
     return lambda report, ctx: run_pipeline(report, scrubbers, ctx)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import attrs
@@ -24,7 +24,7 @@ def run(report: Report, ctx: ScrubContext) -> Report:
     return result
 
 
-def test_the_built_ins_register_in_pipeline_order(scrubbers: list[Scrubber]) -> None:
+def test_the_built_ins_register_in_pipeline_order(scrubbers: Sequence[Scrubber]) -> None:
     assert [(s.name, s.order) for s in scrubbers] == [("declared", 100), ("identifiers", 200), ("limits", 300)]
     assert all(isinstance(s, Scrubber) for s in scrubbers)
     assert HARDWARE_FEATURES == ("bluetooth", "usb_high_speed")

@@ -22,8 +22,8 @@ from helpers import epoch, wait_for
 from ceip_core.cli import cli
 from ceip_core.consent import Consent
 from ceip_core.default_plugins.http_transport import HttpTransport
-from ceip_core.recording import SessionData
 from ceip_core.sealing import seal_session
+from ceip_core.session_data import SessionData
 from ceip_core.spool import Spool
 from ceip_core.statedb import StateDB, state_dir
 from ceip_core.upload import Backoff, UploadSummary, drain

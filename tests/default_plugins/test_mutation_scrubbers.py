@@ -3,7 +3,7 @@ mutant moved by one (``>= 0`` made ``> 0``, ...) without any other test failing.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
 import pytest
@@ -130,7 +130,7 @@ class _Failing:
 
 
 def test_a_scrubber_that_raises_drops_the_report(
-    make_report: Callable[..., Report], ctx: ScrubContext, scrubbers: list[Scrubber]
+    make_report: Callable[..., Report], ctx: ScrubContext, scrubbers: Sequence[Scrubber]
 ) -> None:
     outcome = run_pipeline(make_report(), ordered([*scrubbers, _Failing()]), ctx)
     assert outcome == ScrubOutcome(None, "scrubber-error:failing")

@@ -19,7 +19,8 @@ from ceip_core.service.aging import Aging
 from ceip_core.service.app import STORAGE, make_app
 from ceip_core.service.ingest import _to_write
 from ceip_core.service.rollups import DAY_S
-from ceip_core.service.storage import EXPIRED, Storage, open_storage
+from ceip_core.service.storage import EXPIRED, Storage
+from ceip_core.service.stores import open_storage
 from ceip_core.service.validation import Bounds, check_items, decode_batch
 
 SERVICE = attrs.evolve(config(), k=1, retention_days=90)
@@ -102,5 +103,38 @@ async def test_aging_takes_bounded_steps_and_ingest_runs_between_them(database: 
         assert (await rows(storage))["reports"] == 1
         assert (await storage.stats())["counters"][EXPIRED] == 12 + 12 + 12 + 11
         assert aging.cutoff_day == int(clock[0] // DAY_S) - 89
+    finally:
+        await storage.close()
+
+
+async def test_a_clock_that_moves_on_during_a_pass_makes_the_next_pass_due(database: str) -> None:
+    """The pass that started before the clock moved deleted up to the old cutoff; the new time must not wait
+    an hour behind it (a pass running when a test, or a resumed machine, moves the clock 88 days on)."""
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        items, _, _ = fleet()
+        raws = decode_batch(gzip.decompress(body(*items)))
+        received = time.time()
+        verdicts = check_items(raws, "report", Bounds.at(received, SERVICE.limits), SERVICE.allowlist)
+        await storage.write([_to_write(v, received) for v in verdicts])  # type: ignore[arg-type]
+        while await storage.roll_up():
+            pass
+        clock = [received]
+        aging = Aging(storage, 90, clock=lambda: clock[0])
+        expire = storage.expire
+
+        async def expire_while_the_clock_moves(cutoff_day: int, batch: int) -> int:
+            deleted = await expire(cutoff_day, batch)
+            clock[0] += 88 * DAY
+            return deleted
+
+        storage.expire = expire_while_the_clock_moves  # type: ignore[method-assign]
+        await aging.step()  # deletes what was old when it started, and the clock moves on meanwhile
+        storage.expire = expire  # type: ignore[method-assign]
+        assert aging.due()
+        while aging.due():
+            await aging.step()
+        assert (await rows(storage))["reports"] == 1
     finally:
         await storage.close()

@@ -14,7 +14,8 @@ import orjson
 from service.factory import GZIP, TOKEN, auth, body, config, deletion, report
 
 from ceip_core.service.app import make_app
-from ceip_core.service.storage import NewReport, open_storage
+from ceip_core.service.storage import NewReport
+from ceip_core.service.stores import open_storage
 from ceip_core.service.validation import decode_stored
 
 SERVICE = attrs.evolve(config(), k=1)

@@ -19,7 +19,8 @@ from ceip_core.service import queries, reach
 from ceip_core.service.app import make_app
 from ceip_core.service.queries import Filters
 from ceip_core.service.reach import NO_DAY, add_day
-from ceip_core.service.storage import NewReport, open_storage
+from ceip_core.service.storage import NewReport
+from ceip_core.service.stores import open_storage
 from ceip_core.service.validation import decode_stored
 
 

@@ -19,7 +19,7 @@ from service.factory import body, config, deletion, report
 from ceip_core.cli import cli
 from ceip_core.service import queries
 from ceip_core.service.commands import import_files
-from ceip_core.service.storage import open_storage
+from ceip_core.service.stores import open_storage
 
 SERVICE = attrs.evolve(config(), k=1)
 

@@ -18,7 +18,8 @@ from service.factory import GZIP, TOKEN, auth, body, config, jsonable, report
 from ceip_core.records import DeletionRequest
 from ceip_core.service.app import make_app
 from ceip_core.service.commands import import_files
-from ceip_core.service.storage import TOMBSTONED, open_storage
+from ceip_core.service.storage import TOMBSTONED
+from ceip_core.service.stores import open_storage
 
 SERVICE = attrs.evolve(config(), k=1)
 

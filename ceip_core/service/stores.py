@@ -1,0 +1,28 @@
+"""How a database URL picks the receiving service's storage: SQLite or PostgreSQL.
+
+Above both implementations (``sqlite_store``, ``postgres_store``), which build on the interface they share
+(``storage``) and never on each other; the code that stores and queries takes a
+:class:`~ceip_core.service.storage.Storage` and imports neither.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from ceip_core.service.sqlite_store import SQLiteStorage
+from ceip_core.service.storage import Storage, StorageError, redact
+
+
+def open_storage(url: str) -> Storage:
+    """The storage for a database URL: ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``.
+
+    Not yet opened: call ``await storage.open()``.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "sqlite":
+        return SQLiteStorage(url)
+    if scheme in ("postgresql", "postgres"):
+        from ceip_core.service.postgres_store import PostgresStorage  # asyncpg: only for a PostgreSQL URL
+
+        return PostgresStorage(url)
+    raise StorageError(f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or postgresql://...")
