@@ -82,17 +82,23 @@ async def test_the_service_ages_data_out_by_itself_and_keeps_the_rollups(aiohttp
     assert f"ceip_expired_rows_total {12 + 12 + 12 + 11}" in await response.text()
 
 
+async def stored_and_folded(storage: Storage) -> tuple[float, list[Any]]:
+    """The :func:`fleet` validated, stored and folded, as ingest would; when it was received, and the verdicts."""
+    items, _, _ = fleet()
+    raws = decode_batch(gzip.decompress(body(*items)))
+    received = time.time()
+    verdicts = check_items(raws, "report", Bounds.at(received, SERVICE.limits), SERVICE.allowlist)
+    await storage.write([_to_write(v, received) for v in verdicts])  # type: ignore[arg-type]
+    while await storage.roll_up():
+        pass
+    return received, verdicts
+
+
 async def test_aging_takes_bounded_steps_and_ingest_runs_between_them(database: str) -> None:
     storage = open_storage(database)
     await storage.open()
     try:
-        items, _, _ = fleet()
-        raws = decode_batch(gzip.decompress(body(*items)))
-        received = time.time()
-        verdicts = check_items(raws, "report", Bounds.at(received, SERVICE.limits), SERVICE.allowlist)
-        await storage.write([_to_write(v, received) for v in verdicts])  # type: ignore[arg-type]
-        while await storage.roll_up():
-            pass
+        received, verdicts = await stored_and_folded(storage)
         clock = [received + 88 * DAY]
         aging = Aging(storage, 90, clock=lambda: clock[0], batch=4)
         steps = []
@@ -113,13 +119,7 @@ async def test_a_clock_that_moves_on_during_a_pass_makes_the_next_pass_due(datab
     storage = open_storage(database)
     await storage.open()
     try:
-        items, _, _ = fleet()
-        raws = decode_batch(gzip.decompress(body(*items)))
-        received = time.time()
-        verdicts = check_items(raws, "report", Bounds.at(received, SERVICE.limits), SERVICE.allowlist)
-        await storage.write([_to_write(v, received) for v in verdicts])  # type: ignore[arg-type]
-        while await storage.roll_up():
-            pass
+        received, _ = await stored_and_folded(storage)
         clock = [received]
         aging = Aging(storage, 90, clock=lambda: clock[0])
         expire = storage.expire
