@@ -5,8 +5,8 @@ decoder here.
 Reading never fails: a file that is missing, damaged or not what this version writes leaves the record at
 its defaults, with :attr:`AgentStatus.unreadable` saying what was wrong, and the state is then what the
 agent's lock says. A file from an older agent that lacks some fields reads with those at their defaults;
-fields this version does not know (a newer agent's) are ignored. Standard library only, apart from the
-agent so that ``ceip status`` does not load it.
+fields this version does not know (a newer agent's) are ignored. Standard library and ``agent_state`` only,
+so that ``ceip status`` reads it without loading the agent.
 """
 
 from __future__ import annotations
