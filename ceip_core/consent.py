@@ -371,10 +371,8 @@ class Consent:
 
     def _out(self, conn: sqlite3.Connection, product: str) -> Change:
         """Inside a write transaction: the opt-out of ``product`` (see :meth:`opt_out`)."""
-        from ceip_core.records import DeletionRequest  # the encoder is needed only when opting out
         from ceip_core.sent_history import forget_product
-        from ceip_core.spool_rows import count_drop, drop_partial, insert_item
-        from ceip_core.wire import encode_item
+        from ceip_core.spool_rows import count_drop, drop_partial
 
         states = read_states(conn)
         before = states.get(product, State.UNSET)
@@ -386,8 +384,7 @@ class Consent:
         guid = read_guid(conn)
         queued = False
         if before is State.IN and guid is not None:
-            request = DeletionRequest(identity.new_guid(), guid, product, _utcnow())
-            insert_item(conn, request.request_id, "deletion", product, guid, encode_item(request))
+            _queue_deletion(conn, guid, product)
             queued = True
         discarded = False
         if guid is not None and not any(s is State.IN for p, s in states.items() if p != product):
@@ -411,9 +408,9 @@ class Consent:
             return _Narrowed()
         import attrs
 
-        from ceip_core.records import DeletionRequest, Report, holds_data, only_categories
+        from ceip_core.records import Report, holds_data, only_categories
         from ceip_core.sent_history import forget_product
-        from ceip_core.spool_rows import count_drop, drop_partial, insert_item
+        from ceip_core.spool_rows import count_drop, drop_partial
         from ceip_core.wire import WireError, decode_item, encode_item
 
         keep = _records_categories(_or_all(after))
@@ -447,10 +444,7 @@ class Consent:
         guid = read_guid(conn)
         queued = False
         if guid is not None:
-            request = DeletionRequest(
-                identity.new_guid(), guid, product, _utcnow(), categories=_records_categories(removed)
-            )
-            insert_item(conn, request.request_id, "deletion", product, guid, encode_item(request))
+            _queue_deletion(conn, guid, product, [c for c in ALL_CATEGORIES if c in removed])
             queued = True
         return _Narrowed(removed, rewritten, len(gone), queued)
 
@@ -462,10 +456,8 @@ class Consent:
         reports still queued under the old GUID are dropped (``id-reset``), since one delivered after the
         deletion would bring the old identity back. Otherwise a later opt-out could delete only what the
         new GUID sent."""
-        from ceip_core.records import DeletionRequest  # the encoder is needed only when the identity changes
         from ceip_core.sent_history import forget_guid
-        from ceip_core.spool_rows import count_drop, insert_item
-        from ceip_core.wire import encode_item
+        from ceip_core.spool_rows import count_drop
 
         def work(conn: sqlite3.Connection) -> str:
             old = read_guid(conn)
@@ -473,8 +465,7 @@ class Consent:
                 raise ConsentError("there is no machine GUID to reset: no product is opted in")
             for product, state in sorted(read_states(conn).items()):
                 if state is State.IN:
-                    request = DeletionRequest(identity.new_guid(), old, product, _utcnow())
-                    insert_item(conn, request.request_id, "deletion", product, old, encode_item(request))
+                    _queue_deletion(conn, old, product)
             queued = conn.execute(
                 "SELECT product, COUNT(*) FROM spool WHERE kind = 'report' AND guid = ? GROUP BY product", (old,)
             ).fetchall()
@@ -539,6 +530,18 @@ def _records_categories(values: frozenset[str]) -> frozenset[Category]:
     from ceip_core.records import Category
 
     return frozenset(c for c in Category if c.value in values)
+
+
+def _queue_deletion(conn: sqlite3.Connection, guid: str, product: str, categories: list[str] | None = None) -> None:
+    """Queue one deletion request for (``guid``, ``product``), of ``categories`` only (values of
+    ``records.Category``; None: everything), inside the caller's transaction. Its bytes come from
+    ``deletion_wire``, without the records' libraries: an opt-out must answer at once (issue 11)."""
+    from ceip_core import deletion_wire
+    from ceip_core.spool_rows import insert_item
+
+    request_id = identity.new_guid()
+    data = deletion_wire.encode(request_id, guid, product, _utcnow(), categories)
+    insert_item(conn, request_id, "deletion", product, guid, data)
 
 
 def _utcnow() -> datetime:

@@ -15,9 +15,7 @@ from typing import Any
 
 from attrs import evolve, field, frozen, validators
 
-#: Version of the report schema. Bump when a field changes meaning or a required field is added;
-#: the receiving service uses it to pick a decoder.
-SCHEMA_VERSION = 1
+from ceip_core.version import SCHEMA_VERSION as SCHEMA_VERSION  # the wire schema's version, re-exported
 
 # Every pattern here is applied with ``fullmatch``: ``$`` also matches before a final newline, so a
 # ``match`` of ``^...$`` takes "analyst\n" for a product id.

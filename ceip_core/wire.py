@@ -19,6 +19,7 @@ import cattrs
 import orjson
 from cattrs.preconf.orjson import make_converter as make_orjson_converter
 
+from ceip_core import deletion_wire
 from ceip_core.records import (
     SCHEMA_VERSION,
     DeletionRequest,
@@ -156,7 +157,11 @@ def unstructure_item(item: Item) -> dict[str, Any]:
 
 
 def encode_item(item: Item) -> bytes:
-    """One item as compact JSON bytes (the form the spool stores)."""
+    """One item as compact JSON bytes (the form the spool stores). A deletion request's bytes are made by
+    ``ceip_core.deletion_wire``, which the opt-out uses without the records' libraries."""
+    if isinstance(item, DeletionRequest):
+        categories = None if item.categories is None else [c.value for c in item.categories]
+        return deletion_wire.encode(item.request_id, item.guid, item.product, item.requested, categories, item.schema)
     return orjson.dumps(unstructure_item(item))
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from ceip_core import wire
 from ceip_core.records import (
+    Category,
     CounterValue,
     DeletionRequest,
     EndKind,
@@ -52,6 +53,24 @@ def test_items_round_trip() -> None:
     assert wire.decode_item(wire.encode_item(deletion)) == deletion
     body = wire.encode_batch([wire.encode_item(report), wire.encode_item(deletion)])
     assert wire.decode_batch(body) == [report, deletion]
+
+
+@pytest.mark.parametrize(
+    "categories", [None, (Category.PERFORMANCE,), (Category.CONFIGURATION, Category.PROGRAM_USE)], ids=str
+)
+def test_a_deletion_request_made_without_the_records_is_the_records_one(categories) -> None:
+    """The opt-out makes its request's bytes with the standard library (ceip_core.deletion_wire): they are
+    what the converter makes of the record, byte for byte, and the one decoder reads them back as it."""
+    from ceip_core import deletion_wire
+
+    request = DeletionRequest(
+        str(uuid.uuid4()), str(uuid.uuid4()), "analyst-2", datetime.now(UTC), categories=categories
+    )
+    values = None if categories is None else [c.value for c in categories]
+    data = deletion_wire.encode(request.request_id, request.guid, request.product, request.requested, values)
+    assert data == orjson.dumps(wire.unstructure_item(request))
+    assert wire.decode_item(data) == request
+    assert wire.encode_item(request) == data
 
 
 @pytest.mark.parametrize(

@@ -172,9 +172,10 @@ def _change(
 
 def _said(ch: Change) -> str:
     """What a consent change did, in one line."""
-    from ceip_core.records import Category
 
     def short(values: Iterable[str]) -> str:
+        from ceip_core.records import Category  # attrs: only when there are categories to name
+
         return ", ".join(c.short for c in Category if c.value in set(values))
 
     if ch.after is State.IN:
