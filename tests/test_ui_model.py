@@ -161,6 +161,9 @@ def test_categories_are_chosen_in_the_dialog_and_never_widened_unasked(sample, c
     assert m.set_participation("sample", True) == m.state_text(view)  # "yes" again changes nothing
     assert Consent(StateDB(ceip_home)).categories("sample") == {Category.CONFIGURATION, Category.PROGRAM_USE}
 
+    epoch = Consent(StateDB(ceip_home)).epoch("sample")
+    m.set_category("sample", Category.PERFORMANCE, False)  # asks for what is so already: changes nothing
+    assert Consent(StateDB(ceip_home)).epoch("sample") == epoch
     m.set_category("sample", Category.PERFORMANCE, True)
     assert Consent(StateDB(ceip_home)).categories("sample") == frozenset(Category)
     for category in Category:  # unticking every kind of information is an opt-out

@@ -202,9 +202,13 @@ class OptionsModel:
         """Start or stop sending one category of ``product``'s information, as ``ceip consent in/out --only``
         does: stopping takes that category out of what is waiting (the product's declaration says which
         metric is of which category) and asks for what was sent of it to be deleted; stopping the last one
-        is an opt-out. Only for a product that takes part; says what was done."""
+        is an opt-out. Only for a product that takes part; says what was done. A click that asks for what
+        is already so (a window that had not yet shown a change made elsewhere) changes nothing: a consent
+        change would start a new epoch, and the product's recorders would discard what they hold."""
         if not self.consent.allowed(product):
             return self._("Choose to take part first.")
+        if (category in self.consent.categories(product)) == send:
+            return self.state_text(next(v for v in self.products() if v.id == product))
         spec = self.plugins.products[product]
         try:
             if send:
