@@ -282,12 +282,9 @@ class Consent:
     def categories(self, product: str) -> frozenset[Category]:
         """The categories ``product`` takes part with: all of them after a plain opt-in, none while it is
         not opted in (or the machine policy caps it)."""
-        from ceip_core.records import Category  # attrs: not for the recording path
-
         if not self.allowed(product):
             return frozenset()
-        chosen = self.db.read(read_categories).get(product)
-        return frozenset(c for c in Category if chosen is None or c.value in chosen)
+        return _records_categories(_or_all(self.db.read(read_categories).get(product)))
 
     def epoch(self, product: str) -> int | None:
         """The consent epoch of ``product`` if it may participate now, else None. Data recorded under an
@@ -424,7 +421,11 @@ class Consent:
             if spec is None or not isinstance(report, Report) or report.product != spec.id:
                 gone.append(item_id)
                 continue
-            had = _all() if report.categories is None else frozenset(report.categories)
+            had = (
+                _records_categories(frozenset(ALL_CATEGORIES))
+                if report.categories is None
+                else frozenset(report.categories)
+            )
             stripped, n = only_categories(report, spec.category_of, keep)
             if not holds_data(stripped):
                 gone.append(item_id)
@@ -520,13 +521,8 @@ def _listed(values: frozenset[str] | None) -> tuple[str, ...] | None:
     return None if values is None else tuple(c for c in ALL_CATEGORIES if c in values)
 
 
-def _all() -> frozenset[Category]:
-    from ceip_core.records import Category
-
-    return frozenset(Category)
-
-
 def _records_categories(values: frozenset[str]) -> frozenset[Category]:
+    """The ``records.Category`` members of stored values (attrs is loaded here, never on the recording path)."""
     from ceip_core.records import Category
 
     return frozenset(c for c in Category if c.value in values)

@@ -19,35 +19,35 @@ Standard library only, and small: it is read on the command line's fast path.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 #: Bumped when the file's layout changes; an index of another version is ignored.
-FORMAT = 1
+FORMAT = 2
 #: The environment variables that change which plugins load (``ceip_core.plugins``).
 SWITCHES = ("CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES")
 
 
 def environment_key() -> str:
-    """A digest of what decides which plugins a full load finds in this process's environment."""
+    """What decides which plugins a full load finds in this process's environment, as one string (kept
+    whole in the index and compared whole: no digest to compute on the command line's fast path)."""
     parts: list[object] = [FORMAT, sys.executable, sys.version, [os.environ.get(name) for name in SWITCHES]]
     for entry in sys.path:
         try:
             parts.append([entry, os.stat(entry or ".").st_mtime_ns])
         except OSError:
             parts.append([entry, None])
-    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+    return json.dumps(parts)
 
 
 def index_path(folder: Path) -> Path:
     """Where the index of this environment lives in the state folder ``folder`` (one file per
     interpreter, so two virtual environments sharing a state folder keep one each)."""
-    name = hashlib.sha256(sys.executable.encode()).hexdigest()[:16]
-    return folder / "cache" / f"plugins-{name}.json"
+    return folder / "cache" / f"plugins-{zlib.crc32(sys.executable.encode()):08x}.json"
 
 
 def _file_signature(path: str | None) -> list[int] | None:
