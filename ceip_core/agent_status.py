@@ -142,9 +142,10 @@ def _counts(saved: dict[str, Any], key: str) -> dict[str, int]:
 
 def read_status(folder: Path) -> AgentStatus:
     """What the agent of ``folder`` last said about itself, with its state checked against the lock:
-    ``starting`` (its first collection is under way), ``running``, ``stopped``, ``stopped unexpectedly``
-    (it died without stopping) or ``never run``. Never raises: a file that cannot be read is said so in
-    :attr:`AgentStatus.unreadable`, and the state is then the lock's."""
+    ``starting`` (its first collection is under way, or the file is an earlier agent's), ``running``,
+    ``stopped``, ``stopped unexpectedly`` (it died without stopping) or ``never run``. Never raises: a
+    file that cannot be read is said so in :attr:`AgentStatus.unreadable`, and the state is then the
+    lock's."""
     path = folder / STATUS_FILE
     try:
         status = decode(path.read_text(encoding="utf-8"))
@@ -156,7 +157,10 @@ def read_status(folder: Path) -> AgentStatus:
         status = AgentStatus(unreadable=f"{path} is not what an agent writes: {exc}")
     pid = running_agent(folder)
     if pid is not None:
-        return dataclasses.replace(status, state="running" if status.state == "running" else "starting", pid=pid)
+        # The file says "running" for the agent that holds the lock only if that agent wrote it: one that
+        # was just started over a killed one's file has not finished its first collection yet.
+        mine = status.state == "running" and status.pid == pid
+        return dataclasses.replace(status, state="running" if mine else "starting", pid=pid)
     if status.state == "running":
         return dataclasses.replace(status, state="stopped unexpectedly")
     return status

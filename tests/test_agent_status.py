@@ -116,6 +116,9 @@ def test_the_state_is_checked_against_the_lock(tmp_path: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        # the file of an agent that died while running (pid 1), the lock now held by a new one: starting
+        assert read_status(tmp_path) == AgentStatus(state="starting", pid=holder.pid)
+        write_status(tmp_path, AgentStatus(state="running", pid=holder.pid))
         assert read_status(tmp_path) == AgentStatus(state="running", pid=holder.pid)
         write_status(tmp_path, AgentStatus(state="starting", pid=1))
         assert read_status(tmp_path) == AgentStatus(state="starting", pid=holder.pid)
