@@ -314,7 +314,10 @@ class PostgresStorage:
             dead |= withdrawal.stale(reports, withdrawn)
         if dead:
             await conn.execute(_COUNT, TOMBSTONED, len(dead))
-        every, reports = reports, [r for r in reports if r.report_id not in dead]
+        # In id order (stable: the first of a repeated id stays first): two workers inserting the same reports
+        # (a retry sent to both) then wait for each other in one order, rather than deadlocking.
+        every = reports
+        reports = sorted((r for r in reports if r.report_id not in dead), key=lambda r: r.report_id)
         columns = [
             [r.report_id for r in reports],
             [r.guid for r in reports],

@@ -32,6 +32,16 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _real_clock() -> dict[str, str]:
+    """This environment without libfaketime: the server always runs on the real clock.
+
+    Under ``.ci/clock`` libfaketime stops PostgreSQL's timers, so its deadlock check never runs and two
+    workers that deadlock wait for each other until a request times out. ceip never reads the database's
+    clock (every time it stores comes from the service), so a server on another clock also shows that.
+    """
+    return {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith("FAKETIME")}
+
+
 class Cluster:
     """A throw-away PostgreSQL cluster in a temporary folder, on a free loopback port."""
 
@@ -51,7 +61,7 @@ class Cluster:
 
     def _run(self, program: str, *args: object) -> None:
         command = [*self.as_user, self.bindir / program, *args]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=_real_clock())
 
     def start(self) -> None:
         fsync = "on" if self.fsync else "off"

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import pytest
 from service.factory import GZIP, TOKEN, body, deletion, free_port, report, specs_file
 
 from ceip_core.service import reach
+from ceip_core.service.postgres_store import PostgresStorage
 
 ALLOWLIST_TOML = '[products.sample]\nexecutables = ["sample-app"]\n'
 QUERY_NAMES = ("problems", "trends", "features", "config", "timings", "participation", "versions")
@@ -184,3 +185,36 @@ def test_two_workers_on_one_postgresql_give_the_answers_of_one(serve: Any, postg
     assert len(wanted["reports"]) == sum(r["guid"] not in deleted for r in reports)
     for table in (*TABLES, "reach_state", "reports"):
         assert found[table] == wanted[table], table
+
+
+async def test_a_deadlock_between_two_workers_is_retried_not_waited_out(postgres_server: str) -> None:
+    """Two workers' transactions that lock in opposite orders: the database breaks the cycle and the loser
+    runs again. (Under libfaketime PostgreSQL never checked for deadlocks, and both waited for the 30 s
+    request timeout; ``tests/service/postgres.py`` keeps the server on the real clock.)"""
+    database = await schema(postgres_server)
+    workers = [PostgresStorage(database), PostgresStorage(database)]
+    for worker in workers:
+        await worker.open()
+    both_hold_one = asyncio.Barrier(2)
+    attempts: list[int] = []
+
+    def locking(first: int, second: int) -> Callable[[asyncpg.Connection], Awaitable[int]]:
+        async def run(conn: asyncpg.Connection) -> int:
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", first)
+                attempts.append(first)
+                if len(attempts) <= 2:  # the first attempts meet; the retry goes straight through
+                    await both_hold_one.wait()
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", second)
+            return first
+
+        return run
+
+    try:
+        async with asyncio.timeout(20):
+            done = await asyncio.gather(workers[0]._run(locking(1, 2)), workers[1]._run(locking(2, 1)))
+    finally:
+        for worker in workers:
+            await worker.close()
+    assert done == [1, 2]
+    assert len(attempts) == 3  # exactly one of them ran twice
