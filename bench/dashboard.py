@@ -42,13 +42,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ceip_core.service.storage import SCHEMA_VERSION
+
 LOOPBACK = "127.0.0.1"  # the only address this benchmark ever talks to
 RESULTS = Path(__file__).parent / "results"
 TOKEN = "bench-token"
 CHUNK = 5000
 TARGET_MS = 300.0
 QUERY_TARGET_MS = 100.0
-META = "CREATE TABLE bench_meta (reports BIGINT, seconds DOUBLE PRECISION, day BIGINT)"
+META = "CREATE TABLE bench_meta (reports BIGINT, seconds DOUBLE PRECISION, day BIGINT, schema BIGINT)"
 QUERIES = ("versions", "problems", "trends", "problem_versions", "features", "config", "timings", "participation")
 
 
@@ -163,7 +165,7 @@ async def seed_sqlite(path: Path, count: int, machines: int, days: int) -> float
         db.executemany(bulk.insert(name, marks), rows)
     db.execute("COMMIT")
     db.execute(META)
-    db.execute("INSERT INTO bench_meta VALUES (?, ?, ?)", (done, time.monotonic() - began, _today()))
+    db.execute("INSERT INTO bench_meta VALUES (?, ?, ?, ?)", (done, time.monotonic() - began, _today(), SCHEMA_VERSION))
     db.execute("ANALYZE")
     db.close()
     print(file=sys.stderr)
@@ -196,26 +198,30 @@ async def seed_postgres(url: str, count: int, machines: int, days: int) -> None:
             await copy(name, rows)
         await conn.execute("ANALYZE")
         await conn.execute(META)
-        await conn.execute("INSERT INTO bench_meta VALUES ($1, $2, $3)", done, time.monotonic() - began, _today())
+        await conn.execute(
+            "INSERT INTO bench_meta VALUES ($1, $2, $3, $4)", done, time.monotonic() - began, _today(), SCHEMA_VERSION
+        )
     finally:
         await conn.close()
     print(file=sys.stderr)
 
 
 async def seeded(database: str) -> tuple[int, float] | None:
-    """(reports, seconds) of a database this benchmark seeded today, or None (then it seeds again: the
-    simulated fleet's days end on the day it was seeded, and the pages show the last 30 days)."""
+    """(reports, seconds) of a database this benchmark seeded today with this storage schema, or None (then
+    it seeds again: the simulated fleet's days end on the day it was seeded, and the pages show the last 30
+    days; opening an older schema rebuilt its rollups from raw reports, which the seed leaves out)."""
     from ceip_core.service.stores import open_storage
 
     storage = open_storage(database)
     await storage.open()
     try:
-        found = await storage.query("SELECT reports, seconds, day FROM bench_meta", {})
+        found = await storage.query("SELECT reports, seconds, day, schema FROM bench_meta", {})
     except Exception:  # sqlite3 or asyncpg: no bench_meta table, so not seeded yet
         return None
     finally:
         await storage.close()
-    return (int(found[0][0]), float(found[0][1])) if found and found[0][2] == _today() else None
+    fresh = found and found[0][2] == _today() and found[0][3] == SCHEMA_VERSION
+    return (int(found[0][0]), float(found[0][1])) if fresh else None
 
 
 def _today() -> int:

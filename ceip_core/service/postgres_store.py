@@ -282,7 +282,8 @@ class PostgresStorage:
             for statement in _DDL:
                 await conn.execute(statement)
             if found is not None and int(found) < SCHEMA_VERSION:
-                for statement in rollups.rebuild():
+                held = await conn.fetchval("SELECT value FROM meta WHERE key = $1", HELD_SINCE)
+                for statement in rollups.rebuild(int(held) if held else 0):
                     await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = $1",

@@ -18,15 +18,20 @@ fleet. ``scope`` is ``version`` for a count within one product version and ``all
 versions (a machine that upgraded within the range is one machine, not two).
 
 Filing a new day needs the machine's previous and next active days in the group, so ``reach_state``
-keeps, per (product, machine), each group's active days as runs of consecutive days (a machine that
-reports daily has one run per group). A day that arrives late (a machine back online after weeks) lands
-between two others, and the later day's entry moves from the old ``prev`` to the new day. A deletion
-request takes every entry of the machine back out, one per active day, and deletes its state.
+keeps, per (product, machine), each group's active days as runs of consecutive days. Most of a
+machine's groups are active on the same days (every group a daily report names), so the groups that
+share their days share one list of runs: a :class:`State` is a few *parts*, each a list of runs and the
+set of groups active on exactly those days. Filing a report then costs a set intersection per part and
+a counter update per changed part, both in C, rather than Python work per group; and the stored state
+names each group once, beside the runs it shares. A day that arrives late (a machine back online after
+weeks) lands between two others, and the later day's entry moves from the old ``prev`` to the new day.
+A deletion request takes every entry of the machine back out, one per active day, and deletes its state.
 """
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -52,18 +57,22 @@ SYSTEM_FIELDS = (
     "boot_age_bucket",
 )
 
-Group = tuple[str, str, str, str, str, str]
-"""(family, scope, version, product, name, value): what one count is about, in ``reach`` key order."""
+Key = tuple[str, str, str, str, str]
+"""(family, scope, version, name, value): what one count is about, within one product (a state's, or a
+``Deltas`` entry's); a ``reach`` row puts the product and the day between version and name (:data:`COLUMNS`)."""
 Machine = tuple[str, str]
 """(product, guid)."""
-State = dict[Group, list[int]]
-"""A machine's active days per group, as runs (see :func:`add_day`)."""
 NO_DAY = -1
 """``prev`` of a machine's first active day in a group."""
 #: The key of a ``reach`` row: the group's columns around the day, then ``prev``.
 COLUMNS = ("family", "scope", "version", "product", "day", "name", "value", "prev")
-Deltas = Counter[tuple[Group, int, int]]
-"""Changes to ``reach`` counts, by (group, day, prev)."""
+
+
+class Deltas(defaultdict[tuple[str, int, int], Counter[Key]]):
+    """Changes to ``reach`` counts: per (product, day, prev), by group (see :func:`rows`)."""
+
+    def __init__(self) -> None:
+        super().__init__(Counter)
 
 
 def display(value: Any) -> str:
@@ -94,45 +103,82 @@ def _named(report: Any) -> list[tuple[str, str, str]]:
     return named
 
 
+class State:
+    """A machine's active days in each group of one product: :attr:`parts` of (runs, groups active on
+    exactly those days), the runs as :func:`add_day` keeps them, no group in two parts."""
+
+    __slots__ = ("parts", "product")
+
+    def __init__(self, product: str, parts: list[tuple[list[int], set[Key]]] | None = None) -> None:
+        self.product = product
+        self.parts = parts if parts is not None else []
+
+    def days(self) -> dict[Key, list[int]]:
+        """Each group's runs: what the state means, however its groups happen to be split into parts."""
+        return {key: runs for runs, keys in self.parts for key in keys}
+
+    def split(self, leaves: Callable[[Key], bool]) -> tuple[State, State]:
+        """The groups ``leaves`` picks, and the others, as two states."""
+        gone, kept = State(self.product), State(self.product)
+        for runs, keys in self.parts:
+            picked = {key for key in keys if leaves(key)}
+            for state, part in ((gone, picked), (kept, keys - picked)):
+                if part:
+                    state.parts.append((runs.copy(), part))
+        return gone, kept
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, State) and (self.product, self.days()) == (other.product, other.days())
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"State({self.product!r}, {self.days()!r})"
+
+
 def add(state: State, report: Any, day: int, deltas: Deltas) -> None:
     """File a machine's report of ``day`` into its ``state``, and what that changes into ``deltas``.
 
-    Reports of one machine are cheapest in day order (the usual order): each new day is then appended
-    to its runs. This loop runs for every group of every report folded, so it is written for speed.
+    Each part the report's groups meet is split in two when only some of its groups are in the report:
+    those get a copy of the runs with the day added (one counter update for all of them), the others keep
+    the runs as they were. Groups the machine never had before make one new part.
     """
-    product, version = report.product, report.product_version
+    product, version = state.product, report.product_version
     named = _named(report)
-    groups = [(f, "version", version, product, n, v) for f, n, v in named]
-    groups += [(f, "all", "", product, n, v) for f, n, v in named if f not in VERSION_ONLY]
-    get, find = deltas.get, state.get  # ``deltas[k] += 1`` would call Counter.__missing__ for every new key
-    for group in groups:
-        runs = find(group)
-        if runs is None:
-            state[group] = [day, day]
-            key = (group, day, NO_DAY)
-            deltas[key] = get(key, 0) + 1
+    new = {(f, "version", version, n, v) for f, n, v in named}
+    new.update((f, "all", "", n, v) for f, n, v in named if f not in VERSION_ONLY)
+    parts: list[tuple[list[int], set[Key]]] = []
+    for runs, keys in state.parts:
+        hit = keys & new if new else None
+        if not hit:
+            parts.append((runs, keys))
             continue
-        last = runs[-1]
-        if last < day:  # the usual case: a day after every day seen so far
-            if last == day - 1:
-                runs[-1] = day
-            else:
-                runs += (day, day)
-            key = (group, day, last)
-            deltas[key] = get(key, 0) + 1
-        elif last != day:
-            _insert(runs, group, day, deltas)
+        new -= hit
+        if len(hit) < len(keys):
+            parts.append((runs, keys - hit))
+            runs = runs.copy()
+        found = add_day(runs, day)
+        if found is not None:
+            prev, nxt = found
+            deltas[product, day, prev].update(hit)
+            if nxt != NO_DAY:  # the next active day's previous one is now this day
+                deltas[product, nxt, prev].subtract(hit)
+                deltas[product, nxt, day].update(hit)
+        parts.append((runs, hit))
+    if new:
+        parts.append(([day, day], new))
+        deltas[product, day, NO_DAY].update(new)
+    state.parts = _merged(parts) if len(parts) > 1 else parts
 
 
-def _insert(runs: list[int], group: Group, day: int, deltas: Deltas) -> None:
-    """A day before the last one: it may fall inside a run, or between two (a late report)."""
-    found = add_day(runs, day)
-    if found is not None:
-        prev, nxt = found
-        deltas[group, day, prev] += 1
-        if nxt != NO_DAY:  # the next active day's previous one is now this day
-            deltas[group, nxt, prev] -= 1
-            deltas[group, nxt, day] += 1
+def _merged(parts: list[tuple[list[int], set[Key]]]) -> list[tuple[list[int], set[Key]]]:
+    """``parts`` with the groups of parts whose runs became equal in one part (two groups whose days met)."""
+    by_runs: dict[tuple[int, ...], tuple[list[int], set[Key]]] = {}
+    for runs, keys in parts:
+        found = by_runs.setdefault(tuple(runs), (runs, keys))
+        if found[1] is not keys:
+            by_runs[tuple(runs)] = (runs, found[1] | keys)
+    return list(by_runs.values())
 
 
 # -- a machine's active days, as runs ----------------------------------------------------------------
@@ -170,26 +216,33 @@ def add_day(runs: list[int], day: int) -> tuple[int, int] | None:
 
 
 def decode(text: str | None, product: str) -> State:
-    """A machine's stored state (its ``runs`` column)."""
+    """A machine's stored state (its ``runs`` column) in ``product``."""
     if not text:
-        return {}
-    return {(f, s, v, product, n, val): runs for f, s, v, n, val, runs in orjson.loads(text)}
+        return State(product)
+    return State(product, [(runs, set(map(tuple, keys))) for runs, keys in orjson.loads(text)])
 
 
 def encode(state: State) -> str:
-    return orjson.dumps([[f, s, v, n, val, runs] for (f, s, v, _, n, val), runs in state.items()]).decode()
+    """The ``runs`` column: ``[[runs, [[family, scope, version, name, value], ...]], ...]``, groups in no
+    particular order."""
+    return orjson.dumps([[runs, list(keys)] for runs, keys in state.parts]).decode()
 
 
 def remove(state: State, deltas: Deltas) -> None:
     """Take every entry of a machine out (its deletion request): one per active day per group."""
-    for group, runs in state.items():
+    for runs, keys in state.parts:
         prev = NO_DAY
         for start, end in zip(runs[0::2], runs[1::2], strict=True):
             for day in range(start, end + 1):
-                deltas[group, day, prev] -= 1
+                deltas[state.product, day, prev].subtract(keys)
                 prev = day
 
 
 def rows(deltas: Deltas) -> list[tuple[Any, ...]]:
     """Rows to add into ``reach`` (machines summed on conflict), sorted by key, changes of zero left out."""
-    return sorted((f, s, v, p, day, n, val, prev, d) for ((f, s, v, p, n, val), day, prev), d in deltas.items() if d)
+    return sorted(
+        (f, s, v, product, day, n, val, prev, d)
+        for (product, day, prev), counts in deltas.items()
+        for (f, s, v, n, val), d in counts.items()
+        if d
+    )

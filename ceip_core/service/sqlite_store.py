@@ -229,7 +229,8 @@ class SQLiteStorage:
             for statement in _DDL:
                 db.execute(statement)
             if version and int(version[0]) < SCHEMA_VERSION:
-                for statement in rollups.rebuild():
+                held = db.execute("SELECT value FROM meta WHERE key = ?", (HELD_SINCE,)).fetchone()
+                for statement in rollups.rebuild(int(held[0]) if held else 0):
                     db.execute(statement)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 

@@ -40,8 +40,11 @@ from ceip_core.service.validation import Rejection, decode_stored
 if TYPE_CHECKING:
     from ceip_core.service.withdrawal import Withdrawal
 
-#: The version of the database schema this code creates and reads; stored in the ``meta`` table.
-SCHEMA_VERSION = 2
+#: The version of the database schema this code creates and reads; stored in the ``meta`` table. Opening an
+#: older one rebuilds the rollups of the days whose raw reports are still held (``rollups.rebuild``). Schema 1
+#: had no totals and no reach; 2 spelled out each group's runs in a machine's reach state; 3 keeps runs shared
+#: by the groups active on the same days (``reach.State``).
+SCHEMA_VERSION = 3
 
 
 class StorageUnavailable(Exception):

@@ -132,10 +132,8 @@ class Withdrawal:
     def reach_removal(self, runs: str | None, product: str) -> tuple[list[tuple[Any, ...]], str]:
         """The ``reach`` rows (negative counts) taking the machine's withdrawn groups out, and its state
         without them (the ``runs`` to store)."""
-        state = reach.decode(runs, product)
-        gone = {g: r for g, r in state.items() if self.group_withdrawn(g[0], g[4])}
-        kept = {g: r for g, r in state.items() if g not in gone}
-        deltas: reach.Deltas = reach.Deltas()
+        gone, kept = reach.decode(runs, product).split(lambda key: self.group_withdrawn(key[0], key[3]))
+        deltas = reach.Deltas()
         reach.remove(gone, deltas)
         return reach.rows(deltas), reach.encode(kept)
 

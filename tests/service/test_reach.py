@@ -34,6 +34,7 @@ PROBLEM_REPORT = decode_stored(orjson.dumps(report(product="p", problems={"E@x.p
 
 
 GROUP = ("problem", "all", "", "p", "error", "E@x.py:1")
+KEY = ("problem", "all", "", "error", "E@x.py:1")  # the group, as a state of product "p" holds it
 
 
 def test_runs_merge_and_split() -> None:
@@ -49,12 +50,14 @@ def test_runs_merge_and_split() -> None:
 
 def machines_in(deltas: reach.Deltas, since: int, until: int) -> int:
     return sum(
-        n for (group, day, prev), n in deltas.items() if group == GROUP and since <= day <= until and prev < since
+        row[-1]
+        for row in reach.rows(deltas)
+        if row[:4] + row[5:7] == GROUP and since <= row[4] <= until and row[7] < since
     )
 
 
 def machines_on(deltas: reach.Deltas, day: int) -> int:
-    return sum(n for (group, d, _), n in deltas.items() if group == GROUP and d == day)
+    return sum(row[-1] for row in reach.rows(deltas) if row[:4] + row[5:7] == GROUP and row[4] == day)
 
 
 @settings(max_examples=200, deadline=None)
@@ -69,14 +72,16 @@ def test_counts_equal_brute_force(
     days: list[tuple[int, int]], batch: int, deleted: set[int], since: int, length: int
 ) -> None:
     """Machines' active days arrive in any order, in batches, some twice; some machines are deleted."""
-    states: dict[int, reach.State] = defaultdict(dict)
-    deltas: reach.Deltas = reach.Deltas()
+    states: dict[int, reach.State] = defaultdict(lambda: reach.State("p"))
+    deltas = reach.Deltas()
     for start in range(0, len(days), batch):  # a batch is stored and read back, as a fold does
         for machine, day in days[start : start + batch]:
             reach.add(states[machine], PROBLEM_REPORT, day, deltas)
-        states = defaultdict(dict, {m: reach.decode(reach.encode(s), "p") for m, s in states.items()})
+        states = defaultdict(
+            lambda: reach.State("p"), {m: reach.decode(reach.encode(s), "p") for m, s in states.items()}
+        )
     for machine in deleted:
-        reach.remove(states.pop(machine, {}), deltas)
+        reach.remove(states.pop(machine, reach.State("p")), deltas)
     kept = [(m, d) for m, d in days if m not in deleted]
     until = since + length
     assert machines_in(deltas, since, until) == len({m for m, d in kept if since <= d <= until})
@@ -85,12 +90,27 @@ def test_counts_equal_brute_force(
 
 
 def test_state_survives_encoding() -> None:
-    state: reach.State = {}
+    state = reach.State("p")
     for day in (3, 4, 9):
         reach.add(state, PROBLEM_REPORT, day, reach.Deltas())
-    assert state[GROUP] == [3, 4, 9, 9] and state["active", "version", "1.0", "p", "", ""] == [3, 4, 9, 9]
+    assert state.days()[KEY] == [3, 4, 9, 9] and state.days()["active", "version", "1.0", "", ""] == [3, 4, 9, 9]
+    assert len(state.parts) == 1  # every group active on the same days: one list of runs for all of them
     assert reach.decode(reach.encode(state), "p") == state
-    assert reach.decode(None, "p") == reach.decode("", "p") == {}
+    assert reach.decode(None, "p") == reach.decode("", "p") == reach.State("p")
+    assert reach.decode(reach.encode(state), "q") != state  # a state is one product's
+
+
+def test_groups_share_runs_until_their_days_differ_and_again_once_they_meet() -> None:
+    """A report that names fewer groups splits the machine's part; the days that make them equal again join it."""
+    plain = decode_stored(orjson.dumps(report(product="p")))
+    state, deltas = reach.State("p"), reach.Deltas()
+    reach.add(state, PROBLEM_REPORT, 5, deltas)
+    reach.add(state, plain, 6, deltas)  # the problem is not seen on day 6
+    assert state.days()[KEY] == [5, 5] and state.days()["active", "all", "", "", ""] == [5, 6]
+    assert len(state.parts) == 2
+    reach.add(state, PROBLEM_REPORT, 6, deltas)  # ... then it is, late: the same days as the rest again
+    assert len(state.parts) == 1 and state.days()[KEY] == [5, 6]
+    assert machines_in(deltas, 5, 6) == 1 and machines_on(deltas, 6) == 1 and machines_in(deltas, 6, 6) == 1
 
 
 # -- on the real stores ------------------------------------------------------------------------------
@@ -183,6 +203,51 @@ async def test_a_schema_1_database_is_rebuilt_from_its_reports(aiohttp_client: A
     again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
     after = await (await again.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
     assert after == before and after["problems"][0]["machines"] == 3
+
+
+async def test_a_schema_2_database_keeps_aged_rollups_and_gets_the_new_reach_state(
+    aiohttp_client: Any, database: str
+) -> None:
+    """Schema 2 spelled each group's runs out in a machine's state: the upgrade rebuilds the reach state, from
+    the first day whose raw reports are all held, and keeps the rollups of the days before (aged out)."""
+    first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
+    await send(first, [report(problems={"E@x.py:1": 1}) for _ in range(3)])
+    before = await (await first.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
+    await first.close()
+    today = int(a_minute_ago().timestamp() // 86400)
+    old_state = orjson.dumps([["active", "all", "", "", "", [today, today]]]).decode()  # schema 2's shape
+    statements = [
+        "UPDATE meta SET value = '2' WHERE key = 'schema'",
+        f"UPDATE reach_state SET runs = '{old_state}'",
+        "DELETE FROM meta WHERE key = 'raw_reports_since_day'",
+        f"INSERT INTO meta (key, value) VALUES ('raw_reports_since_day', '{today - 5}')",
+        "INSERT INTO problem_totals (product, day, kind, signature, version, occurrences, first_seen, last_seen) "
+        f"VALUES ('sample', {today - 10}, 'error', 'aged@x.py:1', '1.0', 4, 0, 0)",
+    ]
+    reads = ["SELECT runs FROM reach_state", f"SELECT occurrences FROM problem_totals WHERE day = {today - 10}"]
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
+            for statement in statements:
+                db.execute(statement)
+    else:
+        conn = await asyncpg.connect(database)
+        for statement in statements:
+            await conn.execute(statement)
+        await conn.close()
+    again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
+    after = await (await again.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
+    assert after == before and after["problems"][0]["machines"] == 3
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
+            states, aged = ([row[0] for row in db.execute(sql)] for sql in reads)
+    else:
+        conn = await asyncpg.connect(database)
+        states, aged = [[row[0] for row in await conn.fetch(sql)] for sql in reads]
+        await conn.close()
+    assert aged == [4]  # its day's raw reports are gone: the rollup was kept, not rebuilt to nothing
+    assert len(states) == 3
+    for runs in states:
+        assert reach.decode(runs, "sample").days()["problem", "all", "", "error", "E@x.py:1"] == [today, today]
 
 
 def new_report(item: dict[str, Any]) -> NewReport:
