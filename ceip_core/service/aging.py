@@ -2,7 +2,7 @@
 
 A vendor keeps what a report *said* (the per-day totals and distinct-machine counts) and not, for ever,
 which machine said it. So after ``retention_days`` (default :data:`DEFAULT_RETENTION_DAYS`) a report's raw
-body and its machine's per-day rows (``machine_days``, ``counter_days``, ``problem_days``) are deleted, and
+body and its machine's per-day rows (``machine_days``, ``problem_days``) are deleted, and
 a machine with no active day left inside the window loses its ``reach_state`` too: it is no longer tracked,
 so it stops counting as active (popcon stops counting a machine after 20 silent days), and if it reports
 again it is filed as a new machine. Totals, histograms and ``reach`` of the old days are kept: they name no
@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 #: How long raw reports and per-machine rows are kept, in days, unless the operator says otherwise.
 DEFAULT_RETENTION_DAYS = 90
 #: The per-machine rollup tables that age out with the raw reports (keys ``product, day, guid ...``).
-AGED_TABLES = ("counter_days", "problem_days", "machine_days")
+AGED_TABLES = ("problem_days", "machine_days")
 #: Every product with tracked machines, read from the key's leading column without scanning the table.
 PRODUCTS_SQL = (
     "WITH RECURSIVE p (x) AS (SELECT MIN(product) FROM reach_state UNION ALL "

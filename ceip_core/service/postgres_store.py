@@ -44,9 +44,9 @@ from ceip_core.service.storage import (
     Write,
     decode_bodies,
     describe,
-    histogram_removal,
     redact,
     refused,
+    totals_removal,
 )
 from ceip_core.service.withdrawal import Withdrawal
 
@@ -156,6 +156,13 @@ def _count(status: str) -> int:
 async def _upsert(conn: asyncpg.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
     if rows:
         await conn.execute(_UPSERTS[table], *(list(column) for column in zip(*rows, strict=True)))
+
+
+async def _take_out(conn: asyncpg.Connection, product: str, rows: Mapping[str, list[Any]]) -> None:
+    """Add the negative counts of ``storage.totals_removal`` into the totals; timing buckets left at zero go."""
+    for table, found in rows.items():
+        await _upsert(conn, table, found)
+    await conn.execute("DELETE FROM histogram_buckets WHERE product = $1 AND count = 0", product)
 
 
 async def fold_reports(conn: asyncpg.Connection, reports: list[Any]) -> None:
@@ -283,7 +290,7 @@ class PostgresStorage:
                 await conn.execute(statement)
             if found is not None and int(found) < SCHEMA_VERSION:
                 held = await conn.fetchval("SELECT value FROM meta WHERE key = $1", HELD_SINCE)
-                for statement in rollups.rebuild(int(held) if held else 0):
+                for statement in rollups.upgrade(int(found), int(held) if held else 0):
                     await conn.execute(statement)
             await conn.execute(
                 "INSERT INTO meta (key, value) VALUES ('schema', $1) ON CONFLICT (key) DO UPDATE SET value = $1",
@@ -360,8 +367,7 @@ class PostgresStorage:
             d.product,
             [row["seq"] for row in taken],
         )
-        await _upsert(conn, "histogram_buckets", histogram_removal(row["body"] for row in bodies))
-        await conn.execute("DELETE FROM histogram_buckets WHERE product = $1 AND count = 0", d.product)
+        await _take_out(conn, d.product, totals_removal(row["body"] for row in bodies))
         await conn.execute(TOMBSTONE_SQL.format("$1", "$2", "$3"), d.guid, d.product, d.requested)
         await conn.execute(DELETE_QUARANTINED.format("$1", "$2"), d.guid, d.product)
         await conn.execute("DELETE FROM reports WHERE guid = $1 AND product = $2", d.guid, d.product)
@@ -369,7 +375,6 @@ class PostgresStorage:
         # Locked: a worker folding this machine's reports right now finishes first, so its days are taken out too.
         state = await _fetch(conn, rollups.MY_STATE + " FOR UPDATE", mine)
         await _upsert(conn, "reach", rollups.removal(d.product, state[0]["runs"] if state else None))
-        await _execute(conn, rollups.SUBTRACT_COUNTERS, mine)
         problems = await _fetch(conn, rollups.MY_PROBLEMS, mine)
         for table in rollups.PER_MACHINE:
             await conn.execute(table.delete("$1", "$2"), d.guid, d.product)
@@ -410,8 +415,7 @@ class PostgresStorage:
             d.product,
             seqs,
         )
-        await _upsert(conn, "histogram_buckets", w.histogram_removal(row["body"] for row in bodies))
-        await conn.execute("DELETE FROM histogram_buckets WHERE product = $1 AND count = 0", d.product)
+        await _take_out(conn, d.product, totals_removal((row["body"] for row in bodies), w.withdrawn))
         broken = [row["seq"] for row in await _fetch(conn, withdrawal.MY_QUARANTINED, mine)]
         await conn.execute("DELETE FROM quarantine WHERE seq = ANY($1::int8[])", broken)
         await conn.execute("DELETE FROM reports WHERE seq = ANY($1::int8[])", broken)
@@ -428,11 +432,6 @@ class PostgresStorage:
             removal, runs = w.reach_removal(state[0]["runs"], d.product)
             await _upsert(conn, "reach", removal)
             await _execute(conn, withdrawal.UPDATE_STATE, {**mine, "runs": runs})
-        for day, name, label, version, uses in await _fetch(conn, withdrawal.MY_COUNTERS, mine):
-            if w.withdrawn(name):
-                key = {**mine, "day": day, "name": name, "label": label, "version": version}
-                await _execute(conn, withdrawal.SUBTRACT_COUNTER, {**key, "uses": uses})
-                await _execute(conn, withdrawal.DELETE_COUNTER, key)
         for day, kind, signature, version in await _fetch(conn, withdrawal.MY_PROBLEMS, mine):
             if w.withdrawn(kind):
                 key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}

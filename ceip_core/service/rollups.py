@@ -3,9 +3,11 @@
 Three kinds of table:
 
 - **per machine** (keys start ``product, day, guid``): ``machine_days`` (a machine used a product version
-  on a day), ``counter_days`` (its feature uses) and ``problem_days`` (its problem occurrences, first and
-  last seen). No query reads them: they say what to take back out when the machine's deletion request
-  comes, and they are what a rebuild would start from.
+  on a day) and ``problem_days`` (its problem occurrences, first and last seen). No query reads them: they
+  say which days and problems to take back out when the machine's deletion request comes. What can be
+  subtracted (feature uses, timing buckets) keeps no per-machine row: a deletion reads it from the
+  machine's folded raw reports, still stored then (:func:`totals_removal`), and the fold writes a third
+  fewer rows.
 - **totals** per product, day and version, summed over machines: ``counter_totals`` (feature uses),
   ``problem_totals`` (occurrences, first and last seen), ``histogram_buckets`` (timing bucket counts).
 - **reach** (``ceip_core.service.reach``): distinct machines over any range of days, with ``reach_state``
@@ -24,7 +26,7 @@ take is quarantined by the store (see ``storage``), never retried forever.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from itertools import groupby
 from typing import Any
 
@@ -98,7 +100,6 @@ _REACH_KEY = tuple((c, _I if c in ("day", "prev") else _T) for c in reach.COLUMN
 _PROBLEM_VALUES = (("occurrences", _I, "sum"), ("first_seen", _F, "min"), ("last_seen", _F, "max"))
 TABLES = (
     Table("machine_days", (*_MACHINE_DAY, ("version", _T))),
-    Table("counter_days", (*_MACHINE_DAY, ("name", _T), ("label", _T), ("version", _T)), (("uses", _I, "sum"),)),
     Table("problem_days", (*_MACHINE_DAY, ("kind", _T), ("signature", _T), ("version", _T)), _PROBLEM_VALUES),
     Table(
         "counter_totals",
@@ -122,19 +123,12 @@ TABLES = (
 PER_MACHINE = tuple(sorted((t for t in TABLES if "guid" in t.columns), key=lambda t: t.name == "machine_days"))
 #: machine_days is indexed on (guid, product), so a deletion finds a machine's days without a scan.
 MACHINE_INDEX = "CREATE INDEX IF NOT EXISTS machine_days_guid ON machine_days (guid, product)"
-#: Schema 1 had per-machine rows for configuration and timings, and no totals or reach; the upgrade to 2
-#: drops them and folds every stored report again (``rebuild``).
-RETIRED = ("config_days", "histogram_days")
+#: Tables of older schemas. Schema 1 had per-machine rows for configuration and timings, and no totals
+#: or reach; schema 3 had per-machine feature uses (``counter_days``). :func:`upgrade` drops them.
+RETIRED = ("config_days", "histogram_days", "counter_days")
 
 _MINE = "guid = :guid AND product = :product"
 _MY_DAYS = f"day IN (SELECT day FROM machine_days WHERE {_MINE})"
-#: A deleted machine's feature uses, taken out of the totals (before its per-machine rows go).
-SUBTRACT_COUNTERS = (
-    "UPDATE counter_totals SET uses = counter_totals.uses - mine.uses FROM "
-    f"(SELECT day, name, label, version, uses FROM counter_days WHERE {_MINE} AND {_MY_DAYS}) AS mine "
-    "WHERE counter_totals.product = :product AND counter_totals.day = mine.day AND counter_totals.name = mine.name "
-    "AND counter_totals.label = mine.label AND counter_totals.version = mine.version"
-)
 #: The problem totals a deleted machine contributed to: recomputed from the other machines' rows after.
 MY_PROBLEMS = f"SELECT day, kind, signature, version FROM problem_days WHERE {_MINE} AND {_MY_DAYS}"
 _PROBLEM_KEY = "product = :product AND day = :day AND kind = :kind AND signature = :signature AND version = :version"
@@ -166,6 +160,41 @@ def rebuild(since_day: int = 0) -> list[str]:
     ]
 
 
+def upgrade(schema: int, held_since: int) -> list[str]:
+    """Statements that bring the rollups of a database of an older ``schema`` to this one's.
+
+    Before schema 3 the reach state had another form, so every report still held (from ``held_since``
+    on) is folded again (:func:`rebuild`); from 3 on only ``counter_days`` goes, which nothing reads now.
+    """
+    if schema < 3:
+        return rebuild(held_since)
+    return [f"DROP TABLE IF EXISTS {name}" for name in RETIRED]
+
+
+def counter_rows(reports: Iterable[Any]) -> list[tuple[Any, ...]]:
+    """``counter_totals`` rows of reports (as validation decoded them), summed per key, sorted."""
+    totals: dict[tuple[Any, ...], int] = {}
+    for r in reports:
+        product, version, day = r.product, r.product_version, int(r.period.end.timestamp() // DAY_S)
+        for c in r.counters:
+            key = (product, day, c.name, c.label or "", version)
+            totals[key] = totals.get(key, 0) + c.value
+    return sorted((*k, v) for k, v in totals.items())
+
+
+def totals_removal(reports: Iterable[Any], withdrawn: Callable[[str], bool] | None = None) -> dict[str, list[Any]]:
+    """The rows (negative counts) that take reports back out of ``counter_totals`` and
+    ``histogram_buckets``: a deleted machine's folded reports, or with ``withdrawn`` only the metrics it
+    names (a withdrawal). Reports that aged out took their machine's rows with them: their uses and
+    timings stay in the anonymous totals."""
+    items = list(reports)
+    # Both tables' keys are (product, day, name, ...): the metric's name is the third column.
+    return {
+        table: [(*key, -n) for *key, n in made(items) if withdrawn is None or withdrawn(key[2])]
+        for table, made in (("counter_totals", counter_rows), ("histogram_buckets", bucket_rows))
+    }
+
+
 def bucket_rows(reports: Iterable[Any]) -> list[tuple[Any, ...]]:
     """``histogram_buckets`` rows of reports (as validation decoded them), summed per key, sorted."""
     buckets: dict[tuple[Any, ...], int] = {}
@@ -189,28 +218,19 @@ def _add_problem(table: dict[tuple[Any, ...], list[Any]], key: tuple[Any, ...], 
 
 def _rows(reports: list[tuple[Any, float]]) -> dict[str, list[tuple[Any, ...]]]:
     machines: set[tuple[Any, ...]] = set()
-    counters: dict[tuple[Any, ...], int] = {}
-    counter_totals: dict[tuple[Any, ...], int] = {}
     problems: dict[tuple[Any, ...], list[Any]] = {}
     problem_totals: dict[tuple[Any, ...], list[Any]] = {}
     for r, end in reports:
         product, version, guid = r.product, r.product_version, r.guid
         day = int(end // DAY_S)
         machines.add((product, day, guid, version))
-        for c in r.counters:
-            label = c.label or ""
-            key = (product, day, guid, c.name, label, version)
-            counters[key] = counters.get(key, 0) + c.value
-            total = (product, day, c.name, label, version)
-            counter_totals[total] = counter_totals.get(total, 0) + c.value
         for p in r.problems:
             _add_problem(problems, (product, day, guid, p.kind, p.signature, version), p.count, end)
             _add_problem(problem_totals, (product, day, p.kind, p.signature, version), p.count, end)
     return {
         "machine_days": sorted(machines),
-        "counter_days": sorted((*k, v) for k, v in counters.items()),
         "problem_days": sorted((*k, *v) for k, v in problems.items()),
-        "counter_totals": sorted((*k, v) for k, v in counter_totals.items()),
+        "counter_totals": counter_rows(r for r, _ in reports),
         "problem_totals": sorted((*k, *v) for k, v in problem_totals.items()),
         "histogram_buckets": bucket_rows(r for r, _ in reports),
     }

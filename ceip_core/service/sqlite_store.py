@@ -45,8 +45,8 @@ from ceip_core.service.storage import (
     Write,
     decode_bodies,
     describe,
-    histogram_removal,
     refused,
+    totals_removal,
 )
 from ceip_core.service.withdrawal import Withdrawal
 
@@ -136,6 +136,13 @@ def fold_reports(db: sqlite3.Connection, reports: list[Any]) -> None:
             states[product, guid] = runs
     for table, rows in plan.rows(states).items():
         db.executemany(_UPSERTS[table], rows)
+
+
+def _take_out(db: sqlite3.Connection, product: str, rows: Mapping[str, list[Any]]) -> None:
+    """Add the negative counts of ``storage.totals_removal`` into the totals; timing buckets left at zero go."""
+    for table, found in rows.items():
+        db.executemany(_UPSERTS[table], found)
+    db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (product,))
 
 
 def _unavailable(exc: Exception) -> bool:
@@ -230,7 +237,7 @@ class SQLiteStorage:
                 db.execute(statement)
             if version and int(version[0]) < SCHEMA_VERSION:
                 held = db.execute("SELECT value FROM meta WHERE key = ?", (HELD_SINCE,)).fetchone()
-                for statement in rollups.rebuild(int(held[0]) if held else 0):
+                for statement in rollups.upgrade(int(version[0]), int(held[0]) if held else 0):
                     db.execute(statement)
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
 
@@ -334,14 +341,12 @@ class SQLiteStorage:
         taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
         unqueued += taken
         (bodies,) = db.execute(_FOLDED_BODIES, (*pair, orjson.dumps(taken))).fetchone()
-        db.executemany(_UPSERTS["histogram_buckets"], histogram_removal(orjson.loads(bodies)))
-        db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (d.product,))
+        _take_out(db, d.product, totals_removal(orjson.loads(bodies)))
         db.execute(TOMBSTONE_SQL.format("?", "?", "?"), (*pair, d.requested))
         db.execute(DELETE_QUARANTINED.format("?", "?"), pair)
         db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
         state = db.execute(rollups.MY_STATE, mine).fetchone()
         db.executemany(_UPSERTS["reach"], rollups.removal(d.product, state and state[0]))
-        db.execute(rollups.SUBTRACT_COUNTERS, mine)
         problems = db.execute(rollups.MY_PROBLEMS, mine).fetchall()
         for table in rollups.PER_MACHINE:
             db.execute(_DELETE_ROLLUP[table.name], mine)
@@ -367,8 +372,7 @@ class SQLiteStorage:
         taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
         unqueued += taken
         (bodies,) = db.execute(_FOLDED_BODIES, (*pair, orjson.dumps(taken))).fetchone()
-        db.executemany(_UPSERTS["histogram_buckets"], w.histogram_removal(orjson.loads(bodies)))
-        db.execute("DELETE FROM histogram_buckets WHERE product = ? AND count = 0", (d.product,))
+        _take_out(db, d.product, totals_removal(orjson.loads(bodies), w.withdrawn))
         broken = [seq for (seq,) in db.execute(withdrawal.MY_QUARANTINED, mine)]
         db.executemany("DELETE FROM quarantine WHERE seq = ?", [(seq,) for seq in broken])
         db.executemany("DELETE FROM reports WHERE seq = ?", [(seq,) for seq in broken])
@@ -384,11 +388,6 @@ class SQLiteStorage:
             removal, runs = w.reach_removal(state[0], d.product)
             db.executemany(_UPSERTS["reach"], removal)
             db.execute(withdrawal.UPDATE_STATE, {**mine, "runs": runs})
-        for day, name, label, version, uses in db.execute(withdrawal.MY_COUNTERS, mine).fetchall():
-            if w.withdrawn(name):
-                key = {**mine, "day": day, "name": name, "label": label, "version": version}
-                db.execute(withdrawal.SUBTRACT_COUNTER, {**key, "uses": uses})
-                db.execute(withdrawal.DELETE_COUNTER, key)
         for day, kind, signature, version in db.execute(withdrawal.MY_PROBLEMS, mine).fetchall():
             if w.withdrawn(kind):
                 key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}

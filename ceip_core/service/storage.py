@@ -19,8 +19,8 @@ the ingest decoder itself (``validation.decode_stored``). A report the fold stil
 **quarantined**: moved from the rollup queue to the ``quarantine`` table with the reason, counted
 (:meth:`Storage.quarantined`, shown by ``/readyz``), and never retried by itself, so it blocks nothing.
 
-A deletion request deletes every row of its (guid, product), takes its counts out of the totals (the
-timing buckets from its folded raw reports, :func:`histogram_removal`), and leaves a **tombstone** that
+A deletion request deletes every row of its (guid, product), takes its counts out of the totals (feature
+uses and timing buckets from its folded raw reports, :func:`totals_removal`), and leaves a **tombstone** that
 refuses the pair's reports recorded before it (:func:`refused`). The rollups commit without waiting for
 the disk, the raw reports do: :meth:`Storage.rebuild` folds the raw reports again. Raw reports and
 per-machine rows age out (``aging``); :meth:`Storage.stats` is what operators see (``metrics``).
@@ -28,23 +28,23 @@ per-machine rows age out (``aging``); :meth:`Storage.stats` is what operators se
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 from attrs import frozen
 
-from ceip_core.service.rollups import bucket_rows
+from ceip_core.service import rollups
 from ceip_core.service.validation import Rejection, decode_stored
 
 if TYPE_CHECKING:
     from ceip_core.service.withdrawal import Withdrawal
 
 #: The version of the database schema this code creates and reads; stored in the ``meta`` table. Opening an
-#: older one rebuilds the rollups of the days whose raw reports are still held (``rollups.rebuild``). Schema 1
-#: had no totals and no reach; 2 spelled out each group's runs in a machine's reach state; 3 keeps runs shared
-#: by the groups active on the same days (``reach.State``).
-SCHEMA_VERSION = 3
+#: older one upgrades it (``rollups.upgrade``). Schema 1 had no totals and no reach; 2 spelled out each
+#: group's runs in a machine's reach state; 3 keeps runs shared by the groups active on the same days
+#: (``reach.State``); 4 keeps no per-machine feature uses (``counter_days``).
+SCHEMA_VERSION = 4
 
 
 class StorageUnavailable(Exception):
@@ -131,15 +131,15 @@ def refused(reports: Sequence[NewReport], tombstones: Mapping[tuple[str, str], f
     }
 
 
-def histogram_removal(bodies: Iterable[str]) -> list[tuple[Any, ...]]:
-    """``histogram_buckets`` rows (negative counts) that take a deleted machine's folded reports back out.
+def totals_removal(bodies: Iterable[str], withdrawn: Callable[[str], bool] | None = None) -> dict[str, list[Any]]:
+    """Per total table, the rows (negative counts) that take a deleted machine's folded reports back out
+    (with ``withdrawn``: only the metrics it names; ``rollups.totals_removal``).
 
-    The timing totals keep no per-machine rows (they would double the fold's writes), so a deletion reads
-    the machine's folded raw reports, still stored at that point, with the ingest decoder. Reports that
-    aged out took their per-machine rows with them: their timings stay in the anonymous totals.
+    Feature uses and timings keep no per-machine rows (they would add a third to the fold's writes), so a
+    deletion reads the machine's folded raw reports, still stored at that point, with the ingest decoder.
     """
-    items = [item for item in (decode_stored(body.encode()) for body in bodies) if not isinstance(item, Rejection)]
-    return [(*key, -count) for *key, count in bucket_rows(items)]
+    items = (item for item in (decode_stored(body.encode()) for body in bodies) if not isinstance(item, Rejection))
+    return rollups.totals_removal(items, withdrawn)
 
 
 #: A deletion request deletes the quarantine rows of the pair's reports too (before the reports).

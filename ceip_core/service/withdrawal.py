@@ -10,9 +10,11 @@ and PostgreSQL (the stores run the statements here):
   gives the answers the rollups give after the withdrawal. A report that no longer decodes (quarantined)
   cannot be filtered, so it is deleted whole. A rewritten report keeps its envelope: that the machine ran
   the product version on that day is part of every report, whatever its categories;
-- the **per-machine rollups** of the withdrawn metrics (``counter_days``, ``problem_days``) go, and their
-  counts come out of the totals (``counter_totals``; ``problem_totals`` is recomputed);
-- the timing totals (``histogram_buckets``) lose the machine's folded timings of withdrawn metrics;
+- the per-machine rows of the withdrawn problems (``problem_days``) go, and ``problem_totals`` is
+  recomputed;
+- the feature uses and timing totals (``counter_totals``, ``histogram_buckets``) lose the machine's
+  folded uses and timings of withdrawn metrics, read from its raw reports before they are rewritten
+  (``storage.totals_removal`` with :meth:`Withdrawal.withdrawn`);
 - **reach** loses the machine's entries in every group of a withdrawn metric or configuration value (and
   of the system information, when configuration is withdrawn); its state keeps the rest;
 - a **category tombstone** per withdrawn category (below).
@@ -38,7 +40,6 @@ from attrs import frozen
 from ceip_core import wire
 from ceip_core.records import SYSTEM_CATEGORY, Category, ProductSpec, only_categories
 from ceip_core.service import reach
-from ceip_core.service.rollups import bucket_rows
 from ceip_core.service.validation import Rejection, decode_stored, to_record
 
 #: Requests applied, by id: what makes a repeated request a duplicate.
@@ -66,10 +67,6 @@ _MY_DAYS = f"day IN (SELECT day FROM machine_days WHERE {_MINE})"
 MY_REPORTS = f"SELECT seq, body FROM reports WHERE {_MINE} AND seq NOT IN (SELECT seq FROM quarantine)"
 MY_QUARANTINED = f"SELECT seq FROM reports WHERE {_MINE} AND seq IN (SELECT seq FROM quarantine)"
 REWRITE = "UPDATE reports SET body = :body WHERE seq = :seq"
-MY_COUNTERS = f"SELECT day, name, label, version, uses FROM counter_days WHERE {_MINE} AND {_MY_DAYS}"
-_COUNTER_KEY = "product = :product AND day = :day AND name = :name AND label = :label AND version = :version"
-SUBTRACT_COUNTER = f"UPDATE counter_totals SET uses = uses - :uses WHERE {_COUNTER_KEY}"
-DELETE_COUNTER = f"DELETE FROM counter_days WHERE guid = :guid AND {_COUNTER_KEY}"
 MY_PROBLEMS = f"SELECT day, kind, signature, version FROM problem_days WHERE {_MINE} AND {_MY_DAYS}"
 DELETE_PROBLEM = (
     "DELETE FROM problem_days WHERE guid = :guid AND product = :product AND day = :day AND kind = :kind "
@@ -121,13 +118,6 @@ class Withdrawal:
             diagnostics[WITHDRAWN_KEY] = diagnostics.get(WITHDRAWN_KEY, 0) + n
         stripped = attrs.evolve(stripped, categories=had & self.keep, diagnostics=dict(sorted(diagnostics.items())))
         return wire.encode_item(stripped).decode()
-
-    def histogram_removal(self, bodies: Iterable[str]) -> list[tuple[Any, ...]]:
-        """``histogram_buckets`` rows (negative counts) that take the withdrawn timings of a machine's folded
-        reports back out (as ``storage.histogram_removal`` does for a whole machine)."""
-        items = [item for item in (decode_stored(b.encode()) for b in bodies) if not isinstance(item, Rejection)]
-        rows = bucket_rows(items)
-        return [(*key, -count) for *key, count in rows if self.withdrawn(key[2])]
 
     def reach_removal(self, runs: str | None, product: str) -> tuple[list[tuple[Any, ...]], str]:
         """The ``reach`` rows (negative counts) taking the machine's withdrawn groups out, and its state

@@ -38,7 +38,6 @@ TABLES = {
     "histogram_buckets": "count",
     "reach": "machines",
     "machine_days": None,
-    "counter_days": None,
     "problem_days": None,
 }
 

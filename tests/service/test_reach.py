@@ -13,7 +13,7 @@ import attrs
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from service.factory import GZIP, auth, body, config, deletion, report
+from service.factory import GZIP, TOKEN, auth, body, config, deletion, report
 
 from ceip_core.service import queries, reach
 from ceip_core.service.app import make_app
@@ -183,6 +183,22 @@ async def test_late_days_deletions_and_versions_on_the_stores(make_client: Any) 
     ]
 
 
+async def on_database(database: str, statements: list[str], reads: tuple[str, ...] = ()) -> list[list[Any]]:
+    """Run ``statements`` straight on the database (as an older ceip left it), then the first column of ``reads``."""
+    if database.startswith("sqlite"):
+        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
+            for statement in statements:
+                db.execute(statement)
+            return [[row[0] for row in db.execute(sql)] for sql in reads]
+    conn = await asyncpg.connect(database)
+    try:
+        for statement in statements:
+            await conn.execute(statement)
+        return [[row[0] for row in await conn.fetch(sql)] for sql in reads]
+    finally:
+        await conn.close()
+
+
 async def test_a_schema_1_database_is_rebuilt_from_its_reports(aiohttp_client: Any, database: str) -> None:
     """Opening a database of schema 1 folds every stored report again into the new rollups."""
     first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
@@ -191,15 +207,7 @@ async def test_a_schema_1_database_is_rebuilt_from_its_reports(aiohttp_client: A
     await first.close()
     statements = ["UPDATE meta SET value = '1' WHERE key = 'schema'", "DELETE FROM reach", "DELETE FROM problem_totals"]
     statements.append("CREATE TABLE config_days (product TEXT)")  # a table of schema 1, dropped by the upgrade
-    if database.startswith("sqlite"):
-        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
-            for statement in statements:
-                db.execute(statement)
-    else:
-        conn = await asyncpg.connect(database)
-        for statement in statements:
-            await conn.execute(statement)
-        await conn.close()
+    await on_database(database, statements)
     again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
     after = await (await again.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
     assert after == before and after["problems"][0]["machines"] == 3
@@ -224,30 +232,53 @@ async def test_a_schema_2_database_keeps_aged_rollups_and_gets_the_new_reach_sta
         "INSERT INTO problem_totals (product, day, kind, signature, version, occurrences, first_seen, last_seen) "
         f"VALUES ('sample', {today - 10}, 'error', 'aged@x.py:1', '1.0', 4, 0, 0)",
     ]
-    reads = ["SELECT runs FROM reach_state", f"SELECT occurrences FROM problem_totals WHERE day = {today - 10}"]
-    if database.startswith("sqlite"):
-        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
-            for statement in statements:
-                db.execute(statement)
-    else:
-        conn = await asyncpg.connect(database)
-        for statement in statements:
-            await conn.execute(statement)
-        await conn.close()
+    reads = ("SELECT runs FROM reach_state", f"SELECT occurrences FROM problem_totals WHERE day = {today - 10}")
+    await on_database(database, statements)
     again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
     after = await (await again.get("/v1/query/problems", headers={"Authorization": "Bearer t"})).json()
     assert after == before and after["problems"][0]["machines"] == 3
-    if database.startswith("sqlite"):
-        with sqlite3.connect(database.removeprefix("sqlite://")) as db:
-            states, aged = ([row[0] for row in db.execute(sql)] for sql in reads)
-    else:
-        conn = await asyncpg.connect(database)
-        states, aged = [[row[0] for row in await conn.fetch(sql)] for sql in reads]
-        await conn.close()
+    states, aged = await on_database(database, [], reads)
     assert aged == [4]  # its day's raw reports are gone: the rollup was kept, not rebuilt to nothing
     assert len(states) == 3
     for runs in states:
         assert reach.decode(runs, "sample").days()["problem", "all", "", "error", "E@x.py:1"] == [today, today]
+
+
+async def test_a_schema_3_database_loses_only_its_per_machine_feature_uses(aiohttp_client: Any, database: str) -> None:
+    """Schema 3 kept each machine's feature uses per day (``counter_days``); 4 reads a deleted machine's uses
+    from its raw reports. The upgrade drops the table and folds nothing again (a total of a day whose
+    raw reports aged out stays), and a deletion after it takes the machine's uses out of the totals."""
+    guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(3)]
+    first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
+    await send(first, [report(g, counters={"open_file": 2 + i}) for i, g in enumerate(guids)])
+    before = await ask(first, "features")
+    await first.close()
+    today = int(a_minute_ago().timestamp() // 86400)
+    await on_database(
+        database,
+        [
+            "UPDATE meta SET value = '3' WHERE key = 'schema'",
+            "CREATE TABLE counter_days (product TEXT, day BIGINT, guid TEXT, uses BIGINT)",
+            "INSERT INTO counter_totals (product, day, name, label, version, uses) "
+            f"VALUES ('sample', {today - 10}, 'aged_feature', '', '1.0', 7)",
+        ],
+    )
+    again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
+    assert await ask(again, "features") == before
+    table = (
+        "SELECT COUNT(*) FROM sqlite_master WHERE name = 'counter_days'"
+        if database.startswith("sqlite")
+        else "SELECT CASE WHEN to_regclass('counter_days') IS NULL THEN 0 ELSE 1 END"
+    )
+    aged = "SELECT uses FROM counter_totals WHERE name = 'aged_feature'"
+    assert await on_database(database, [], ("SELECT value FROM meta WHERE key = 'schema'", table, aged)) == [
+        ["4"],
+        [0],
+        [7],  # not rebuilt: a rebuild would have emptied the day whose raw reports are gone
+    ]
+    await send(again, [deletion(guids[1])], "/v1/deletions")
+    features = (await ask(again, "features"))["features"]
+    assert [(f["name"], f["machines"], f["uses"]) for f in features] == [("open_file", 2, 2 + 4)]
 
 
 def new_report(item: dict[str, Any]) -> NewReport:
