@@ -15,7 +15,7 @@ is lean: prebuilt requests over keep-alive sockets from several processes, the s
 row prints the generator's CPU and the server's (in % of one core) so a reader sees which one was the
 ceiling. Each server runs in its own process on its own empty database. ``ceip serve`` acknowledges a
 report once it and its rollup-queue entry are committed and folds reports into the rollups when the load
-eases (or the backlog passes 20,000); the "sustained" rows count the time until that backlog is empty too,
+eases (or the backlog passes 1,000); the "sustained" rows count the time until that backlog is empty too,
 and print the largest fold lag seen during the run (sampled every 0.25 s). Targets: ceip >= 60% of (b) at
 both batch sizes, sustained (with folding) >= 60% of (b) on SQLite and PostgreSQL, >= 35% of (a) for
 single-report requests; two workers >= 1.6x one; with ``--postgres URL`` (a loopback server), PostgreSQL
