@@ -8,7 +8,8 @@ stage the service runs, in order, on the same reports: splitting the batch, vali
 making the storage writes, the durable insert (20 reports per commit, as at batch 20), and the fold (500
 per step); then it folds each machine's report of the next day (a machine seen before: the usual case).
 It then times the fold's Python parts again on their own: the other rollup rows (``rollups.fold``) and
-filing the reach groups (``Fold.rows``). The figure beside the fold is the budget ``bench/service.py``
+filing the reach groups (``Fold.rows``). The collector is tuned as in a worker (``serve.tune_collector``)
+unless ``--default-collector`` is given. The figure beside the fold is the budget ``bench/service.py``
 sets at batch 20: 60 % of the minimal pipeline's rate, given with ``--minimal``
 (reports/s, default the last figure in docs/operations.md).
 """
@@ -38,6 +39,7 @@ from ceip_core.service import rollups
 from ceip_core.service.config import ConfigFiles
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.ingest import Ingest, _to_write
+from ceip_core.service.serve import tune_collector
 from ceip_core.service.sqlite_store import SQLiteStorage
 from ceip_core.service.validation import Valid, decode_batch
 
@@ -82,11 +84,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reports", type=int, default=2000)
     parser.add_argument("--minimal", type=float, default=17844, help="the minimal pipeline's reports/s at batch 20")
+    parser.add_argument("--default-collector", action="store_true", help="keep CPython's collector thresholds")
     args = parser.parse_args()
     rng, yesterday = random.Random(1), datetime.now(UTC) - timedelta(days=1)
     items = [make_report(rng, yesterday) for _ in range(args.reports)]
     body = orjson.dumps({"schema": 1, "items": items})
     rows: list[tuple[str, float]] = []
+    if not args.default_collector:
+        tune_collector()  # as a worker does once it has started
     with tempfile.TemporaryDirectory(prefix="ceip-bench-") as tmp:
         folder = Path(tmp)
         (folder / "allowlist.toml").write_text(ALLOWLIST)

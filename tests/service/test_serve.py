@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ import psutil
 import pytest
 from helpers import wait_for
 from service.factory import GZIP, body, free_port, report, specs_file
+
+from ceip_core.service.serve import GC_THRESHOLD
 
 ALLOWLIST_TOML = '[products.sample]\nexecutables = ["sample-app"]\n'
 
@@ -118,6 +122,23 @@ def test_tls_token_file_and_an_access_log_without_addresses(start: Any, tmp_path
     _, err = proc.communicate(timeout=20)
     assert "POST /v1/reports" in err  # the access log is on ...
     assert "127.0.0.1" not in err.replace(url, "")  # ... and names no sender
+
+
+def test_each_worker_tunes_its_collector_after_start_up(start: Any) -> None:
+    """A fold step's many short-lived containers set off full collections with CPython's default
+    thresholds (``serve.tune_collector``): every worker, spawned or not, raises them once it has started."""
+    proc, _ = start("--workers", "2", "--log-level", "DEBUG")
+    assert proc.stderr is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    pattern = re.compile(r"collector: thresholds \((\d+), \d+, \d+\), (\d+) start-up objects frozen")
+
+    def tuned() -> list[tuple[str, ...]]:
+        return [m.groups() for m in map(pattern.search, list(lines)) if m]
+
+    wait_for(lambda: len(tuned()) == 2, timeout=30)
+    assert all(int(threshold) == GC_THRESHOLD and int(frozen) > 10_000 for threshold, frozen in tuned()), tuned()
 
 
 def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
