@@ -202,3 +202,28 @@ def test_the_pipeline_output_is_within_limits_and_keeps_totals(
     for name in ("feature", "export_pdf"):
         assert sum(c.value for c in out.counters if c.name == name) == sum(c.value for c in counters if c.name == name)
     assert pipeline(make_report(counters=counters[::-1]), ctx).report == out
+
+
+@pytest.mark.parametrize(
+    ("names", "problems", "kept"),
+    [
+        (["a", "a", "a"], 0, True),  # at the limit of 3 labels per metric
+        (["a", "a", "a", "a"], 0, False),
+        (["a", "a", "b", "b", "b"], 0, True),  # more labelled series than the limit, none over it per name
+        (["a", "b", "b", "b", "b"], 0, False),
+        ([], 3, True),  # 3 signatures of one kind, at the limit
+        ([], 4, False),
+    ],
+)
+def test_keeps_answers_as_scrub_at_the_label_and_signature_limits(
+    make_report: Callable[..., Report], spec: ProductSpec, names: list[str], problems: int, kept: bool
+) -> None:
+    """``keeps`` counts series per name only when there are more than the limit in all: either way its
+    answer is what ``scrub`` does (a report it keeps comes back as it is)."""
+    ctx = ScrubContext(spec=spec, limits=ScrubLimits(max_labels_per_metric=3, max_signatures_per_kind=3))
+    report = make_report(
+        counters=[CounterValue(name, 1, f"label{i}") for i, name in enumerate(names)],
+        problems=[Problem("error", f"E{i}@x.py:1", 1) for i in range(problems)],
+    )
+    assert LimitsScrubber().keeps(report, ctx) is kept
+    assert (run(report, ctx) == report) is kept
