@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from service import ALLOWLIST, make_report
 
 from ceip_core.plugins import get_plugins
-from ceip_core.service import rollups
+from ceip_core.service import reach, rollups
 from ceip_core.service.config import ConfigFiles
 from ceip_core.service.groupcommit import GroupCommitter
 from ceip_core.service.ingest import Ingest, _to_write
@@ -113,7 +113,7 @@ def main() -> None:
     plan = timed(rows, "  fold: other rollup rows", n, lambda: rollups.fold([v.item for v in valid]))
     tables = timed(rows, "  fold: filing reach groups", n, lambda: plan.rows({}))
     states = [runs for _, _, runs in tables["reach_state"]]
-    groups = statistics.mean(sum(len(keys) for _, keys in orjson.loads(runs)) for runs in states)
+    groups = statistics.mean(sum(len(keys) for _, keys in reach.decode(runs, "analyst").parts) for runs in states)
     width = max(len(label) for label, _ in rows)
     print(f"{'stage'.ljust(width)}  µs/report")
     for label, us in rows:

@@ -57,15 +57,26 @@ SYSTEM_FIELDS = (
     "boot_age_bucket",
 )
 
-Key = tuple[str, str, str, str, str]
-"""(family, scope, version, name, value): what one count is about, within one product (a state's, or a
-``Deltas`` entry's); a ``reach`` row puts the product and the day between version and name (:data:`COLUMNS`)."""
+Key = str
+"""What one count is about, within one product (a state's, or a ``Deltas`` entry's): family, scope,
+version, name and value joined by NUL (:func:`add` makes them, :func:`fields` takes one apart).
+Validation refuses NUL in every string, so the join is unambiguous; and a str hashes once and keeps its
+hash, where a tuple of five would be hashed again at each set and counter operation of a fold. A
+``reach`` row puts the product and the day between version and name (:data:`COLUMNS`)."""
+Fields = tuple[str, str, str, str, str]
+"""(family, scope, version, name, value): a :data:`Key` taken apart."""
 Machine = tuple[str, str]
 """(product, guid)."""
 NO_DAY = -1
 """``prev`` of a machine's first active day in a group."""
 #: The key of a ``reach`` row: the group's columns around the day, then ``prev``.
 COLUMNS = ("family", "scope", "version", "product", "day", "name", "value", "prev")
+
+
+def fields(key: Key) -> Fields:
+    """A :data:`Key`'s (family, scope, version, name, value)."""
+    family, scope, version, name, value = key.split("\0")
+    return family, scope, version, name, value
 
 
 class Deltas(defaultdict[tuple[str, int, int], Counter[Key]]):
@@ -113,15 +124,15 @@ class State:
         self.product = product
         self.parts = parts if parts is not None else []
 
-    def days(self) -> dict[Key, list[int]]:
+    def days(self) -> dict[Fields, list[int]]:
         """Each group's runs: what the state means, however its groups happen to be split into parts."""
-        return {key: runs for runs, keys in self.parts for key in keys}
+        return {fields(key): runs for runs, keys in self.parts for key in keys}
 
-    def split(self, leaves: Callable[[Key], bool]) -> tuple[State, State]:
-        """The groups ``leaves`` picks, and the others, as two states."""
+    def split(self, leaves: Callable[[Fields], bool]) -> tuple[State, State]:
+        """The groups ``leaves`` picks (given their fields), and the others, as two states."""
         gone, kept = State(self.product), State(self.product)
         for runs, keys in self.parts:
-            picked = {key for key in keys if leaves(key)}
+            picked = {key for key in keys if leaves(fields(key))}
             for state, part in ((gone, picked), (kept, keys - picked)):
                 if part:
                     state.parts.append((runs.copy(), part))
@@ -145,8 +156,8 @@ def add(state: State, report: Any, day: int, deltas: Deltas) -> None:
     """
     product, version = state.product, report.product_version
     named = _named(report)
-    new = {(f, "version", version, n, v) for f, n, v in named}
-    new.update((f, "all", "", n, v) for f, n, v in named if f not in VERSION_ONLY)
+    new = {f"{f}\0version\0{version}\0{n}\0{v}" for f, n, v in named}
+    new.update(f"{f}\0all\0\0{n}\0{v}" for f, n, v in named if f not in VERSION_ONLY)
     parts: list[tuple[list[int], set[Key]]] = []
     for runs, keys in state.parts:
         hit = keys & new if new else None
@@ -216,16 +227,23 @@ def add_day(runs: list[int], day: int) -> tuple[int, int] | None:
 
 
 def decode(text: str | None, product: str) -> State:
-    """A machine's stored state (its ``runs`` column) in ``product``."""
+    """A machine's stored state (its ``runs`` column) in ``product``: as :func:`encode` writes it, or as
+    schemas 3 and 4 did (a list of parts, each group the list of its fields), which a fold then writes
+    back in this form."""
     if not text:
         return State(product)
-    return State(product, [(runs, set(map(tuple, keys))) for runs, keys in orjson.loads(text)])
+    found = orjson.loads(text)
+    if isinstance(found, dict):
+        return State(product, [(runs, set(keys)) for runs, keys in found["parts"]])
+    return State(product, [(runs, {"\0".join(k) for k in keys}) for runs, keys in found])
 
 
 def encode(state: State) -> str:
-    """The ``runs`` column: ``[[runs, [[family, scope, version, name, value], ...]], ...]``, groups in no
-    particular order."""
-    return orjson.dumps([[runs, list(keys)] for runs, keys in state.parts]).decode()
+    """The ``runs`` column: ``{"parts": [[runs, [key, ...]], ...]}`` (each :data:`Key` one string), groups
+    in no particular order. An object, not schema 4's list of parts: a worker of schema 3 or 4 still
+    running during an upgrade fails on it, and quarantines what it folds, instead of taking each string
+    for a list of one-character fields."""
+    return orjson.dumps({"parts": [[runs, list(keys)] for runs, keys in state.parts]}).decode()
 
 
 def remove(state: State, deltas: Deltas) -> None:
@@ -243,6 +261,7 @@ def rows(deltas: Deltas) -> list[tuple[Any, ...]]:
     return sorted(
         (f, s, v, product, day, n, val, prev, d)
         for (product, day, prev), counts in deltas.items()
-        for (f, s, v, n, val), d in counts.items()
+        for key, d in counts.items()
         if d
+        for f, s, v, n, val in (fields(key),)
     )

@@ -164,7 +164,8 @@ def upgrade(schema: int, held_since: int) -> list[str]:
     """Statements that bring the rollups of a database of an older ``schema`` to this one's.
 
     Before schema 3 the reach state had another form, so every report still held (from ``held_since``
-    on) is folded again (:func:`rebuild`); from 3 on only ``counter_days`` goes, which nothing reads now.
+    on) is folded again (:func:`rebuild`); from 3 on only ``counter_days`` goes, which nothing reads now
+    (schema 5 changed how a state is written, and ``reach.decode`` reads the form of 3 and 4 as well).
     """
     if schema < 3:
         return rebuild(held_since)

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 import attrs
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from service.factory import GZIP, TOKEN, auth, body, config, deletion, report
@@ -19,7 +20,7 @@ from ceip_core.service import queries, reach
 from ceip_core.service.app import make_app
 from ceip_core.service.queries import Filters
 from ceip_core.service.reach import NO_DAY, add_day
-from ceip_core.service.storage import NewReport
+from ceip_core.service.storage import SCHEMA_VERSION, NewReport
 from ceip_core.service.stores import open_storage
 from ceip_core.service.validation import decode_stored
 
@@ -98,6 +99,12 @@ def test_state_survives_encoding() -> None:
     assert reach.decode(reach.encode(state), "p") == state
     assert reach.decode(None, "p") == reach.decode("", "p") == reach.State("p")
     assert reach.decode(reach.encode(state), "q") != state  # a state is one product's
+    # Schemas 3 and 4 wrote each group as the list of its fields: the one decoder reads that form too.
+    schema_4 = orjson.dumps([[runs, [list(reach.fields(k)) for k in keys]] for runs, keys in state.parts]).decode()
+    assert reach.decode(schema_4, "p") == state
+    assert all(isinstance(k, str) for _, keys in reach.decode(schema_4, "p").parts for k in keys)
+    with pytest.raises(ValueError):  # schema 4's reader fails on the new form rather than misreading it
+        [(runs, set(map(tuple, keys))) for runs, keys in orjson.loads(reach.encode(state))]
 
 
 def test_groups_share_runs_until_their_days_differ_and_again_once_they_meet() -> None:
@@ -272,13 +279,55 @@ async def test_a_schema_3_database_loses_only_its_per_machine_feature_uses(aioht
     )
     aged = "SELECT uses FROM counter_totals WHERE name = 'aged_feature'"
     assert await on_database(database, [], ("SELECT value FROM meta WHERE key = 'schema'", table, aged)) == [
-        ["4"],
+        [str(SCHEMA_VERSION)],
         [0],
         [7],  # not rebuilt: a rebuild would have emptied the day whose raw reports are gone
     ]
     await send(again, [deletion(guids[1])], "/v1/deletions")
     features = (await ask(again, "features"))["features"]
     assert [(f["name"], f["machines"], f["uses"]) for f in features] == [("open_file", 2, 2 + 4)]
+
+
+async def test_a_schema_4_database_keeps_its_reach_states_and_files_onto_them(
+    aiohttp_client: Any, database: str
+) -> None:
+    """Schema 4 wrote each group of a reach state as the list of its fields, 5 as one string. The upgrade
+    rewrites nothing, since the one decoder reads both: a machine seen again the next day counts once over
+    both days, its state is then written in the new form, and a deletion takes all of its entries out."""
+    guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(3)]
+    yesterday = a_minute_ago() - timedelta(days=1)
+    first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
+    await send(first, [report(g, problems={"E@x.py:1": 1}, end=yesterday) for g in guids])
+    assert [p["machines"] for p in (await ask(first, "problems"))["problems"]] == [3]  # a query folds first
+    await first.close()
+    reads = ("SELECT guid FROM reach_state ORDER BY guid", "SELECT runs FROM reach_state ORDER BY guid")
+    found, states = await on_database(database, [], reads)
+    assert found == guids
+    as_schema_4 = [
+        orjson.dumps(
+            [[runs, [list(reach.fields(k)) for k in keys]] for runs, keys in reach.decode(text, "s").parts]
+        ).decode()
+        for text in states
+    ]
+    await on_database(
+        database,
+        [
+            "UPDATE meta SET value = '4' WHERE key = 'schema'",
+            *(
+                f"UPDATE reach_state SET runs = '{text}' WHERE guid = '{g}'"
+                for g, text in zip(guids, as_schema_4, strict=True)
+            ),
+        ],
+    )
+    again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
+    await send(again, [report(g, problems={"E@x.py:1": 1}) for g in guids])
+    assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [3]  # not 6
+    schema, now = await on_database(database, [], ("SELECT value FROM meta WHERE key = 'schema'", reads[1]))
+    assert schema == [str(SCHEMA_VERSION)]
+    assert all(isinstance(k, str) for text in now for _, keys in orjson.loads(text)["parts"] for k in keys)
+    assert all(len(reach.decode(text, "sample").days()["problem", "all", "", "error", "E@x.py:1"]) == 2 for text in now)
+    await send(again, [deletion(guids[0])], "/v1/deletions")
+    assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [2]
 
 
 def new_report(item: dict[str, Any]) -> NewReport:
