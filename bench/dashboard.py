@@ -99,18 +99,21 @@ class BulkFold:
 
         self.per_machine = tuple(t.name for t in rollups.PER_MACHINE)
         self.tables = {t.name: t for t in rollups.TABLES}
-        self.states: dict[tuple[str, str], str] = {}
+        self.states: dict[tuple[str, str], Any] = {}
+        """Each machine's ``reach.State``, numbered and encoded once at the end (:meth:`totals`)."""
         self.sums: dict[str, dict[tuple[Any, ...], list[Any]]] = {
             name: {} for name in self.tables if name not in (*self.per_machine, "reach_state")
         }
 
     def add(self, chunk: list[Any]) -> dict[str, list[tuple[Any, ...]]]:
         """Fold a chunk; the per-machine rows to insert now."""
-        from ceip_core.service import rollups
+        from ceip_core.service import reach, rollups
 
-        rows = rollups.fold(chunk).rows(self.states)
-        for product, guid, runs in rows["reach_state"]:
-            self.states[product, guid] = runs
+        plan = rollups.fold(chunk)
+        for machine in plan.machines:
+            if machine not in self.states:
+                self.states[machine] = reach.State(machine[0])
+        rows = plan.rows(self.states)
         for name, summed in self.sums.items():
             table = self.tables[name]
             width = len(table.keys)
@@ -130,14 +133,27 @@ class BulkFold:
         return {name: rows[name] for name in self.per_machine}
 
     def totals(self) -> dict[str, list[tuple[Any, ...]]]:
-        """The summed tables and the reach states, to insert once."""
+        """The summed tables, the reach groups numbered as the service numbers them, and the reach states,
+        to insert once."""
+        from ceip_core.service import reach
+
         found = {name: [(*key, *values) for key, values in summed.items()] for name, summed in self.sums.items()}
-        found["reach_state"] = [(product, guid, runs) for (product, guid), runs in self.states.items()]
+        ids = reach.Groups()
+        found["reach_groups"] = [(i + 1, *fields) for i, fields in enumerate(ids.unknown_keys(self.states.values()))]
+        ids.learn(found["reach_groups"])
+        found["reach_state"] = [(p, g, reach.encode(state, ids)) for (p, g), state in self.states.items()]
         return found
+
+    def columns(self, name: str) -> tuple[str, ...]:
+        from ceip_core.service import rollups
+
+        if name == "reach_groups":
+            return ("id", *rollups.GROUP_COLUMNS.split(", "))
+        return self.tables[name].columns
 
     def insert(self, name: str, marks: Callable[[int], str]) -> str:
         """A plain insert into ``name``, with the dialect's parameter marks (``marks(count)``)."""
-        columns = self.tables[name].columns
+        columns = self.columns(name)
         return f"INSERT INTO {name} ({', '.join(columns)}) VALUES ({marks(len(columns))})"
 
 
@@ -186,7 +202,7 @@ async def seed_postgres(url: str, count: int, machines: int, days: int) -> None:
         schema = await conn.fetchval("SELECT current_schema()")
 
         async def copy(name: str, rows: list[tuple[Any, ...]]) -> None:
-            columns = list(bulk.tables[name].columns)
+            columns = list(bulk.columns(name))
             await conn.copy_records_to_table(name, records=rows, columns=columns, schema_name=schema)
 
         for chunk in _chunks(count, machines, days):
@@ -196,6 +212,8 @@ async def seed_postgres(url: str, count: int, machines: int, days: int) -> None:
             _progress(done, count, began)
         for name, rows in bulk.totals().items():
             await copy(name, rows)
+        # The ids were given here: the service's next new group takes the one after them.
+        await conn.execute("SELECT setval(pg_get_serial_sequence('reach_groups', 'id'), MAX(id)) FROM reach_groups")
         await conn.execute("ANALYZE")
         await conn.execute(META)
         await conn.execute(

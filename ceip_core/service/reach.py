@@ -23,15 +23,17 @@ machine's groups are active on the same days (every group a daily report names),
 share their days share one list of runs: a :class:`State` is a few *parts*, each a list of runs and the
 set of groups active on exactly those days. Filing a report then costs a set intersection per part and
 a counter update per changed part, both in C, rather than Python work per group; and the stored state
-names each group once, beside the runs it shares. A day that arrives late (a machine back online after
-weeks) lands between two others, and the later day's entry moves from the old ``prev`` to the new day.
+names each group once, beside the runs it shares, by its id in the ``reach_groups`` table (:class:`Groups`),
+so it takes a few hundred bytes rather than kilobytes of keys. A day that arrives late (a machine back
+online after weeks) lands between two others, and the later day's entry moves from the old ``prev`` to the
+new day.
 A deletion request takes every entry of the machine back out, one per active day, and deletes its state.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -226,24 +228,128 @@ def add_day(runs: list[int], day: int) -> tuple[int, int] | None:
     return prev, nxt
 
 
-def decode(text: str | None, product: str) -> State:
-    """A machine's stored state (its ``runs`` column) in ``product``: as :func:`encode` writes it, or as
-    schemas 3 and 4 did (a list of parts, each group the list of its fields), which a fold then writes
-    back in this form."""
+# -- stored states, and the ids that name their groups -------------------------------------------------
+
+Stored = list[list[Any]]
+"""A state's ``runs`` column as :func:`parse` read it: ``[runs, [group, ...]]`` per part, each group an id
+(:class:`Groups`) or, in a state an older schema wrote, a :data:`Key`."""
+
+
+def parse(text: str | None) -> Stored:
+    """A stored state (its ``runs`` column), before its group ids are named: as :func:`encode` writes it, as
+    schema 5 did (``{"parts": ...}``, each group a :data:`Key`) or as schemas 3 and 4 did (a list of parts,
+    each group the list of its fields). A fold writes an older form back in this one."""
     if not text:
-        return State(product)
+        return []
     found = orjson.loads(text)
     if isinstance(found, dict):
-        return State(product, [(runs, set(keys)) for runs, keys in found["parts"]])
-    return State(product, [(runs, {"\0".join(k) for k in keys}) for runs, keys in found])
+        parts: Stored = found["ids"] if "ids" in found else found["parts"]
+        return parts
+    return [[runs, ["\0".join(fields) for fields in groups]] for runs, groups in found]
 
 
-def encode(state: State) -> str:
-    """The ``runs`` column: ``{"parts": [[runs, [key, ...]], ...]}`` (each :data:`Key` one string), groups
-    in no particular order. An object, not schema 4's list of parts: a worker of schema 3 or 4 still
-    running during an upgrade fails on it, and quarantines what it folds, instead of taking each string
-    for a list of one-character fields."""
-    return orjson.dumps({"parts": [[runs, list(keys)] for runs, keys in state.parts]}).decode()
+def decode(stored: Stored, product: str, groups: Groups) -> State:
+    """The state ``stored`` holds, in ``product``; every id in it must be known to ``groups`` (``KeyError``
+    otherwise: see :func:`decode_named`)."""
+    key_of, parts = groups.key_of, []
+    for runs, named in stored:
+        try:
+            keys = set(map(key_of.__getitem__, named))  # the usual case: ids this process has seen before
+        except KeyError:
+            keys = {i if isinstance(i, str) else key_of[i] for i in named}
+        parts.append((runs, keys))
+    return State(product, parts)
+
+
+def decode_named(
+    stored: Mapping[Machine, Stored], groups: Groups
+) -> tuple[dict[Machine, State], dict[Machine, Stored]]:
+    """The states of ``stored`` (by machine) all of whose ids ``groups`` knows, and the others, still to
+    decode once their ids are read (:meth:`Groups.unknown_ids`). Usually every id is known."""
+    decoded, unread = {}, {}
+    for machine, state in stored.items():
+        try:
+            decoded[machine] = decode(state, machine[0], groups)
+        except KeyError:
+            unread[machine] = state
+    return decoded, unread
+
+
+def encode(state: State, groups: Groups) -> str:
+    """The ``runs`` column: ``{"ids": [[runs, [id, ...]], ...]}``, groups in no particular order; every group
+    of the state must have an id in ``groups`` (``KeyError`` otherwise: see :func:`encode_named`).
+
+    A group is named by its id, not its key: a machine's state is then a few hundred bytes instead of ~5 KB
+    (JSON escapes each NUL of a key into six bytes), which SQLite writes within a page and PostgreSQL keeps
+    out of TOAST. An object under a key of its own: a worker of schema 5, still running during an
+    upgrade, fails on it (and quarantines what it folds) instead of misreading it."""
+    id_of = groups.id_of.__getitem__
+    return orjson.dumps({"ids": [[runs, list(map(id_of, keys))] for runs, keys in state.parts]}).decode()
+
+
+def encode_named(states: Mapping[Machine, State], groups: Groups) -> tuple[dict[Machine, str], dict[Machine, State]]:
+    """The ``runs`` of each state all of whose groups have an id in ``groups``, and the states that name a
+    group without one (the caller adds those groups, :meth:`Groups.unknown_keys`, and encodes them then).
+    Usually every group is known: a fold then looks for no unknown one."""
+    encoded, unnamed = {}, {}
+    for machine, state in states.items():
+        try:
+            encoded[machine] = encode(state, groups)
+        except KeyError:
+            unnamed[machine] = state
+    return encoded, unnamed
+
+
+#: Groups a worker keeps named in memory at most (about 200 bytes each); past it, it starts again.
+GROUPS_KEPT = 200_000
+
+
+class Groups:
+    """The ids that name groups in stored states (table ``reach_groups``), as far as this process read them.
+
+    A committed id names one group for good (the table's rows are never changed or deleted, a rebuild
+    included), so every worker keeps what it read, and a new group gets its id from the table's unique
+    key, whichever worker adds it first. Only an id added in a transaction that was then rolled back would
+    be wrong to keep (SQLite gives it to the next group added). SQLite's store, whose one writer thread
+    adds ids inside its folds, calls :meth:`clear` whenever such a transaction or savepoint is rolled back;
+    PostgreSQL's, whose folds run concurrently, adds ids in a transaction of their own, committed before a
+    state names them.
+    """
+
+    __slots__ = ("id_of", "key_of")
+
+    def __init__(self) -> None:
+        self.key_of: dict[int, Key] = {}
+        self.id_of: dict[Key, int] = {}
+
+    def unknown_ids(self, stored: Iterable[Stored]) -> list[int]:
+        """The ids ``stored`` names that this process has not read yet, sorted."""
+        named = {i for state in stored for _, ids in state for i in ids}
+        return sorted(i for i in named - self.key_of.keys() if not isinstance(i, str))
+
+    def unknown_keys(self, states: Iterable[State]) -> list[Fields]:
+        """The groups of ``states`` without an id known here, as fields, sorted (the order writers lock in)."""
+        keys: set[Key] = set()
+        for state in states:
+            for _, part in state.parts:
+                keys.update(part.difference(self.id_of))
+        return sorted(map(fields, keys))
+
+    def learn(self, rows: Iterable[Sequence[Any]]) -> None:
+        """Take in ``reach_groups`` rows: (id, family, scope, version, name, value)."""
+        for i, *named in rows:
+            key = "\0".join(named)
+            self.key_of[i], self.id_of[key] = key, i
+
+    def trim(self) -> None:
+        """Start again if more than :data:`GROUPS_KEPT` groups are known. Called as a fold begins, never
+        between reading a state and writing it back, which needs the ids of both."""
+        if len(self.id_of) > GROUPS_KEPT:
+            self.clear()
+
+    def clear(self) -> None:
+        self.key_of.clear()
+        self.id_of.clear()
 
 
 def remove(state: State, deltas: Deltas) -> None:

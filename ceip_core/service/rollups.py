@@ -138,6 +138,14 @@ RECOMPUTE_PROBLEM = (
     "SELECT product, day, kind, signature, version, SUM(occurrences), MIN(first_seen), MAX(last_seen) "
     f"FROM problem_days WHERE {_PROBLEM_KEY} GROUP BY product, day, kind, signature, version",
 )
+#: The ids that name groups in reach states (``reach.Groups``), with the dialect's id column. Not a rollup:
+#: a rebuild keeps it (every worker may hold ids it read), and so does a deletion, as the ``reach`` rows
+#: of the machine's groups stay (at the counts the other machines make).
+GROUPS_DDL = (
+    "CREATE TABLE IF NOT EXISTS reach_groups (id {} PRIMARY KEY, family TEXT NOT NULL, scope TEXT NOT NULL, "
+    "version TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, UNIQUE (family, scope, version, name, value))"
+)
+GROUP_COLUMNS = "family, scope, version, name, value"
 #: A machine's reach state, read before its deletion is applied.
 MY_STATE = "SELECT runs FROM reach_state WHERE product = :product AND guid = :guid"
 
@@ -165,7 +173,8 @@ def upgrade(schema: int, held_since: int) -> list[str]:
 
     Before schema 3 the reach state had another form, so every report still held (from ``held_since``
     on) is folded again (:func:`rebuild`); from 3 on only ``counter_days`` goes, which nothing reads now
-    (schema 5 changed how a state is written, and ``reach.decode`` reads the form of 3 and 4 as well).
+    (schemas 5 and 6 changed how a state is written, and ``reach.parse`` reads the forms of 3 to 5 as well;
+    the ``reach_groups`` table of 6 is made with the others).
     """
     if schema < 3:
         return rebuild(held_since)
@@ -247,19 +256,18 @@ class Fold:
 
     @property
     def machines(self) -> list[reach.Machine]:
-        """The (product, guid) pairs whose stored ``reach_state`` :meth:`rows` needs, in lock order."""
+        """The (product, guid) pairs whose ``reach_state`` :meth:`rows` needs, in lock order."""
         return sorted({(r.product, r.guid) for r, _ in self.dated})
 
-    def rows(self, states: Mapping[reach.Machine, str]) -> dict[str, list[tuple[Any, ...]]]:
-        """Every table's rows, given the stored states (``runs``) of :attr:`machines` that have one."""
+    def rows(self, states: Mapping[reach.Machine, reach.State]) -> dict[str, list[tuple[Any, ...]]]:
+        """Every table's rows but ``reach_state``: the reports are filed into ``states`` (one per machine of
+        :attr:`machines`, decoded from its stored state or new), which the caller then stores."""
         deltas: reach.Deltas = reach.Deltas()
-        new_states = []
-        for (product, guid), reports in groupby(self.dated, key=lambda rd: (rd[0].product, rd[0].guid)):
-            state = reach.decode(states.get((product, guid)), product)
+        for machine, reports in groupby(self.dated, key=lambda rd: (rd[0].product, rd[0].guid)):
+            state = states[machine]
             for report, day in reports:
                 reach.add(state, report, day, deltas)
-            new_states.append((product, guid, reach.encode(state)))
-        return {**self.tables, "reach": reach.rows(deltas), "reach_state": new_states}
+        return {**self.tables, "reach": reach.rows(deltas)}
 
 
 def fold(reports: Iterable[Any]) -> Fold:
@@ -269,8 +277,8 @@ def fold(reports: Iterable[Any]) -> Fold:
     return Fold(_rows(dated), by_machine)
 
 
-def removal(product: str, runs: str | None) -> list[tuple[Any, ...]]:
+def removal(state: reach.State) -> list[tuple[Any, ...]]:
     """The ``reach`` rows (negative counts) that take a deleted machine's entries out, from its state."""
     deltas: reach.Deltas = reach.Deltas()
-    reach.remove(reach.decode(runs, product), deltas)
+    reach.remove(state, deltas)
     return reach.rows(deltas)

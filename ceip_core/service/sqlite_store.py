@@ -14,7 +14,7 @@ import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from urllib.parse import unquote, urlsplit
 import orjson
 
 from ceip_core.private_files import private_file, private_folder
-from ceip_core.service import aging, rollups, withdrawal
+from ceip_core.service import aging, reach, rollups, withdrawal
 from ceip_core.service.storage import (
     COUNT_SQL,
     DELETE_QUARANTINED,
@@ -69,6 +69,7 @@ _DDL = [
         request_id TEXT PRIMARY KEY, product TEXT NOT NULL, day BIGINT NOT NULL, received DOUBLE PRECISION NOT NULL)""",
     *(statement for table in rollups.TABLES for statement in table.ddl()),
     rollups.MACHINE_INDEX,
+    rollups.GROUPS_DDL.format("INTEGER"),
     QUARANTINE_DDL,
     TOMBSTONES_DDL,
     REPORTS_DAY_INDEX,
@@ -94,6 +95,13 @@ _UNQUEUE = (
 )
 _NEW_SEQS = "SELECT json_group_array(json_array(seq, report_id)) FROM reports WHERE seq > ?"
 _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SELECT value FROM json_each(?))"
+_GROUPS_BY_ID = f"SELECT id, {rollups.GROUP_COLUMNS} FROM reach_groups WHERE id IN (SELECT value FROM json_each(?))"
+_NEW_GROUP = f"INSERT INTO reach_groups ({rollups.GROUP_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+_GROUPS_BY_KEY = (
+    f"SELECT g.id, {', '.join('g.' + c for c in rollups.GROUP_COLUMNS.split(', '))} FROM json_each(?) AS k "
+    "JOIN reach_groups AS g ON "
+    + " AND ".join(f"g.{c} = json_extract(k.value, '$[{i}]')" for i, c in enumerate(rollups.GROUP_COLUMNS.split(", ")))
+)
 #: Both kinds of tombstone of the batch's machines: whole (category '') and by category (``withdrawal``).
 _TOMBSTONES = (
     "SELECT guid, product, requested, '' FROM tombstones WHERE guid IN (SELECT value FROM json_each(?1)) UNION ALL "
@@ -125,17 +133,43 @@ def _connect(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     return db
 
 
-def fold_reports(db: sqlite3.Connection, reports: list[Any]) -> None:
+def fold_reports(db: sqlite3.Connection, reports: list[Any], groups: reach.Groups) -> None:
     """Fold reports, as validation decoded them, into the rollups, inside the caller's write transaction."""
+    groups.trim()
     plan = rollups.fold(reports)
-    states: dict[tuple[str, str], str] = {}
-    products = sorted({product for product, _ in plan.machines})
-    for product in products:
+    texts: dict[reach.Machine, str | None] = dict.fromkeys(plan.machines)
+    for product in sorted({product for product, _ in plan.machines}):
         guids = orjson.dumps([guid for p, guid in plan.machines if p == product])
         for guid, runs in db.execute(_STATES, (product, guids)):
-            states[product, guid] = runs
-    for table, rows in plan.rows(states).items():
+            texts[product, guid] = runs
+    states = read_states(db, texts, groups)
+    tables = plan.rows(states)
+    encoded, unnamed = reach.encode_named(states, groups)
+    if unnamed:
+        name_groups(db, unnamed.values(), groups)
+        encoded.update((machine, reach.encode(state, groups)) for machine, state in unnamed.items())
+    tables["reach_state"] = [(product, guid, runs) for (product, guid), runs in encoded.items()]
+    for table, rows in tables.items():
         db.executemany(_UPSERTS[table], rows)
+
+
+def read_states(
+    db: sqlite3.Connection, texts: Mapping[reach.Machine, str | None], groups: reach.Groups
+) -> dict[reach.Machine, reach.State]:
+    """Stored states (``runs``, None for a machine without one), decoded; ids ``groups`` lacks are read."""
+    states, unread = reach.decode_named({m: reach.parse(text) for m, text in texts.items()}, groups)
+    if unread:
+        groups.learn(db.execute(_GROUPS_BY_ID, (orjson.dumps(groups.unknown_ids(unread.values())),)))
+        states.update((m, reach.decode(stored, m[0], groups)) for m, stored in unread.items())
+    return states
+
+
+def name_groups(db: sqlite3.Connection, states: Iterable[reach.State], groups: reach.Groups) -> None:
+    """Give every group of ``states`` an id in ``reach_groups`` (adding those it has none), known to ``groups``."""
+    unknown = groups.unknown_keys(states)
+    if unknown:
+        db.executemany(_NEW_GROUP, unknown)
+        groups.learn(db.execute(_GROUPS_BY_KEY, (orjson.dumps(unknown),)))
 
 
 def _take_out(db: sqlite3.Connection, product: str, rows: Mapping[str, list[Any]]) -> None:
@@ -149,19 +183,20 @@ def _unavailable(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode & 0xFF in _UNAVAILABLE
 
 
-def _fold_or_isolate(db: sqlite3.Connection, reports: dict[int, Any]) -> dict[int, str]:
+def _fold_or_isolate(db: sqlite3.Connection, reports: dict[int, Any], groups: reach.Groups) -> dict[int, str]:
     """Fold ``reports`` (by seq); if that fails, fold them one by one. Why each one that failed did.
 
-    Savepoints undo a failed attempt inside the caller's transaction; an unavailable database is raised,
-    never blamed on a report.
+    Savepoints undo a failed attempt inside the caller's transaction, and ``groups`` forgets the ids it may
+    have added; an unavailable database is raised, never blamed on a report.
     """
     db.execute("SAVEPOINT fold")
     try:
-        fold_reports(db, list(reports.values()))
+        fold_reports(db, list(reports.values()), groups)
     except Exception as exc:
         if _unavailable(exc):
             raise
         db.execute("ROLLBACK TO fold")
+        groups.clear()
     else:
         db.execute("RELEASE fold")
         return {}
@@ -169,11 +204,12 @@ def _fold_or_isolate(db: sqlite3.Connection, reports: dict[int, Any]) -> dict[in
     for seq, report in reports.items():
         db.execute("SAVEPOINT one")
         try:
-            fold_reports(db, [report])
+            fold_reports(db, [report], groups)
         except Exception as exc:
             if _unavailable(exc):
                 raise
             db.execute("ROLLBACK TO one")
+            groups.clear()
             failed[seq] = describe(exc)
         db.execute("RELEASE one")
     db.execute("RELEASE fold")
@@ -181,17 +217,25 @@ def _fold_or_isolate(db: sqlite3.Connection, reports: dict[int, Any]) -> dict[in
 
 
 class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error: take the write lock up front."""
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any error: take the write lock up front. A
+    transaction that may add group ids names its ``groups``, which forget them unless it commits."""
 
-    def __init__(self, db: sqlite3.Connection) -> None:
+    def __init__(self, db: sqlite3.Connection, groups: reach.Groups | None = None) -> None:
         self.db = db
+        self.groups = groups
 
     def __enter__(self) -> sqlite3.Connection:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
     def __exit__(self, kind: object, *_: object) -> None:
-        self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+        committed = False
+        try:
+            self.db.execute("COMMIT" if kind is None else "ROLLBACK")
+            committed = kind is None
+        finally:
+            if not committed and self.groups is not None:
+                self.groups.clear()
 
 
 class SQLiteStorage:
@@ -209,6 +253,8 @@ class SQLiteStorage:
         self._reader: sqlite3.Connection | None = None
         self._held = Held()
         """Touched on the writer thread only, like the writer connection."""
+        self._groups = reach.Groups()
+        """The reach group ids this process has read (writer thread only)."""
         self._silent_after: dict[str, str] = {}
         """Aging's cursor over machines, per product (writer thread only)."""
 
@@ -274,7 +320,7 @@ class SQLiteStorage:
         results: list[bool] = []
         stored: list[tuple[int, Any]] = []
         unqueued: list[int] = []
-        with _Transaction(self._writer) as db:
+        with _Transaction(self._writer, self._groups) as db:
             run: list[NewReport] = []
             for w in [*writes, None]:
                 if isinstance(w, NewReport):
@@ -332,11 +378,15 @@ class SQLiteStorage:
             existing.add(r.report_id)
         return results
 
-    @staticmethod
-    def _delete(db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
+    def _state(self, db: sqlite3.Connection, product: str, guid: str) -> reach.State:
+        """A machine's reach state as stored (empty if it has none), its group ids read."""
+        found = db.execute(rollups.MY_STATE, {"product": product, "guid": guid}).fetchone()
+        return read_states(db, {(product, guid): found and found[0]}, self._groups)[product, guid]
+
+    def _delete(self, db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
         if d.withdrawal is not None:
-            return SQLiteStorage._withdraw(db, d, d.withdrawal, unqueued)
+            return self._withdraw(db, d, d.withdrawal, unqueued)
         pair, mine = (d.guid, d.product), {"guid": d.guid, "product": d.product}
         taken = [seq for (seq,) in db.execute(_UNQUEUE, pair).fetchall()]
         unqueued += taken
@@ -345,8 +395,7 @@ class SQLiteStorage:
         db.execute(TOMBSTONE_SQL.format("?", "?", "?"), (*pair, d.requested))
         db.execute(DELETE_QUARANTINED.format("?", "?"), pair)
         db.execute("DELETE FROM reports WHERE guid = ? AND product = ?", pair)
-        state = db.execute(rollups.MY_STATE, mine).fetchone()
-        db.executemany(_UPSERTS["reach"], rollups.removal(d.product, state and state[0]))
+        db.executemany(_UPSERTS["reach"], rollups.removal(self._state(db, d.product, d.guid)))
         problems = db.execute(rollups.MY_PROBLEMS, mine).fetchall()
         for table in rollups.PER_MACHINE:
             db.execute(_DELETE_ROLLUP[table.name], mine)
@@ -361,8 +410,7 @@ class SQLiteStorage:
         )
         return cur.rowcount == 1
 
-    @staticmethod
-    def _withdraw(db: sqlite3.Connection, d: Deletion, w: Withdrawal, unqueued: list[int]) -> bool:
+    def _withdraw(self, db: sqlite3.Connection, d: Deletion, w: Withdrawal, unqueued: list[int]) -> bool:
         """Apply a deletion request for some categories (``ceip_core.service.withdrawal``). The pair's queued
         reports leave the queue while their bodies are rewritten and join it again, so the fold reads the
         rewritten bodies (``unqueued`` makes this process forget what it held of them)."""
@@ -383,11 +431,10 @@ class SQLiteStorage:
             elif new != body:
                 db.execute(withdrawal.REWRITE, {"seq": seq, "body": new})
         db.executemany("INSERT INTO rollup_queue (seq) SELECT seq FROM reports WHERE seq = ?", [(s,) for s in taken])
-        state = db.execute(rollups.MY_STATE, mine).fetchone()
-        if state is not None:
-            removal, runs = w.reach_removal(state[0], d.product)
-            db.executemany(_UPSERTS["reach"], removal)
-            db.execute(withdrawal.UPDATE_STATE, {**mine, "runs": runs})
+        removal, kept = w.reach_removal(self._state(db, d.product, d.guid))
+        db.executemany(_UPSERTS["reach"], removal)
+        name_groups(db, [kept], self._groups)  # a state an older schema wrote names its groups by key
+        db.execute(withdrawal.UPDATE_STATE, {**mine, "runs": reach.encode(kept, self._groups)})
         for day, kind, signature, version in db.execute(withdrawal.MY_PROBLEMS, mine).fetchall():
             if w.withdrawn(kind):
                 key = {**mine, "day": day, "kind": kind, "signature": signature, "version": version}
@@ -420,7 +467,7 @@ class SQLiteStorage:
 
     def _fold_queued(self, limit: int) -> int:
         assert self._writer is not None, "storage is not open"
-        with _Transaction(self._writer) as db:
+        with _Transaction(self._writer, self._groups) as db:
             (found,) = db.execute(_QUEUED, (limit,)).fetchone()
             queued: list[list[Any]] = orjson.loads(found)
             if not queued:
@@ -432,7 +479,7 @@ class SQLiteStorage:
                 (bodies,) = db.execute(_BODIES, (orjson.dumps(missing),)).fetchone()
                 decoded, failed = decode_bodies(orjson.loads(bodies))
                 reports.update(decoded)
-            failed.update(_fold_or_isolate(db, reports))
+            failed.update(_fold_or_isolate(db, reports, self._groups))
             db.executemany(
                 "INSERT OR REPLACE INTO quarantine (seq, reason, quarantined) VALUES (?, ?, ?)",
                 [(seq, why, time.time()) for seq, why in failed.items()],

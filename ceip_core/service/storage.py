@@ -43,10 +43,11 @@ if TYPE_CHECKING:
 #: The version of the database schema this code creates and reads; stored in the ``meta`` table. Opening an
 #: older one upgrades it (``rollups.upgrade``). Schema 1 had no totals and no reach; 2 spelled out each
 #: group's runs in a machine's reach state; 3 keeps runs shared by the groups active on the same days
-#: (``reach.State``); 4 keeps no per-machine feature uses (``counter_days``); 5 writes each group of a
-#: reach state as one string (``reach.Key``; ``reach.decode`` reads both forms, so the upgrade from 3 or 4
-#: changes nothing stored, and a worker of schema 4, which would misread the new form, refuses the database).
-SCHEMA_VERSION = 5
+#: (``reach.State``); 4 keeps no per-machine feature uses (``counter_days``); 5 wrote each group of a
+#: reach state as one string (``reach.Key``); 6 names each group by an id (``reach_groups``, ``reach.Groups``).
+#: ``reach.parse`` reads every form from 3 on, so those upgrades change nothing stored, and a worker of an
+#: older schema, which would misread the new form, fails on it instead.
+SCHEMA_VERSION = 6
 
 
 class StorageUnavailable(Exception):

@@ -119,13 +119,13 @@ class Withdrawal:
         stripped = attrs.evolve(stripped, categories=had & self.keep, diagnostics=dict(sorted(diagnostics.items())))
         return wire.encode_item(stripped).decode()
 
-    def reach_removal(self, runs: str | None, product: str) -> tuple[list[tuple[Any, ...]], str]:
-        """The ``reach`` rows (negative counts) taking the machine's withdrawn groups out, and its state
-        without them (the ``runs`` to store)."""
-        gone, kept = reach.decode(runs, product).split(lambda key: self.group_withdrawn(key[0], key[3]))
+    def reach_removal(self, state: reach.State) -> tuple[list[tuple[Any, ...]], reach.State]:
+        """The ``reach`` rows (negative counts) taking the machine's withdrawn groups out of its ``state``, and
+        the state without them (to store)."""
+        gone, kept = state.split(lambda key: self.group_withdrawn(key[0], key[3]))
         deltas = reach.Deltas()
         reach.remove(gone, deltas)
-        return reach.rows(deltas), reach.encode(kept)
+        return reach.rows(deltas), kept
 
 
 def stale(reports: Iterable[Any], tombstones: Mapping[tuple[str, str], Iterable[tuple[str, float]]]) -> set[str]:

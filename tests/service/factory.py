@@ -79,6 +79,12 @@ def deletion(guid: str, product: str = "sample") -> dict[str, Any]:
     )
 
 
+def withdrawing(guid: str, *categories: Category) -> dict[str, Any]:
+    """A deletion request for some categories of the machine's data (a withdrawal of consent to them)."""
+    request = DeletionRequest(str(uuid.uuid4()), guid, "sample", datetime.now(UTC), categories=categories)
+    return jsonable(request)
+
+
 def body(*items: dict[str, Any], schema: int = 1) -> bytes:
     """A gzip batch body carrying ``items``."""
     return gzip.compress(orjson.dumps({"schema": schema, "items": list(items)}), mtime=0)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from service.factory import GZIP, auth, body, deletion, jsonable, report
+from service.factory import GZIP, auth, body, deletion, jsonable, report, withdrawing
 
 from ceip_core.records import Category, DeletionRequest
 from ceip_core.service.app import STORAGE
@@ -29,11 +29,6 @@ def full(guid: str) -> dict[str, Any]:
     """A report with something of every category: a counter (program use), a problem and a timing
     (performance), a setting and system information (configuration), a session (program use)."""
     return report(guid, counters={"open_file": 3}, problems={"E@x.py:1": 2}, timings={"render_ms": [0, 4]})
-
-
-def withdrawing(guid: str, *categories: Category) -> dict[str, Any]:
-    request = DeletionRequest(str(uuid.uuid4()), guid, "sample", datetime.now(UTC), categories=categories)
-    return jsonable(request)
 
 
 async def bodies(client: Any, guid: str) -> list[dict[str, Any]]:

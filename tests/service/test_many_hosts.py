@@ -148,7 +148,11 @@ async def tables(database: str) -> dict[str, Any]:
             where = f" WHERE {value} <> 0" if value else ""
             found[table] = sorted(tuple(row) for row in await conn.fetch(f"SELECT * FROM {table}{where}"))
         states = await conn.fetch("SELECT product, guid, runs FROM reach_state")
-        found["reach_state"] = {(r["product"], r["guid"]): reach.decode(r["runs"], r["product"]) for r in states}
+        groups = reach.Groups()  # ids differ between databases; the groups they name must not
+        groups.learn(await conn.fetch("SELECT id, family, scope, version, name, value FROM reach_groups"))
+        found["reach_state"] = {
+            (r["product"], r["guid"]): reach.decode(reach.parse(r["runs"]), r["product"], groups) for r in states
+        }
         found["reports"] = sorted(r[0] for r in await conn.fetch("SELECT report_id FROM reports"))
         found["queued"] = await conn.fetchval("SELECT COUNT(*) FROM rollup_queue")
         return found

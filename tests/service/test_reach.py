@@ -14,8 +14,9 @@ import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from service.factory import GZIP, TOKEN, auth, body, config, deletion, report
+from service.factory import GZIP, TOKEN, auth, body, config, deletion, report, withdrawing
 
+from ceip_core.records import Category
 from ceip_core.service import queries, reach
 from ceip_core.service.app import make_app
 from ceip_core.service.queries import Filters
@@ -78,9 +79,7 @@ def test_counts_equal_brute_force(
     for start in range(0, len(days), batch):  # a batch is stored and read back, as a fold does
         for machine, day in days[start : start + batch]:
             reach.add(states[machine], PROBLEM_REPORT, day, deltas)
-        states = defaultdict(
-            lambda: reach.State("p"), {m: reach.decode(reach.encode(s), "p") for m, s in states.items()}
-        )
+        states = defaultdict(lambda: reach.State("p"), {m: round_trip(s, GROUP_IDS) for m, s in states.items()})
     for machine in deleted:
         reach.remove(states.pop(machine, reach.State("p")), deltas)
     kept = [(m, d) for m, d in days if m not in deleted]
@@ -90,21 +89,42 @@ def test_counts_equal_brute_force(
         assert machines_on(deltas, day) == len({m for m, d in kept if d == day})
 
 
+GROUP_IDS = reach.Groups()
+
+
+def round_trip(state: reach.State, groups: reach.Groups) -> reach.State:
+    """``state`` stored and read back, its new groups numbered as a store numbers them (``reach_groups``)."""
+    unknown, known = groups.unknown_keys([state]), len(groups.id_of)
+    groups.learn([(known + 1 + i, *fields) for i, fields in enumerate(unknown)])
+    return reach.decode(reach.parse(reach.encode(state, groups)), state.product, groups)
+
+
 def test_state_survives_encoding() -> None:
     state = reach.State("p")
     for day in (3, 4, 9):
         reach.add(state, PROBLEM_REPORT, day, reach.Deltas())
     assert state.days()[KEY] == [3, 4, 9, 9] and state.days()["active", "version", "1.0", "", ""] == [3, 4, 9, 9]
     assert len(state.parts) == 1  # every group active on the same days: one list of runs for all of them
-    assert reach.decode(reach.encode(state), "p") == state
-    assert reach.decode(None, "p") == reach.decode("", "p") == reach.State("p")
-    assert reach.decode(reach.encode(state), "q") != state  # a state is one product's
-    # Schemas 3 and 4 wrote each group as the list of its fields: the one decoder reads that form too.
+    groups = reach.Groups()
+    assert round_trip(state, groups) == state
+    assert reach.parse(None) == reach.parse("") == [] and reach.decode([], "p", groups) == reach.State("p")
+    assert round_trip(state, groups) != reach.State("q", state.parts)  # a state is one product's
+    text = reach.encode(state, groups)
+    # Schema 5 wrote each group as its key, 3 and 4 as the list of its fields: the one reader reads both.
+    schema_5 = orjson.dumps({"parts": [[runs, list(keys)] for runs, keys in state.parts]}).decode()
+    assert all(isinstance(i, int) for _, ids in orjson.loads(text)["ids"] for i in ids)
+    assert len(text) * 10 < len(schema_5)
     schema_4 = orjson.dumps([[runs, [list(reach.fields(k)) for k in keys]] for runs, keys in state.parts]).decode()
-    assert reach.decode(schema_4, "p") == state
-    assert all(isinstance(k, str) for _, keys in reach.decode(schema_4, "p").parts for k in keys)
-    with pytest.raises(ValueError):  # schema 4's reader fails on the new form rather than misreading it
-        [(runs, set(map(tuple, keys))) for runs, keys in orjson.loads(reach.encode(state))]
+    for old in (schema_5, schema_4):
+        assert reach.decode(reach.parse(old), "p", reach.Groups()) == state
+        assert reach.Groups().unknown_ids([reach.parse(old)]) == []  # nothing to read for them
+    # The readers of schemas 5 and 4 fail on the new form rather than misreading it.
+    with pytest.raises(KeyError):
+        orjson.loads(text)["parts"]
+    with pytest.raises(ValueError):
+        [(runs, set(map(tuple, keys))) for runs, keys in orjson.loads(text)]
+    with pytest.raises(KeyError):  # an id no one named is an error (the store quarantines), never a guess
+        reach.decode(reach.parse(text), "p", reach.Groups())
 
 
 def test_groups_share_runs_until_their_days_differ_and_again_once_they_meet() -> None:
@@ -206,6 +226,24 @@ async def on_database(database: str, statements: list[str], reads: tuple[str, ..
         await conn.close()
 
 
+GROUPS = "SELECT json_array(id, family, scope, version, name, value) FROM reach_groups"
+
+
+async def stored_states(database: str, product: str = "sample") -> dict[str, reach.State]:
+    """Every machine's reach state as stored, by guid, its groups named by the database's ``reach_groups``
+    (what a worker that never saw the groups reads)."""
+    reads = ("SELECT guid FROM reach_state ORDER BY guid", "SELECT runs FROM reach_state ORDER BY guid")
+    groups_sql = GROUPS if database.startswith("sqlite") else GROUPS.replace("json_array", "json_build_array")
+    guids, texts, rows = await on_database(database, [], (*reads, groups_sql))
+    return {g: stored_again(text, product, rows) for g, text in zip(guids, texts, strict=True)}
+
+
+def stored_again(text: str, product: str, rows: list[Any]) -> reach.State:
+    groups = reach.Groups()
+    groups.learn(orjson.loads(r) if isinstance(r, str) else r for r in rows)
+    return reach.decode(reach.parse(text), product, groups)
+
+
 async def test_a_schema_1_database_is_rebuilt_from_its_reports(aiohttp_client: Any, database: str) -> None:
     """Opening a database of schema 1 folds every stored report again into the new rollups."""
     first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, "t"))
@@ -247,8 +285,8 @@ async def test_a_schema_2_database_keeps_aged_rollups_and_gets_the_new_reach_sta
     states, aged = await on_database(database, [], reads)
     assert aged == [4]  # its day's raw reports are gone: the rollup was kept, not rebuilt to nothing
     assert len(states) == 3
-    for runs in states:
-        assert reach.decode(runs, "sample").days()["problem", "all", "", "error", "E@x.py:1"] == [today, today]
+    for state in (await stored_states(database)).values():
+        assert state.days()["problem", "all", "", "error", "E@x.py:1"] == [today, today]
 
 
 async def test_a_schema_3_database_loses_only_its_per_machine_feature_uses(aiohttp_client: Any, database: str) -> None:
@@ -288,46 +326,53 @@ async def test_a_schema_3_database_loses_only_its_per_machine_feature_uses(aioht
     assert [(f["name"], f["machines"], f["uses"]) for f in features] == [("open_file", 2, 2 + 4)]
 
 
-async def test_a_schema_4_database_keeps_its_reach_states_and_files_onto_them(
-    aiohttp_client: Any, database: str
+OLDER_FORMS = {
+    4: lambda state: [[runs, [list(reach.fields(k)) for k in keys]] for runs, keys in state.parts],
+    5: lambda state: {"parts": [[runs, sorted(keys)] for runs, keys in state.parts]},
+}
+
+
+@pytest.mark.parametrize("schema", sorted(OLDER_FORMS))
+async def test_an_older_database_keeps_its_reach_states_and_files_onto_them(
+    aiohttp_client: Any, database: str, schema: int
 ) -> None:
-    """Schema 4 wrote each group of a reach state as the list of its fields, 5 as one string. The upgrade
-    rewrites nothing, since the one decoder reads both: a machine seen again the next day counts once over
-    both days, its state is then written in the new form, and a deletion takes all of its entries out."""
+    """Schema 4 wrote each group of a reach state as the list of its fields, 5 as one string, 6 as an id
+    (``reach_groups``). The upgrade rewrites nothing, since the one reader reads every form: a machine seen
+    again the next day counts once over both days, its state is then written in the new form, a category
+    withdrawal of a state still in the old form keeps the rest of it, and a deletion takes all of its
+    entries out."""
     guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(3)]
     yesterday = a_minute_ago() - timedelta(days=1)
     first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
     await send(first, [report(g, problems={"E@x.py:1": 1}, end=yesterday) for g in guids])
     assert [p["machines"] for p in (await ask(first, "problems"))["problems"]] == [3]  # a query folds first
     await first.close()
-    reads = ("SELECT guid FROM reach_state ORDER BY guid", "SELECT runs FROM reach_state ORDER BY guid")
-    found, states = await on_database(database, [], reads)
-    assert found == guids
-    as_schema_4 = [
-        orjson.dumps(
-            [[runs, [list(reach.fields(k)) for k in keys]] for runs, keys in reach.decode(text, "s").parts]
-        ).decode()
-        for text in states
-    ]
+    old = {g: orjson.dumps(OLDER_FORMS[schema](state)).decode() for g, state in (await stored_states(database)).items()}
+    assert sorted(old) == guids
     await on_database(
         database,
         [
-            "UPDATE meta SET value = '4' WHERE key = 'schema'",
-            *(
-                f"UPDATE reach_state SET runs = '{text}' WHERE guid = '{g}'"
-                for g, text in zip(guids, as_schema_4, strict=True)
-            ),
+            f"UPDATE meta SET value = '{schema}' WHERE key = 'schema'",
+            *(f"UPDATE reach_state SET runs = '{text}' WHERE guid = '{g}'" for g, text in old.items()),
+            "DROP TABLE reach_groups",
         ],
     )
     again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
-    await send(again, [report(g, problems={"E@x.py:1": 1}) for g in guids])
-    assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [3]  # not 6
-    schema, now = await on_database(database, [], ("SELECT value FROM meta WHERE key = 'schema'", reads[1]))
-    assert schema == [str(SCHEMA_VERSION)]
-    assert all(isinstance(k, str) for text in now for _, keys in orjson.loads(text)["parts"] for k in keys)
-    assert all(len(reach.decode(text, "sample").days()["problem", "all", "", "error", "E@x.py:1"]) == 2 for text in now)
+    await send(again, [withdrawing(guids[2], Category.PERFORMANCE)], "/v1/deletions")
+    await send(again, [report(g, problems={"E@x.py:1": 1}) for g in guids[:2]])
+    assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [2]  # not 4, and not the third
+    schema_now, texts = await on_database(
+        database, [], ("SELECT value FROM meta WHERE key = 'schema'", "SELECT runs FROM reach_state ORDER BY guid")
+    )
+    assert schema_now == [str(SCHEMA_VERSION)]
+    assert all("ids" in orjson.loads(text) for text in texts)
+    states = await stored_states(database)
+    for g in guids[:2]:
+        assert len(states[g].days()["problem", "all", "", "error", "E@x.py:1"]) == 2
+    assert ("problem", "all", "", "error", "E@x.py:1") not in states[guids[2]].days()
+    assert ("active", "all", "", "", "") in states[guids[2]].days()  # the rest of its state stays
     await send(again, [deletion(guids[0])], "/v1/deletions")
-    assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [2]
+    assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [1]
 
 
 def new_report(item: dict[str, Any]) -> NewReport:
@@ -363,3 +408,65 @@ async def test_two_workers_folding_one_machines_reports_at_once_stay_exact(datab
     finally:
         await first.close()
         await second.close()
+
+
+async def test_a_fold_undone_leaves_no_state_naming_a_group_id_it_gave(database: str, monkeypatch: Any) -> None:
+    """A fold step that fails after its new groups got their ids is undone, and what it added with it: SQLite
+    gives a rolled-back id to the next group added, so a worker that kept it would file a machine under
+    another group. The report that fails is quarantined; the others, folded one by one, and every later
+    fold name only groups the database holds, each by its own id."""
+    encode = reach.encode
+
+    def failing(state: reach.State, groups: reach.Groups) -> str:
+        text = encode(state, groups)  # fails as ever for a group without an id, which the store then adds
+        if any("poison" in key for _, keys in state.parts for key in keys):
+            raise RuntimeError("this report cannot be stored")
+        return text
+
+    monkeypatch.setattr(reach, "encode", failing)
+    guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(3)]
+    signatures = ["good@x.py:1", "poison@x.py:1", "later@x.py:1"]
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        await storage.write(
+            [new_report(report(g, problems={s: 1})) for g, s in zip(guids[:2], signatures, strict=False)]
+        )
+        while await storage.roll_up(wait=True):
+            pass
+        assert await storage.quarantined() == 1
+        await storage.write([new_report(report(guids[2], problems={signatures[2]: 1}))])
+        while await storage.roll_up(wait=True):
+            pass
+    finally:
+        await storage.close()
+    states = await stored_states(database)  # a fresh reader: every id named by the table
+    assert sorted(states) == [guids[0], guids[2]]
+    for guid, signature in ((guids[0], signatures[0]), (guids[2], signatures[2])):
+        problems = {key[4] for key in states[guid].days() if key[0] == "problem"}
+        assert problems == {signature}
+
+
+async def test_a_worker_that_forgets_group_ids_reads_them_again(database: str, monkeypatch: Any) -> None:
+    """A worker keeps at most ``GROUPS_KEPT`` group ids in memory and starts again past that, between folds:
+    what it folds after is as exact as before."""
+    monkeypatch.setattr(reach, "GROUPS_KEPT", 3)
+    guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(4)]
+    storage = open_storage(database)
+    await storage.open()
+    try:
+        for day in (2, 1, 0):  # each day new groups, and the machines' others seen again
+            items = [
+                report(g, problems={f"E{i}@x.py:{day}": 1}, end=a_minute_ago() - timedelta(days=day))
+                for i, g in enumerate(guids)
+            ]
+            await storage.write([new_report(item) for item in items])
+            while await storage.roll_up(2):  # two machines per fold: each fold knows more than it keeps
+                pass
+    finally:
+        await storage.close()
+    states = await stored_states(database)
+    for i, guid in enumerate(guids):
+        days = states[guid].days()
+        assert len(days["active", "all", "", "", ""]) == 2  # one run of the three days
+        assert all(len(days["problem", "all", "", "error", f"E{i}@x.py:{day}"]) == 2 for day in (0, 1, 2))
