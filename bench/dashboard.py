@@ -95,12 +95,13 @@ class BulkFold:
     """
 
     def __init__(self) -> None:
-        from ceip_core.service import rollups
+        from ceip_core.service import reach, rollups
 
         self.per_machine = tuple(t.name for t in rollups.PER_MACHINE)
         self.tables = {t.name: t for t in rollups.TABLES}
-        self.states: dict[tuple[str, str], Any] = {}
-        """Each machine's ``reach.State``, numbered and encoded once at the end (:meth:`totals`)."""
+        self.states: dict[tuple[str, str], str] = {}
+        self.groups = reach.Groups()
+        """The group ids, given here in order as the service's ``reach_groups`` would."""
         self.sums: dict[str, dict[tuple[Any, ...], list[Any]]] = {
             name: {} for name in self.tables if name not in (*self.per_machine, "reach_state")
         }
@@ -110,10 +111,14 @@ class BulkFold:
         from ceip_core.service import reach, rollups
 
         plan = rollups.fold(chunk)
-        for machine in plan.machines:
-            if machine not in self.states:
-                self.states[machine] = reach.State(machine[0])
-        rows = plan.rows(self.states)
+        rows, unnamed = plan.rows({m: reach.parse(self.states.get(m)) for m in plan.machines}, self.groups)
+        if unnamed:
+            known = len(self.groups.id_of)
+            new = self.groups.unknown_keys(unnamed.values())
+            self.groups.learn([(known + 1 + i, *fields) for i, fields in enumerate(new)])
+            rows["reach_state"] += [(*m, reach.encode(state, self.groups)) for m, state in unnamed.items()]
+        for product, guid, runs in rows["reach_state"]:
+            self.states[product, guid] = runs
         for name, summed in self.sums.items():
             table = self.tables[name]
             width = len(table.keys)
@@ -138,10 +143,8 @@ class BulkFold:
         from ceip_core.service import reach
 
         found = {name: [(*key, *values) for key, values in summed.items()] for name, summed in self.sums.items()}
-        ids = reach.Groups()
-        found["reach_groups"] = [(i + 1, *fields) for i, fields in enumerate(ids.unknown_keys(self.states.values()))]
-        ids.learn(found["reach_groups"])
-        found["reach_state"] = [(p, g, reach.encode(state, ids)) for (p, g), state in self.states.items()]
+        found["reach_groups"] = [(i, *reach.fields(key)) for i, key in self.groups.key_of.items()]
+        found["reach_state"] = [(product, guid, runs) for (product, guid), runs in self.states.items()]
         return found
 
     def columns(self, name: str) -> tuple[str, ...]:

@@ -111,12 +111,12 @@ def main() -> None:
         again = [_to_write(v, received, config) for v in later]
         asyncio.run(store_and_fold(storage, writes, again, rows))
     plan = timed(rows, "  fold: other rollup rows", n, lambda: rollups.fold([v.item for v in valid]))
-    states = {machine: reach.State(machine[0]) for machine in plan.machines}
-    timed(rows, "  fold: filing reach groups", n, lambda: plan.rows(states))
-    ids = reach.Groups()  # numbered as a store numbers them in reach_groups, to size the stored states
-    ids.learn([(i + 1, *fields) for i, fields in enumerate(ids.unknown_keys(states.values()))])
-    sizes = [len(reach.encode(state, ids)) for state in states.values()]
-    groups = statistics.mean(sum(len(keys) for _, keys in state.parts) for state in states.values())
+    ids = reach.Groups()  # every group numbered first, as in a worker that has seen them (reach_groups)
+    _, unnamed = plan.rows({}, ids)
+    ids.learn([(i + 1, *fields) for i, fields in enumerate(ids.unknown_keys(unnamed.values()))])
+    tables, _ = timed(rows, "  fold: filing reach groups", n, lambda: plan.rows({}, ids))
+    sizes = [len(runs) for _, _, runs in tables["reach_state"]]
+    groups = statistics.mean(sum(len(keys) for _, keys in state.parts) for state in unnamed.values())
     width = max(len(label) for label, _ in rows)
     print(f"{'stage'.ljust(width)}  µs/report")
     for label, us in rows:

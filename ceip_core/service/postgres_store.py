@@ -288,25 +288,23 @@ class PostgresStorage:
         products, guids = [p for p, _ in plan.machines], [g for _, g in plan.machines]
         await conn.execute(_NEW_STATES, products, guids)
         texts = {(r["product"], r["guid"]): r["runs"] for r in await conn.fetch(_LOCK_STATES, products, guids)}
-        states = await self._read_states(conn, texts)
-        tables = plan.rows(states)
-        encoded, unnamed = reach.encode_named(states, self._groups)
+        tables, unnamed = plan.rows(await self._read_states(conn, texts), self._groups)
         if unnamed:
             await self._name_groups(unnamed.values())
-            encoded.update((machine, reach.encode(state, self._groups)) for machine, state in unnamed.items())
-        tables["reach_state"] = [(p, g, runs) for (p, g), runs in encoded.items()]
+            tables["reach_state"] += [(*m, reach.encode(state, self._groups)) for m, state in unnamed.items()]
         for table, rows in tables.items():
             await _upsert(conn, table, rows)
 
     async def _read_states(
         self, conn: asyncpg.Connection, texts: Mapping[reach.Machine, str | None]
-    ) -> dict[reach.Machine, reach.State]:
-        """Stored states (``runs``, None for a machine without one), decoded; ids this process lacks are read."""
-        states, unread = reach.decode_named({m: reach.parse(text) for m, text in texts.items()}, self._groups)
-        if unread:
-            self._groups.learn(await conn.fetch(_GROUPS_BY_ID, self._groups.unknown_ids(unread.values())))
-            states.update((m, reach.decode(stored, m[0], self._groups)) for m, stored in unread.items())
-        return states
+    ) -> dict[reach.Machine, reach.Stored]:
+        """Stored states (``runs``, None for a machine without one), parsed, every id they name known to this
+        process (read here if it was not)."""
+        stored = {machine: reach.parse(text) for machine, text in texts.items()}
+        unknown = self._groups.unknown_ids(stored.values())
+        if unknown:
+            self._groups.learn(await conn.fetch(_GROUPS_BY_ID, unknown))
+        return stored
 
     async def _name_groups(self, states: Iterable[reach.State]) -> None:
         """Give every group of ``states`` an id (adding those it has none), known to this process.
@@ -326,7 +324,8 @@ class PostgresStorage:
     async def _state(self, conn: asyncpg.Connection, product: str, guid: str) -> reach.State:
         """A machine's reach state, locked (empty if it has none), its group ids read."""
         found = await _fetch(conn, rollups.MY_STATE + " FOR UPDATE", {"product": product, "guid": guid})
-        return (await self._read_states(conn, {(product, guid): found[0]["runs"] if found else None}))[product, guid]
+        stored = await self._read_states(conn, {(product, guid): found[0]["runs"] if found else None})
+        return reach.decode(stored[product, guid], product, self._groups)
 
     async def _fold_or_isolate(self, conn: asyncpg.Connection, reports: dict[int, Any]) -> dict[int, str]:
         """Fold ``reports`` (by seq); if that fails, fold them one by one. Why each one that failed did.

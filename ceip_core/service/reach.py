@@ -33,7 +33,7 @@ A deletion request takes every entry of the machine back out, one per active day
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -249,8 +249,8 @@ def parse(text: str | None) -> Stored:
 
 
 def decode(stored: Stored, product: str, groups: Groups) -> State:
-    """The state ``stored`` holds, in ``product``; every id in it must be known to ``groups`` (``KeyError``
-    otherwise: see :func:`decode_named`)."""
+    """The state ``stored`` holds, in ``product``; every id in it must be known to ``groups``
+    (:meth:`Groups.unknown_ids` says which to read first; ``KeyError`` otherwise)."""
     key_of, parts = groups.key_of, []
     for runs, named in stored:
         try:
@@ -261,23 +261,10 @@ def decode(stored: Stored, product: str, groups: Groups) -> State:
     return State(product, parts)
 
 
-def decode_named(
-    stored: Mapping[Machine, Stored], groups: Groups
-) -> tuple[dict[Machine, State], dict[Machine, Stored]]:
-    """The states of ``stored`` (by machine) all of whose ids ``groups`` knows, and the others, still to
-    decode once their ids are read (:meth:`Groups.unknown_ids`). Usually every id is known."""
-    decoded, unread = {}, {}
-    for machine, state in stored.items():
-        try:
-            decoded[machine] = decode(state, machine[0], groups)
-        except KeyError:
-            unread[machine] = state
-    return decoded, unread
-
-
 def encode(state: State, groups: Groups) -> str:
     """The ``runs`` column: ``{"ids": [[runs, [id, ...]], ...]}``, groups in no particular order; every group
-    of the state must have an id in ``groups`` (``KeyError`` otherwise: see :func:`encode_named`).
+    of the state must have an id in ``groups`` (``KeyError`` otherwise: :meth:`Groups.unknown_keys` says
+    which to add).
 
     A group is named by its id, not its key: a machine's state is then a few hundred bytes instead of ~5 KB
     (JSON escapes each NUL of a key into six bytes), which SQLite writes within a page and PostgreSQL keeps
@@ -285,19 +272,6 @@ def encode(state: State, groups: Groups) -> str:
     upgrade, fails on it (and quarantines what it folds) instead of misreading it."""
     id_of = groups.id_of.__getitem__
     return orjson.dumps({"ids": [[runs, list(map(id_of, keys))] for runs, keys in state.parts]}).decode()
-
-
-def encode_named(states: Mapping[Machine, State], groups: Groups) -> tuple[dict[Machine, str], dict[Machine, State]]:
-    """The ``runs`` of each state all of whose groups have an id in ``groups``, and the states that name a
-    group without one (the caller adds those groups, :meth:`Groups.unknown_keys`, and encodes them then).
-    Usually every group is known: a fold then looks for no unknown one."""
-    encoded, unnamed = {}, {}
-    for machine, state in states.items():
-        try:
-            encoded[machine] = encode(state, groups)
-        except KeyError:
-            unnamed[machine] = state
-    return encoded, unnamed
 
 
 #: Groups a worker keeps named in memory at most (about 200 bytes each); past it, it starts again.
@@ -324,8 +298,12 @@ class Groups:
 
     def unknown_ids(self, stored: Iterable[Stored]) -> list[int]:
         """The ids ``stored`` names that this process has not read yet, sorted."""
-        named = {i for state in stored for _, ids in state for i in ids}
-        return sorted(i for i in named - self.key_of.keys() if not isinstance(i, str))
+        named: set[int | Key] = set()
+        for state in stored:
+            for _, ids in state:
+                named.update(ids)
+        named.difference_update(self.key_of)
+        return sorted(i for i in named if not isinstance(i, str))
 
     def unknown_keys(self, states: Iterable[State]) -> list[Fields]:
         """The groups of ``states`` without an id known here, as fields, sorted (the order writers lock in)."""

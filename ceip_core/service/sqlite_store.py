@@ -137,31 +137,29 @@ def fold_reports(db: sqlite3.Connection, reports: list[Any], groups: reach.Group
     """Fold reports, as validation decoded them, into the rollups, inside the caller's write transaction."""
     groups.trim()
     plan = rollups.fold(reports)
-    texts: dict[reach.Machine, str | None] = dict.fromkeys(plan.machines)
+    texts: dict[reach.Machine, str] = {}
     for product in sorted({product for product, _ in plan.machines}):
         guids = orjson.dumps([guid for p, guid in plan.machines if p == product])
         for guid, runs in db.execute(_STATES, (product, guids)):
             texts[product, guid] = runs
-    states = read_states(db, texts, groups)
-    tables = plan.rows(states)
-    encoded, unnamed = reach.encode_named(states, groups)
+    tables, unnamed = plan.rows(read_states(db, texts, groups), groups)
     if unnamed:
         name_groups(db, unnamed.values(), groups)
-        encoded.update((machine, reach.encode(state, groups)) for machine, state in unnamed.items())
-    tables["reach_state"] = [(product, guid, runs) for (product, guid), runs in encoded.items()]
+        tables["reach_state"] += [(*machine, reach.encode(state, groups)) for machine, state in unnamed.items()]
     for table, rows in tables.items():
         db.executemany(_UPSERTS[table], rows)
 
 
 def read_states(
     db: sqlite3.Connection, texts: Mapping[reach.Machine, str | None], groups: reach.Groups
-) -> dict[reach.Machine, reach.State]:
-    """Stored states (``runs``, None for a machine without one), decoded; ids ``groups`` lacks are read."""
-    states, unread = reach.decode_named({m: reach.parse(text) for m, text in texts.items()}, groups)
-    if unread:
-        groups.learn(db.execute(_GROUPS_BY_ID, (orjson.dumps(groups.unknown_ids(unread.values())),)))
-        states.update((m, reach.decode(stored, m[0], groups)) for m, stored in unread.items())
-    return states
+) -> dict[reach.Machine, reach.Stored]:
+    """Stored states (``runs``, None for a machine without one), parsed, every id they name known to
+    ``groups`` (read here if it was not)."""
+    stored = {machine: reach.parse(text) for machine, text in texts.items()}
+    unknown = groups.unknown_ids(stored.values())
+    if unknown:
+        groups.learn(db.execute(_GROUPS_BY_ID, (orjson.dumps(unknown),)))
+    return stored
 
 
 def name_groups(db: sqlite3.Connection, states: Iterable[reach.State], groups: reach.Groups) -> None:
@@ -381,7 +379,8 @@ class SQLiteStorage:
     def _state(self, db: sqlite3.Connection, product: str, guid: str) -> reach.State:
         """A machine's reach state as stored (empty if it has none), its group ids read."""
         found = db.execute(rollups.MY_STATE, {"product": product, "guid": guid}).fetchone()
-        return read_states(db, {(product, guid): found and found[0]}, self._groups)[product, guid]
+        stored = read_states(db, {(product, guid): found and found[0]}, self._groups)
+        return reach.decode(stored[product, guid], product, self._groups)
 
     def _delete(self, db: sqlite3.Connection, d: Deletion, unqueued: list[int]) -> bool:
         """Apply a deletion request; adds the seqs it took out of the rollup queue to ``unqueued``."""
