@@ -97,7 +97,8 @@ class BulkFold:
     def __init__(self) -> None:
         from ceip_core.service import reach, rollups
 
-        self.per_machine = tuple(t.name for t in rollups.PER_MACHINE)
+        # Reach states change with every chunk a machine is in: they are written once, by totals().
+        self.per_machine = tuple(t.name for t in rollups.PER_MACHINE if t.name != "reach_state")
         self.tables = {t.name: t for t in rollups.TABLES}
         self.states: dict[tuple[str, str], str] = {}
         self.groups = reach.Groups()
