@@ -241,6 +241,13 @@ async def _serve(options: ServeOptions, sock: socket.socket) -> None:
         repeats.flush()
 
 
+#: Said at start when several workers share one SQLite file: measured, they gain little or nothing.
+SQLITE_WORKERS_NOTE = (
+    "ceip serve: note: workers on one SQLite file take turns at its one write lock, so they gain little "
+    "over one (docs/operations.md, Sizing); for more than one worker, use PostgreSQL"
+)
+
+
 def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int:
     """Run the service with ``options.workers`` processes; the exit status. Raises :class:`ServeError`."""
     if options.tls_cert:
@@ -250,6 +257,8 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int
     try:
         asyncio.run(prepare(options.database))
         options = attrs.evolve(options, port=sock.getsockname()[1])
+        if options.workers > 1 and urlsplit(options.database).scheme == "sqlite":
+            announce(SQLITE_WORKERS_NOTE)
         announce(f"ceip serve: {options.workers} worker(s) on {options.url}, database {describe(options.database)}")
         if options.workers == 1:
             run_worker(options, sock)

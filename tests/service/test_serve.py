@@ -20,7 +20,7 @@ import pytest
 from helpers import wait_for
 from service.factory import GZIP, body, free_port, report, specs_file
 
-from ceip_core.service.serve import GC_THRESHOLD
+from ceip_core.service.serve import GC_THRESHOLD, SQLITE_WORKERS_NOTE
 
 ALLOWLIST_TOML = '[products.sample]\nexecutables = ["sample-app"]\n'
 
@@ -139,6 +139,19 @@ def test_each_worker_tunes_its_collector_after_start_up(start: Any) -> None:
 
     wait_for(lambda: len(tuned()) == 2, timeout=30)
     assert all(int(threshold) == GC_THRESHOLD and int(frozen) > 10_000 for threshold, frozen in tuned()), tuned()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_several_workers_on_one_sqlite_file_are_told_to_use_postgresql(start: Any, workers: int) -> None:
+    """Workers on one SQLite file share its write lock (docs/operations.md measures 0.86-1.11x of one)."""
+    proc, _ = start("--workers", str(workers))
+    assert proc.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    wait_for(lambda: any("worker(s) on" in line for line in list(lines)), timeout=30)
+    said = [line.strip() for line in list(lines)]
+    assert (SQLITE_WORKERS_NOTE in said) == (workers > 1), said
 
 
 def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
