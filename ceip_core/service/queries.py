@@ -129,9 +129,12 @@ class Filters:
         if self.product is not None:
             terms.append("product = :product")
             params["product"] = self.product
-        if self.version is not None:
+        if self.version is not None or params["scope"] == "all":
+            # A count across versions is filed under version '': saying so keeps the whole key prefix an
+            # equality, so a planner with statistics (ANALYZE) does not skip-scan the key for the day range
+            # instead (84 vs 1-7 ms per family at 5 M reports in bench/dashboard.py).
             terms.append("version = :version")
-            params["version"] = self.version
+            params["version"] = self.version if self.version is not None else ""
         if self.since is not None:
             terms.append("day >= :since")
             params["since"] = self.since
