@@ -274,9 +274,6 @@ def _supervise(options: ServeOptions, sock: socket.socket) -> int:
         context.Process(target=run_worker, args=(options, sock), name=f"ceip-worker-{i}")
         for i in range(options.workers)
     ]
-    for worker in workers:
-        worker.start()
-    sock.close()  # the workers have their copies; the parent only supervises
     stopping = False
 
     def stop(_signum: int, _frame: object) -> None:
@@ -286,8 +283,17 @@ def _supervise(options: ServeOptions, sock: socket.socket) -> int:
             if worker.pid is not None and worker.is_alive():
                 worker.terminate()  # SIGTERM: the worker shuts down gracefully
 
+    # Before the first worker starts: a SIGTERM while they start must stop them, not kill this process alone
+    # and leave them running, orphaned, with nothing to stop them.
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    for worker in workers:
+        if stopping:
+            break
+        worker.start()
+        if stopping:  # the signal came while it started, before it had a pid to be told by
+            worker.terminate()
+    sock.close()  # the workers have their copies; the parent only supervises
     status = 0
     while any(worker.is_alive() for worker in workers):
         for worker in workers:

@@ -143,7 +143,8 @@ def test_each_worker_tunes_its_collector_after_start_up(start: Any) -> None:
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_several_workers_on_one_sqlite_file_are_told_to_use_postgresql(start: Any, workers: int) -> None:
-    """Workers on one SQLite file share its write lock (docs/operations.md measures 0.86-1.11x of one)."""
+    """Workers on one SQLite file share its write lock (docs/operations.md measures 0.86-1.11x of one). A
+    SIGTERM that comes while the workers start stops them all."""
     proc, _ = start("--workers", str(workers))
     assert proc.stdout is not None
     lines: list[str] = []
@@ -152,6 +153,11 @@ def test_several_workers_on_one_sqlite_file_are_told_to_use_postgresql(start: An
     wait_for(lambda: any("worker(s) on" in line for line in list(lines)), timeout=30)
     said = [line.strip() for line in list(lines)]
     assert (SQLITE_WORKERS_NOTE in said) == (workers > 1), said
+    # Stopped while its workers start, it stops them too: its output ends once every process holding it has.
+    proc.send_signal(signal.SIGTERM)
+    reader.join(timeout=60)
+    assert not reader.is_alive(), "a worker outlived ceip serve"
+    proc.wait(timeout=10)
 
 
 def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path: Path) -> None:
