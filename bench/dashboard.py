@@ -152,7 +152,7 @@ class BulkFold:
         from ceip_core.service import rollups
 
         if name == "reach_groups":
-            return ("id", *rollups.GROUP_COLUMNS.split(", "))
+            return ("id", *rollups.GROUP_FIELDS)
         return self.tables[name].columns
 
     def insert(self, name: str, marks: Callable[[int], str]) -> str:

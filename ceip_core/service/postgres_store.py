@@ -99,7 +99,7 @@ _GROUPS_BY_ID = f"SELECT id, {rollups.GROUP_COLUMNS} FROM reach_groups WHERE id 
 _KEYS = f"unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS k ({rollups.GROUP_COLUMNS})"
 _NEW_GROUPS = f"INSERT INTO reach_groups ({rollups.GROUP_COLUMNS}) SELECT * FROM {_KEYS} ON CONFLICT DO NOTHING"
 _GROUPS_BY_KEY = (
-    f"SELECT g.id, {', '.join('k.' + c for c in rollups.GROUP_COLUMNS.split(', '))} FROM {_KEYS} "
+    f"SELECT g.id, {', '.join('k.' + c for c in rollups.GROUP_FIELDS)} FROM {_KEYS} "
     f"JOIN reach_groups AS g USING ({rollups.GROUP_COLUMNS})"
 )
 _LOCK_STATES = (

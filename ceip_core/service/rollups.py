@@ -141,11 +141,14 @@ RECOMPUTE_PROBLEM = (
 #: The ids that name groups in reach states (``reach.Groups``), with the dialect's id column. Not a rollup:
 #: a rebuild keeps it (every worker may hold ids it read), and so does a deletion, as the ``reach`` rows
 #: of the machine's groups stay (at the counts the other machines make).
+GROUP_FIELDS = ("family", "scope", "version", "name", "value")
+"""A group's columns, in the order of ``reach.Fields``."""
+GROUP_COLUMNS = ", ".join(GROUP_FIELDS)
 GROUPS_DDL = (
-    "CREATE TABLE IF NOT EXISTS reach_groups (id {} PRIMARY KEY, family TEXT NOT NULL, scope TEXT NOT NULL, "
-    "version TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, UNIQUE (family, scope, version, name, value))"
+    "CREATE TABLE IF NOT EXISTS reach_groups (id {} PRIMARY KEY, "
+    + ", ".join(f"{c} TEXT NOT NULL" for c in GROUP_FIELDS)
+    + f", UNIQUE ({GROUP_COLUMNS}))"
 )
-GROUP_COLUMNS = "family, scope, version, name, value"
 #: A machine's reach state, read before its deletion is applied.
 MY_STATE = "SELECT runs FROM reach_state WHERE product = :product AND guid = :guid"
 

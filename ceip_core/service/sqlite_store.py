@@ -98,9 +98,9 @@ _STATES = "SELECT guid, runs FROM reach_state WHERE product = ? AND guid IN (SEL
 _GROUPS_BY_ID = f"SELECT id, {rollups.GROUP_COLUMNS} FROM reach_groups WHERE id IN (SELECT value FROM json_each(?))"
 _NEW_GROUP = f"INSERT INTO reach_groups ({rollups.GROUP_COLUMNS}) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
 _GROUPS_BY_KEY = (
-    f"SELECT g.id, {', '.join('g.' + c for c in rollups.GROUP_COLUMNS.split(', '))} FROM json_each(?) AS k "
+    f"SELECT g.id, {', '.join('g.' + c for c in rollups.GROUP_FIELDS)} FROM json_each(?) AS k "
     "JOIN reach_groups AS g ON "
-    + " AND ".join(f"g.{c} = json_extract(k.value, '$[{i}]')" for i, c in enumerate(rollups.GROUP_COLUMNS.split(", ")))
+    + " AND ".join(f"g.{c} = json_extract(k.value, '$[{i}]')" for i, c in enumerate(rollups.GROUP_FIELDS))
 )
 #: Both kinds of tombstone of the batch's machines: whole (category '') and by category (``withdrawal``).
 _TOMBSTONES = (

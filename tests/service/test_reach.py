@@ -342,9 +342,9 @@ async def test_an_older_database_keeps_its_reach_states_and_files_onto_them(
     withdrawal of a state still in the old form keeps the rest of it, and a deletion takes all of its
     entries out."""
     guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(3)]
-    yesterday = a_minute_ago() - timedelta(days=1)
+    today = a_minute_ago()  # once: "a day later" stays one day later across midnight
     first = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
-    await send(first, [report(g, problems={"E@x.py:1": 1}, end=yesterday) for g in guids])
+    await send(first, [report(g, problems={"E@x.py:1": 1}, end=today - timedelta(days=1)) for g in guids])
     assert [p["machines"] for p in (await ask(first, "problems"))["problems"]] == [3]  # a query folds first
     await first.close()
     old = {g: orjson.dumps(OLDER_FORMS[schema](state)).decode() for g, state in (await stored_states(database)).items()}
@@ -359,7 +359,7 @@ async def test_an_older_database_keeps_its_reach_states_and_files_onto_them(
     )
     again = await aiohttp_client(make_app(attrs.evolve(config(), k=1), database, TOKEN))
     await send(again, [withdrawing(guids[2], Category.PERFORMANCE)], "/v1/deletions")
-    await send(again, [report(g, problems={"E@x.py:1": 1}) for g in guids[:2]])
+    await send(again, [report(g, problems={"E@x.py:1": 1}, end=today) for g in guids[:2]])
     assert [p["machines"] for p in (await ask(again, "problems"))["problems"]] == [2]  # not 4, and not the third
     schema_now, texts = await on_database(
         database, [], ("SELECT value FROM meta WHERE key = 'schema'", "SELECT runs FROM reach_state ORDER BY guid")
@@ -452,12 +452,13 @@ async def test_a_worker_that_forgets_group_ids_reads_them_again(database: str, m
     what it folds after is as exact as before."""
     monkeypatch.setattr(reach, "GROUPS_KEPT", 3)
     guids = [f"0f3e7a52-0c1e-4c59-9d61-{i:012d}" for i in range(4)]
+    today = a_minute_ago()  # once: the three days stay consecutive across midnight
     storage = open_storage(database)
     await storage.open()
     try:
         for day in (2, 1, 0):  # each day new groups, and the machines' others seen again
             items = [
-                report(g, problems={f"E{i}@x.py:{day}": 1}, end=a_minute_ago() - timedelta(days=day))
+                report(g, problems={f"E{i}@x.py:{day}": 1}, end=today - timedelta(days=day))
                 for i, g in enumerate(guids)
             ]
             await storage.write([new_report(item) for item in items])
