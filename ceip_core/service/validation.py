@@ -182,10 +182,56 @@ _BATCH = msgspec.json.Decoder(_Batch)
 _TOO_DEEP = "JSON nests too deeply"
 
 
+#: An escape of a UTF-16 surrogate (``\\ud800``-``\\udfff``), with the run of escaped backslashes before it
+#: (an odd run would make the ``\\u`` literal text, not an escape).
+_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
+#: What an unpaired surrogate escape becomes: the same length, and a character the item check refuses.
+_NUL_ESCAPE = b"\\u0000"
+
+
+def _is_high(escape: re.Match[bytes]) -> bool:
+    """Whether a :data:`_SURROGATE_ESCAPE` match is of a high (leading) surrogate, D800-DBFF."""
+    return escape[2][1:2] in b"89abAB"
+
+
+def _completes(high: re.Match[bytes], after: re.Match[bytes] | None) -> bool:
+    """Whether ``after`` is a low (trailing) surrogate's escape right after ``high``: a pair."""
+    return after is not None and after.start() == high.end() and not after[1] and not _is_high(after)
+
+
+def _unpaired_surrogates_as_nul(data: bytes) -> bytes:
+    """``data`` with every escape of an unpaired surrogate replaced by an escaped NUL.
+
+    Such an escape is valid JSON text but no character, and msgspec refuses the whole body for it, which
+    would refuse the good items beside the one that holds it. A NUL is refused per item by the item check
+    (:func:`_decode`), so after this the bad item alone is refused. Escaped pairs (an emoji, say) are kept.
+    Lexical only: it finds escapes, it reads no value. No ceip client writes one (it sends UTF-8), so the
+    common case costs a substring search.
+    """
+    if b"\\ud" not in data and b"\\uD" not in data:
+        return data
+    escapes = list(_SURROGATE_ESCAPE.finditer(data))
+    out: list[bytes] = []
+    at = i = 0
+    while i < len(escapes):
+        escape = escapes[i]
+        after = escapes[i + 1] if i + 1 < len(escapes) else None
+        if _is_high(escape) and _completes(escape, after):  # one character, as two escapes
+            i += 2
+            continue
+        out += [data[at : escape.start(2) - 2], _NUL_ESCAPE]
+        at = escape.end()
+        i += 1
+    return b"".join([*out, data[at:]])
+
+
 def decode_batch(data: bytes) -> list[msgspec.Raw]:
-    """The raw items of an expanded batch body; raises :class:`BatchError` for the body as a whole."""
+    """The raw items of an expanded batch body; raises :class:`BatchError` for the body as a whole.
+
+    An unpaired surrogate escape in an item makes that item, not the batch, fail
+    (:func:`_unpaired_surrogates_as_nul`)."""
     try:
-        batch = _BATCH.decode(data)
+        batch = _BATCH.decode(_unpaired_surrogates_as_nul(data))
     except msgspec.ValidationError as exc:
         raise BatchError("malformed", f'a batch is {{"schema": 1, "items": [...]}}: {exc}') from None
     except msgspec.DecodeError as exc:
@@ -300,7 +346,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], raw: bytes) -> Any:
     if b"\\u0000" in raw:  # the only way a NUL gets into JSON text, so the walk below is rare
         found = _nul_at(msgspec.to_builtins(item, enc_hook=str))
         if found is not None:
-            return Rejection("invalid", f"a NUL character in a string - at `{found}`")
+            return Rejection("invalid", f"a NUL character or an unpaired surrogate escape in a string - at `{found}`")
     return item
 
 

@@ -6,8 +6,8 @@ memory bounded; of a mixed batch: the good items are stored whatever the bad one
 oversized and slow bodies are refused with 413 and 408.
 
 The defects issue 9 found (deeply nested JSON, invalid UTF-8 inside one item, lower-case ``t``/``z``
-timestamps that the fold could not read) each have a test of their own below. One known gap stays pinned
-by a strict xfail: an escaped lone surrogate refuses the whole batch (400), not just its item.
+timestamps that the fold could not read, an escaped lone surrogate that refused the whole batch) each have
+a test of their own below.
 """
 
 from __future__ import annotations
@@ -385,10 +385,9 @@ def test_lower_case_timestamps_do_not_stop_the_queries(own: Service) -> None:
     assert own.crashes() == 0
 
 
-@pytest.mark.xfail(strict=True, reason="not fixed yet: msgspec refuses the whole batch (400 malformed-json)")
 def test_a_lone_surrogate_escape_inside_one_item_rejects_that_item_only(fuzzed: Service) -> None:
-    """A ``\\ud800`` escape is valid JSON text but no character: the batch decoder refuses the whole body,
-    so the good items beside it are refused for good too. (ceip's own client cannot write one.)"""
+    """A ``\\ud800`` escape is valid JSON text but no character: msgspec refuses a whole body holding one,
+    which refused the good items beside it for good too. (ceip's own client cannot write one.)"""
     good = report()
     bad = orjson.dumps({**report(), "product_version": "VERSION"}).replace(b"VERSION", b"\\ud800")
     doc = b'{"schema":1,"items":[' + bad + b"," + orjson.dumps(good) + b"]}"

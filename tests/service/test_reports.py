@@ -223,10 +223,15 @@ async def test_an_item_that_is_not_utf8_or_holds_a_nul_is_refused_alone(client: 
         ("accepted", None),
     ]
     assert "NUL" in results[2]["detail"] and "product_version" in results[2]["detail"]
-    # An escaped lone surrogate is not JSON text the batch can be split at (and no ceip client writes one).
+    # An escaped unpaired surrogate is valid JSON but no character (and no ceip client writes one); an
+    # escaped pair is an emoji and stays one.
     lone_surrogate = orjson.dumps(report()).replace(b"Linux", b"Li\\ud800ux")
-    response = await client.post("/v1/reports", data=raw_body(orjson.dumps(report()), lone_surrogate), headers=GZIP)
-    assert response.status == 400 and (await response.json())["error"] == "malformed-json"
+    pair = orjson.dumps(emoji := report()).replace(b"Linux", b"Li\\ud83d\\ude00ux")
+    response = await client.post("/v1/reports", data=raw_body(lone_surrogate, pair), headers=GZIP)
+    assert response.status == 200, await response.text()
+    refused, kept = (await response.json())["results"]
+    assert refused["status"] == "rejected" and refused["reason"] == "invalid" and "surrogate" in refused["detail"]
+    assert kept == {"id": emoji["report_id"], "status": "accepted"}
     nul_deletion = orjson.dumps({**deletion(good["guid"]), "product": "sample\x00"})
     response = await client.post("/v1/deletions", data=raw_body(nul_deletion), headers=GZIP)
     assert response.status == 200

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import json
+import re
 import time
 from typing import Any
 
@@ -16,7 +18,7 @@ from service.factory import ALLOWLIST, deletion, report
 from ceip_core import wire
 from ceip_core.records import Report
 from ceip_core.service.config import AdmissionLimits
-from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, decode_stored
+from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, decode_batch, decode_stored
 
 BOUNDS = Bounds.at(time.time(), AdmissionLimits())
 
@@ -223,3 +225,37 @@ def test_ids_are_uuids_in_their_one_lower_case_spelling(spelling: str) -> None:
         verdict = check(item, kind)
         assert isinstance(verdict, Rejection) and verdict.reason == "bad-id", (field, verdict)
         assert f"$.{field}" in verdict.detail
+
+
+#: Text with surrogates among other characters, as Python's ``json`` writes it: every character escaped.
+surrogate_text = st.lists(
+    st.sampled_from(["a", "\\", '"', "\x00", "\U0001f600", "\ud83d", "\ude00", "\udfff", "\ud800"]), max_size=8
+).map("".join)
+
+
+def _as_read(text: str) -> str:
+    """``text`` with each high-low surrogate pair as the one character it stands for, other surrogates as NUL."""
+    joined = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    return re.sub("[\ud800-\udfff]", "\x00", joined)
+
+
+@settings(max_examples=300, deadline=None)
+@given(surrogate_text, st.booleans())
+def test_an_unpaired_surrogate_escape_refuses_its_item_and_keeps_every_other_character(text: str, upper: bool) -> None:
+    """The batch decoder reads every escaped string as Python's json reads it, except that each surrogate
+    escape not part of a pair reads as a NUL (which the item check refuses) instead of refusing the batch."""
+    escaped = json.dumps(text)  # ensure_ascii: lone surrogates and pairs both as \\uXXXX escapes
+    if upper:  # JSON allows either case of hex digit
+        escaped = re.sub(r"\\u[0-9a-f]{4}", lambda m: "\\u" + m[0][2:].upper(), escaped)
+    body = b'{"schema": 1, "items": [' + escaped.encode() + b', "next"]}'
+    first, second = (msgspec.json.decode(raw) for raw in decode_batch(body))
+    assert first == _as_read(text)
+    assert second == "next"
+
+
+def test_an_item_with_an_unpaired_surrogate_escape_is_refused_with_the_path() -> None:
+    item = orjson.dumps({**report(), "product_version": "X"}).replace(b'"X"', b'"1.\\udc00"')
+    (verdict,) = check_items(decode_batch(b'{"schema": 1, "items": [' + item + b"]}"), "report", BOUNDS, ALLOWLIST)
+    assert verdict == Rejection(
+        "invalid", "a NUL character or an unpaired surrogate escape in a string - at `$.product_version`"
+    )
