@@ -19,7 +19,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable
-from functools import cached_property
+from functools import cached_property, partial
 from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 
 class PluginError(Exception):
-    """A plugin set that cannot work: a duplicate registration, an unknown hook, a missing product."""
+    """A plugin set that cannot work: a plugin that fails to import or to register, a duplicate
+    registration, an unknown hook, a missing product. Whatever a plugin raised while loading becomes one,
+    naming the plugin, so every command can say so in a line instead of a traceback."""
 
 
 def _env_list(name: str) -> set[str] | None:
@@ -58,30 +60,73 @@ def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> 
     blocked = _env_list("CEIP_BLOCK_PLUGINS") or set()
     for name in DEFAULT_PLUGINS:
         if name not in blocked and name.rsplit(".", 1)[-1] not in blocked:
-            pm.register(importlib.import_module(name), name=name)
+            _register_module(pm, name, "built in")
         elif name in ESSENTIAL:
             log.warning("CEIP_BLOCK_PLUGINS names %s, a privacy scrubber no switch can block; it stays", name)
-            pm.register(importlib.import_module(name), name=name)
+            _register_module(pm, name, "built in")
     if entry_points:
         allowed = _env_list("CEIP_LOAD_PLUGINS")
         for name in blocked - ESSENTIAL:  # pluggy's block would also unregister a built-in of that name
             pm.set_blocked(name)
-        if allowed is None:
-            pm.load_setuptools_entrypoints(hookspecs.PROJECT)
-        elif allowed:
-            for name in allowed:
-                pm.load_setuptools_entrypoints(hookspecs.PROJECT, name=name)
+        for entry in [None] if allowed is None else sorted(allowed):
+            _load_entry_points(pm, entry)
     for name in sorted(_env_list("CEIP_PLUGIN_MODULES") or ()):
         if name not in blocked:
-            pm.register(importlib.import_module(name), name=name)
+            _register_module(pm, name, "named by CEIP_PLUGIN_MODULES")
     for plugin in extra:
         if not pm.is_registered(plugin):
-            pm.register(plugin)
-    pm.check_pending()
+            _registered(pm, plugin, partial(pm.register, plugin))
+    _registered(pm, "a plugin", pm.check_pending)
     if os.environ.get("CEIP_TRACE_PLUGINS"):
         pm.trace.root.setwriter(lambda text: log.debug("%s", text.rstrip()))
         pm.enable_tracing()
     return pm
+
+
+def _failed(exc: Exception) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _register_module(pm: pluggy.PluginManager, name: str, origin: str) -> None:
+    """Import and register the plugin module ``name`` (``origin`` says where it was listed)."""
+    try:
+        module = importlib.import_module(name)
+    except Exception as exc:
+        raise PluginError(f"plugin module {name!r} ({origin}) cannot be imported: {_failed(exc)}") from exc
+    _registered(pm, name, partial(pm.register, module, name=name))
+
+
+def _registered(pm: pluggy.PluginManager, plugin: object, register: Callable[[], object]) -> None:
+    """Run ``register`` (a registration, or the check of what was registered): a hook implementation that
+    names no hook, or takes arguments its hook does not give, is a PluginError."""
+    try:
+        register()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"invalid plugin: {exc}") from exc
+    except Exception as exc:
+        raise PluginError(f"plugin {plugin!s} cannot be registered: {_failed(exc)}") from exc
+
+
+def _load_entry_points(pm: pluggy.PluginManager, name: str | None) -> None:
+    """Load the installed plugins (the entry point ``name``, or all); one that fails is a PluginError that
+    names the entry points not loaded, the failing one among them, and how to skip one."""
+    try:
+        pm.load_setuptools_entrypoints(hookspecs.PROJECT, name=name)
+    except Exception as exc:
+        from importlib.metadata import entry_points
+
+        left = sorted(
+            {
+                ep.name
+                for ep in entry_points(group=hookspecs.PROJECT)
+                if (name is None or ep.name == name) and not pm.has_plugin(ep.name) and not pm.is_blocked(ep.name)
+            }
+        )
+        detail = exc if isinstance(exc, pluggy.PluginValidationError) else _failed(exc)
+        raise PluginError(
+            f"an installed plugin cannot be loaded (not loaded: {', '.join(left) or '?'}): {detail}; "
+            "CEIP_BLOCK_PLUGINS=<name> skips one"
+        ) from exc
 
 
 def _collect(caller: pluggy.HookCaller, what: str, key: Callable[[Any], str]) -> dict[str, tuple[str, Any]]:
@@ -97,7 +142,12 @@ def _collect(caller: pluggy.HookCaller, what: str, key: Callable[[Any], str]) ->
                 raise PluginError(f"{what} {name!r} is registered twice: by {found[name][0]} and by {plugin}")
             found[name] = (plugin, item)
 
-        impl.function(**({"register": register} if "register" in impl.argnames else {}))
+        try:
+            impl.function(**({"register": register} if "register" in impl.argnames else {}))
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"plugin {impl.plugin_name} failed in {caller.name}: {_failed(exc)}") from exc
     return found
 
 
@@ -112,7 +162,12 @@ class Plugins:
     def load(cls, *, entry_points: bool = True, extra: Iterable[object] = ()) -> Plugins:
         """Load, check and announce a plugin set (see :func:`make_manager`)."""
         plugins = cls(make_manager(entry_points=entry_points, extra=extra))
-        plugins.hook.ceip_plugins_loaded(plugins=plugins)
+        try:
+            plugins.hook.ceip_plugins_loaded(plugins=plugins)
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"a ceip_plugins_loaded hook failed: {_failed(exc)}") from exc
         if entry_points and not extra:  # the environment's own plugin set: worth remembering
             plugins._remember()
         return plugins

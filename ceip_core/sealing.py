@@ -78,10 +78,15 @@ def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: P
     """Scrub ``report`` with every registered scrubber and queue the result. True if it was queued.
 
     ``consent_epoch`` is the epoch the report's data was collected under (``Consent.epoch``)."""
-    plugins = plugins or get_plugins()
     try:
-        spec = plugins.product(report.product)
-    except PluginError:
+        plugins = plugins or get_plugins()
+        spec = plugins.products.get(report.product)
+        scrubbers = plugins.scrubbers
+    except PluginError as exc:  # fail closed: without every scrubber nothing is queued
+        log.warning("ceip: dropping a report for %r: the plugins cannot load (%s)", report.product, exc)
+        spool.count_drop("plugins-failed", report.product)
+        return False
+    if spec is None:
         log.warning("ceip: dropping a report for %r: no installed plugin declares that product", report.product)
         spool.count_drop("unknown-product", report.product)
         return False
@@ -101,7 +106,7 @@ def spool_report(report: Report, spool: Spool, *, consent_epoch: int, plugins: P
     # The digest names the declaration the report is scrubbed against: the service validates it with the same.
     report = attrs.evolve(report, spec_digest=wire.spec_digest(spec), categories=categories)
     ctx = ScrubContext(spec=spec, machine=machine_identifiers())
-    outcome = run_pipeline(report, plugins.scrubbers, ctx)
+    outcome = run_pipeline(report, scrubbers, ctx)
     if outcome.report is None:
         spool.count_drop(outcome.dropped_by or "scrubbed", report.product)
         return False

@@ -32,9 +32,11 @@ def load_plugins() -> Plugins:
     from ceip_core.plugins import PluginError, get_plugins
 
     try:
-        return get_plugins()
+        plugins = get_plugins()
+        _ = plugins.products  # every command reads them: a plugin failing to register one fails here, in a line
     except PluginError as exc:
         raise click.ClickException(f"cannot load plugins: {exc}") from None
+    return plugins
 
 
 def open_spool() -> Spool:

@@ -36,19 +36,22 @@ def consent() -> None:
 
 
 def _targets(
-    products: Iterable[str], all_: bool, plugins: Plugins, known_states: dict[str, State], opting_in: bool
+    products: Iterable[str], all_: bool, plugins: Plugins | None, known_states: dict[str, State], opting_in: bool
 ) -> list[str]:
+    """The products a consent change is for. ``plugins`` is None only for an opt-out whose plugins could not
+    load: then the products known are those with a recorded choice."""
+    installed = {} if plugins is None else plugins.products
     products = list(products)
     if all_ and products:
         raise click.UsageError("give product names or --all, not both")
     if all_:
-        return sorted(plugins.products) if opting_in else sorted(set(plugins.products) | set(known_states))
+        return sorted(installed) if opting_in else sorted(set(installed) | set(known_states))
     if not products:
         raise click.UsageError("name at least one product, or use --all")
     for product in products:
         # An opt-out is never refused for a product we hold a choice for, even if its plugin is gone.
-        if product not in plugins.products and (opting_in or product not in known_states):
-            known = ", ".join(plugins.products) or "none installed"
+        if product not in installed and (opting_in or product not in known_states):
+            known = ", ".join(installed if plugins is not None else known_states) or "none installed"
             raise click.UsageError(f"unknown product {product!r} (known: {known})")
     return products
 
@@ -135,9 +138,10 @@ def _change(
     # plugins load, so that recording stops at once (issue 11), and the plugins hear of it after. Withdrawing
     # some categories needs the product's declaration, to rewrite its queued reports without them.
     quick = not opting_in and only is None and not all_ and bool(products) and set(products) <= set(known)
-    plugins = None if quick else load_plugins()
+    plugins = None if quick else load_plugins() if opting_in else _plugins_if_they_load()
+    targets = products if quick else _targets(products, all_, plugins, known, opting_in)
     changes: list[Change] = []
-    for product in list(products) if plugins is None else _targets(products, all_, plugins, known, opting_in):
+    for product in targets:
         spec = None if plugins is None else plugins.products.get(product)
         try:
             change = c.opt_in(product, only, spec=spec) if opting_in else c.opt_out(product, only, spec=spec)
@@ -145,7 +149,7 @@ def _change(
             raise click.ClickException(str(exc)) from None
         changes.append(change)
     # The plugins' index may tell that none of them listens: then nothing needs loading (ceip_core.plugin_index).
-    if plugins is not None or plugin_index.implementers(c.db.folder, "ceip_consent_changed") != []:
+    if plugins is not None or (quick and plugin_index.implementers(c.db.folder, "ceip_consent_changed") != []):
         _announce(changes, plugins)
     if as_json:
         from ceip_core.records import Category
@@ -195,6 +199,21 @@ def _said(ch: Change) -> str:
     if ch.guid_discarded:
         parts.append("No product participates any more; the machine ID was discarded.")
     return " ".join(parts)
+
+
+def _plugins_if_they_load() -> Plugins | None:
+    """The plugins, for an opt-out; None, with a warning, if they cannot load. An opt-out never waits for a
+    working plugin set: without one it takes the products with a recorded choice, and withdrawing some
+    categories deletes those products' queued reports whole, since no declaration says what to keep."""
+    try:
+        return load_plugins()
+    except click.ClickException as exc:
+        click.echo(
+            f"warning: {exc.message}; opting out without them (queued reports are deleted whole, "
+            "and the plugins are not told of the change)",
+            err=True,
+        )
+        return None
 
 
 def _announce(changes: list[Change], plugins: Plugins | None) -> None:
