@@ -131,9 +131,15 @@ def _load_entry_points(pm: pluggy.PluginManager, name: str | None) -> None:
 
 def _collect(caller: pluggy.HookCaller, what: str, key: Callable[[Any], str]) -> dict[str, tuple[str, Any]]:
     """Run a registration hook, one plugin at a time, so that each registration is known with the plugin
-    that made it (``{key: (plugin name, item)}``) and a second one under the same key names both."""
+    that made it (``{key: (plugin name, item)}``) and a second one under the same key names both.
+
+    The implementations are called here, not through pluggy's hook call, so ``CEIP_TRACE_PLUGINS`` is
+    honoured here too: each call and each registration is logged at DEBUG level."""
     found: dict[str, tuple[str, Any]] = {}
+    trace = bool(os.environ.get("CEIP_TRACE_PLUGINS"))
     for impl in caller.get_hookimpls():
+        if trace:
+            log.debug("%s [hook] of %s", caller.name, impl.plugin_name)
 
         def register(obj: Any, *more: Any, plugin: str = impl.plugin_name) -> None:
             item = (obj, *more) if more else obj
@@ -141,6 +147,8 @@ def _collect(caller: pluggy.HookCaller, what: str, key: Callable[[Any], str]) ->
             if name in found:
                 raise PluginError(f"{what} {name!r} is registered twice: by {found[name][0]} and by {plugin}")
             found[name] = (plugin, item)
+            if trace:
+                log.debug("  %s registered %s %r", plugin, what, name)
 
         try:
             impl.function(**({"register": register} if "register" in impl.argnames else {}))

@@ -89,7 +89,13 @@ def ceip_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CEIP_HOME", str(home))
     monkeypatch.setenv("CEIP_ALLOWLIST", str(tmp_path / "allowlist.toml"))
     monkeypatch.setenv("CEIP_POLICY_FILE", str(tmp_path / "no-policy.toml"))
-    switches = ("CEIP_CONSENT_CAP", "CEIP_LOAD_PLUGINS", "CEIP_BLOCK_PLUGINS", "CEIP_PLUGIN_MODULES")
+    switches = (
+        "CEIP_CONSENT_CAP",
+        "CEIP_LOAD_PLUGINS",
+        "CEIP_BLOCK_PLUGINS",
+        "CEIP_PLUGIN_MODULES",
+        "CEIP_TRACE_PLUGINS",
+    )
     for name in (*switches, *PROXY_VARIABLES):
         monkeypatch.delenv(name, raising=False)
     return home

@@ -84,3 +84,18 @@ def test_no_switch_blocks_the_privacy_scrubbers(
     assert [s.name for s in plugins.scrubbers] == ["declared", "identifiers", "limits"]
     warned = [r.getMessage() for r in caplog.records if "no switch can block" in r.getMessage()]
     assert len(warned) == 3 and any("identifiers" in w for w in warned)
+
+
+def test_tracing_logs_the_registration_hooks_and_the_lifecycle_hooks(
+    ceip_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("CEIP_TRACE_PLUGINS", "1")
+    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
+    with caplog.at_level(logging.DEBUG, logger="ceip_core.plugins"):
+        plugins = Plugins.load(entry_points=False)
+        assert set(plugins.products) == {"sample", "other"}
+        plugins.consent_changed("sample", "in")
+    logged = [r.getMessage() for r in caplog.records]
+    assert "ceip_register_products [hook] of ceip_sample" in logged
+    assert "  ceip_sample registered product 'sample'" in logged
+    assert any(m.strip().startswith("ceip_consent_changed [hook]") for m in logged), logged
