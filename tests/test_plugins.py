@@ -86,11 +86,9 @@ def test_no_switch_blocks_the_privacy_scrubbers(
     assert len(warned) == 3 and any("identifiers" in w for w in warned)
 
 
-def test_tracing_logs_the_registration_hooks_and_the_lifecycle_hooks(
-    ceip_home: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_tracing_logs_the_registration_hooks_and_the_lifecycle_hooks(sample, monkeypatch, caplog) -> None:
+    """``sample`` names the fixture products' module in CEIP_PLUGIN_MODULES; this loads it again, traced."""
     monkeypatch.setenv("CEIP_TRACE_PLUGINS", "1")
-    monkeypatch.setenv("CEIP_PLUGIN_MODULES", "ceip_sample")
     with caplog.at_level(logging.DEBUG, logger="ceip_core.plugins"):
         plugins = Plugins.load(entry_points=False)
         assert set(plugins.products) == {"sample", "other"}
