@@ -208,6 +208,8 @@ def hash_pair(guid: str, product: str) -> int:
 class PostgresStorage:
     """The :class:`~ceip_core.service.storage.Storage` on a PostgreSQL database."""
 
+    skip_scans = False  # PostgreSQL 18's skip scan keeps the equalities before the column it skips
+
     def __init__(self, url: str, pool_size: int = 4) -> None:
         self.dsn = url
         self.url = redact(url)

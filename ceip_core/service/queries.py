@@ -118,23 +118,28 @@ class Filters:
             terms.append("day <= :until")
         return " AND ".join(terms)
 
-    def reach(self, family: str, *, per_day: bool = False, per_version: bool = False) -> tuple[str, dict[str, Any]]:
+    def reach(
+        self, family: str, *, per_day: bool = False, per_version: bool = False, skip_scans: bool = False
+    ) -> tuple[str, dict[str, Any]]:
         """The SQL condition and parameters on ``reach`` rows of ``family``.
 
         Counts are across versions unless the filters name one or ``per_version`` asks for them by
         version. By default the rows sum to distinct machines over the range; ``per_day``: per day.
+        ``skip_scans``: the store's planner may skip-scan a key (``Storage.skip_scans``).
         """
         terms = ["family = :family", "scope = :scope"]
         params: dict[str, Any] = {"family": family, "scope": "version" if per_version or self.version else "all"}
-        # The key is (family, scope, version, product, day, ...). A planner with statistics (ANALYZE, or an
-        # operator's PRAGMA optimize) given a condition on product or day but none on version skip-scans the
-        # key's leading columns to reach them, and that drops the family and scope equalities from the search:
-        # 20-85 ms per family at 5 M reports in bench/dashboard.py, against 1-16 ms searching by the prefix.
-        # So a count across versions names the version it is filed under (''), and a count by every version,
-        # which cannot, writes product and day as expressions, which the key cannot serve: they filter rows
-        # of the (family, scope) search. tests/service/test_queries.py holds every query's plan to that.
+        # The key is (family, scope, version, product, day, ...). SQLite with statistics (ANALYZE, or an
+        # operator's PRAGMA optimize), given a condition on product or day but none on version, skip-scans
+        # the key's leading columns to reach them, which drops the family and scope equalities from the
+        # search: 20-85 ms per family at 5 M reports in bench/dashboard.py, against 1-16 ms searching by the
+        # prefix. So a count across versions names the version it is filed under (''), and a count by every
+        # version, which cannot, writes product and day there as expressions, which the key cannot serve:
+        # they filter the rows of the (family, scope) search. (PostgreSQL's planner keeps the equalities and
+        # uses the later columns as index conditions, which the expressions would cost it.)
+        # tests/service/test_queries.py holds every query's plan on SQLite to that.
         every_version = self.version is None and params["scope"] == "version"
-        product, day = ("product || ''", "day + 0") if every_version else ("product", "day")
+        product, day = ("product || ''", "day + 0") if every_version and skip_scans else ("product", "day")
         if self.product is not None:
             terms.append(f"{product} = :product")
             params["product"] = self.product
@@ -190,7 +195,7 @@ async def _reach(
     per_version: bool = False,
 ) -> dict[tuple[Any, ...], int]:
     """Distinct machines of ``family`` by product and ``columns`` (over the range, or ``per_day``)."""
-    where, params = filters.reach(family, per_day=per_day, per_version=per_version)
+    where, params = filters.reach(family, per_day=per_day, per_version=per_version, skip_scans=storage.skip_scans)
     group = ", ".join(("product", *columns))
     found = await storage.query(
         f"SELECT {group}, SUM(machines) FROM reach WHERE {where} GROUP BY {group} HAVING SUM(machines) > 0", params

@@ -239,6 +239,8 @@ class _Transaction:
 class SQLiteStorage:
     """The :class:`~ceip_core.service.storage.Storage` on one SQLite file."""
 
+    skip_scans = True
+
     def __init__(self, url: str, busy_timeout_s: float = 30) -> None:
         """:param busy_timeout_s: how long a statement waits for a lock another process holds before the
         database counts as unavailable (503 with Retry-After)."""

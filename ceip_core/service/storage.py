@@ -219,6 +219,10 @@ class Storage(Protocol):
 
     url: str
     """The database URL without any password, for logs and messages."""
+    skip_scans: bool
+    """Whether the database's planner may skip-scan a key, giving up the equalities on its leading columns
+    to reach a later one (SQLite, once it has statistics): then a query keeps the conditions the key should
+    not serve out of its reach (``queries.Filters.reach``)."""
 
     async def open(self) -> None:
         """Connect, and create or migrate the schema. Raises :class:`StorageError` if it cannot be used."""
