@@ -28,6 +28,7 @@ rebuild the rollups) is decoded by :func:`decode_stored`, the same decoder. Noth
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 import types
 import typing
@@ -182,21 +183,37 @@ _BATCH = msgspec.json.Decoder(_Batch)
 _TOO_DEEP = "JSON nests too deeply"
 
 
-#: An escape of a UTF-16 surrogate (``\\ud800``-``\\udfff``), with the run of escaped backslashes before it
-#: (an odd run would make the ``\\u`` literal text, not an escape).
-_SURROGATE_ESCAPE = re.compile(rb"(?<!\\)((?:\\\\)*)\\u([dD][89a-fA-F][0-9a-fA-F]{2})")
+#: What might be the escape of a UTF-16 surrogate (``\\ud800``-``\\udfff``): it is one if the run of
+#: backslashes before it is even (an odd run escapes its backslash, and the ``\\u`` is text).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+#: Most surrogate escapes a body is looked through for (a client that escapes non-ASCII, as Python's json
+#: does by default, writes two per emoji): about 10 ms of work at most.
+MAX_SURROGATE_ESCAPES = 10_000
 #: What an unpaired surrogate escape becomes: the same length, and a character the item check refuses.
 _NUL_ESCAPE = b"\\u0000"
 
 
+def _surrogate_escapes(data: bytes) -> list[re.Match[bytes]] | None:
+    """The escapes of surrogates in ``data``, in order; None if there are more than
+    :data:`MAX_SURROGATE_ESCAPES` candidates. A candidate is an escape if the run of backslashes before it
+    is even; that run starts after the candidate before, which ends in a hex digit, so the runs looked at
+    over a whole body add up to one pass."""
+    candidates = list(itertools.islice(_SURROGATE_ESCAPE.finditer(data), MAX_SURROGATE_ESCAPES + 1))
+    if len(candidates) > MAX_SURROGATE_ESCAPES:
+        return None
+    escapes = []
+    previous_end = 0
+    for candidate in candidates:
+        before = data[previous_end : candidate.start()]
+        if (len(before) - len(before.rstrip(b"\\"))) % 2 == 0:
+            escapes.append(candidate)
+        previous_end = candidate.end()
+    return escapes
+
+
 def _is_high(escape: re.Match[bytes]) -> bool:
     """Whether a :data:`_SURROGATE_ESCAPE` match is of a high (leading) surrogate, D800-DBFF."""
-    return escape[2][1:2] in b"89abAB"
-
-
-def _completes(high: re.Match[bytes], after: re.Match[bytes] | None) -> bool:
-    """Whether ``after`` is a low (trailing) surrogate's escape right after ``high``: a pair."""
-    return after is not None and after.start() == high.end() and not after[1] and not _is_high(after)
+    return escape[0][3:4] in b"89abAB"
 
 
 def _unpaired_surrogates_as_nul(data: bytes) -> bytes:
@@ -205,21 +222,24 @@ def _unpaired_surrogates_as_nul(data: bytes) -> bytes:
     Such an escape is valid JSON text but no character, and msgspec refuses the whole body for it, which
     would refuse the good items beside the one that holds it. A NUL is refused per item by the item check
     (:func:`_decode`), so after this the bad item alone is refused. Escaped pairs (an emoji, say) are kept.
-    Lexical only: it finds escapes, it reads no value. No ceip client writes one (it sends UTF-8), so the
-    common case costs a substring search.
+    Lexical only: it finds escapes, it reads no value. No ceip client writes one (it sends UTF-8), and a body
+    without a backslash, the usual one, costs a byte search. A body with more than
+    :data:`MAX_SURROGATE_ESCAPES` candidates is left as it is, so that the work per body stays bounded: its
+    pairs decode, and an unpaired one refuses the body (``malformed-json``), as msgspec decides.
     """
-    if b"\\ud" not in data and b"\\uD" not in data:
+    escapes = _surrogate_escapes(data) if b"\\" in data else None
+    if not escapes:
         return data
-    escapes = list(_SURROGATE_ESCAPE.finditer(data))
     out: list[bytes] = []
     at = i = 0
     while i < len(escapes):
         escape = escapes[i]
         after = escapes[i + 1] if i + 1 < len(escapes) else None
-        if _is_high(escape) and _completes(escape, after):  # one character, as two escapes
+        # A high surrogate with a low one right after it is one character (right after: so an escape too).
+        if _is_high(escape) and after is not None and after.start() == escape.end() and not _is_high(after):
             i += 2
             continue
-        out += [data[at : escape.start(2) - 2], _NUL_ESCAPE]
+        out += [data[at : escape.start()], _NUL_ESCAPE]
         at = escape.end()
         i += 1
     return b"".join([*out, data[at:]])

@@ -17,8 +17,17 @@ from service.factory import ALLOWLIST, deletion, report
 
 from ceip_core import wire
 from ceip_core.records import Report
+from ceip_core.service import validation
 from ceip_core.service.config import AdmissionLimits
-from ceip_core.service.validation import Bounds, Rejection, Valid, check_items, decode_batch, decode_stored
+from ceip_core.service.validation import (
+    BatchError,
+    Bounds,
+    Rejection,
+    Valid,
+    check_items,
+    decode_batch,
+    decode_stored,
+)
 
 BOUNDS = Bounds.at(time.time(), AdmissionLimits())
 
@@ -259,3 +268,22 @@ def test_an_item_with_an_unpaired_surrogate_escape_is_refused_with_the_path() ->
     assert verdict == Rejection(
         "invalid", "a NUL character or an unpaired surrogate escape in a string - at `$.product_version`"
     )
+
+
+def test_past_its_bound_a_body_is_left_to_msgspec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The work per body stays bounded: past MAX_SURROGATE_ESCAPES candidates nothing is rewritten, so pairs
+    still decode and an unpaired escape refuses the whole body, as before the rewrite existed."""
+    monkeypatch.setattr(validation, "MAX_SURROGATE_ESCAPES", 4)
+    pairs = '"' + "\\ud83d\\ude00" * 2 + '"'
+    assert [msgspec.json.decode(raw) for raw in decode_batch(f'{{"schema": 1, "items": [{pairs}]}}'.encode())] == [
+        "\U0001f600" * 2
+    ]
+    within = '"\\ud800", "\\ud800\\ud83d\\ude00"'
+    assert [msgspec.json.decode(raw) for raw in decode_batch(f'{{"schema": 1, "items": [{within}]}}'.encode())] == [
+        "\x00",
+        "\x00\U0001f600",
+    ]
+    past = f'"\\ud800", {pairs}'
+    with pytest.raises(BatchError) as refused:
+        decode_batch(f'{{"schema": 1, "items": [{past}]}}'.encode())
+    assert refused.value.reason == "malformed-json"
