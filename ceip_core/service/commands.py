@@ -81,12 +81,16 @@ def _existing_database(url: str) -> str:
 
 
 def _service_config(allowlist: Path | None, policy: Path | None, specs: Iterable[Path], k: int, **limits: Any) -> Any:
-    """The configuration from the files given and the installed product plugins' declarations."""
+    """The configuration from the files given and the installed product plugins' declarations. The plugins'
+    scrubbers are loaded here too, for the second pass: a plugin failing to register one fails the start in
+    a line, not in a worker's traceback."""
     from ceip_core.plugins import PluginError, get_plugins
     from ceip_core.service.config import AdmissionLimits, ConfigError, ConfigFiles
 
     try:
-        files = ConfigFiles(allowlist, policy, tuple(specs), tuple(get_plugins().products.values()))
+        plugins = get_plugins()
+        _ = plugins.scrubbers
+        files = ConfigFiles(allowlist, policy, tuple(specs), tuple(plugins.products.values()))
         config = files.load(k, AdmissionLimits(**limits))
     except (ConfigError, PluginError) as exc:
         raise click.ClickException(str(exc)) from None

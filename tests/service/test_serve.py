@@ -172,3 +172,27 @@ def test_bad_configuration_is_a_clear_error_not_a_traceback(tmp_path: Path) -> N
     )
     assert proc.returncode != 0
     assert "executables" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("command", [["serve", "--port", "0"], ["import", "--db", "sqlite:ceip.db", "."]])
+def test_a_plugin_that_fails_to_register_its_scrubbers_fails_the_start_in_a_line(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """The second pass needs every scrubber: without one, nothing is served or imported."""
+    fixtures = str(Path(__file__).parents[1] / "fixture_plugins")
+    proc = subprocess.run(
+        [sys.executable, "-m", "ceip_core", *command[:1], "--data", str(tmp_path), *command[1:]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={
+            **os.environ,
+            "CEIP_SERVICE_TOKEN": "test-token-0000001",
+            "CEIP_PLUGIN_MODULES": "ceip_broken_scrubbers",
+            "PYTHONPATH": os.pathsep.join(filter(None, [fixtures, os.environ.get("PYTHONPATH")])),
+        },
+    )
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("Error: plugin ceip_broken_scrubbers failed in ceip_register_scrubbers"), proc.stderr
+    assert "Traceback" not in proc.stderr
