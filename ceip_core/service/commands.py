@@ -54,12 +54,14 @@ def _database(database: str | None, data_dir: Path) -> str:
 
     from ceip_core.service.sqlite_store import path_of
     from ceip_core.service.storage import StorageError
+    from ceip_core.service.stores import storage_type
 
     if not database:
         return f"sqlite://{quote(str((data_dir / 'reports.db').absolute()))}"
-    if urlsplit(database).scheme != "sqlite":
-        return database
     try:
+        storage_type(database)
+        if urlsplit(database).scheme != "sqlite":
+            return database
         return f"sqlite://{quote(str(path_of(database).absolute()))}"
     except StorageError as exc:
         raise click.BadParameter(str(exc), param_hint="--db") from None
@@ -260,6 +262,7 @@ def serve(
         source_per_s=source_per_s,
     )
     config = attrs.evolve(config, retention_days=retention_days)
+    database = _database(database, data_dir)  # before a token is made: a mistyped --db leaves nothing behind
     if token is None:
         try:
             token = check_token(load_or_create_token(data_dir), str(data_dir / TOKEN_FILE), allow_short_token)
@@ -268,7 +271,7 @@ def serve(
         click.echo(f"Query API token: in {data_dir / TOKEN_FILE}")
     options = ServeOptions(
         config=config,
-        database=_database(database, data_dir),
+        database=database,
         token=token,
         host=host,
         port=port,

@@ -7,22 +7,26 @@ Above both implementations (``sqlite_store``, ``postgres_store``), which build o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from ceip_core.service.sqlite_store import SQLiteStorage
 from ceip_core.service.storage import Storage, StorageError, redact
 
 
-def open_storage(url: str) -> Storage:
-    """The storage for a database URL: ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``.
-
-    Not yet opened: call ``await storage.open()``.
-    """
+def storage_type(url: str) -> Callable[[str], Storage]:
+    """What stores a database URL: ``sqlite:///path/to/file.db`` or ``postgresql://user@host/db``. Raises
+    :class:`StorageError` for any other (commands check their ``--db`` with it before doing anything)."""
     scheme = urlsplit(url).scheme
     if scheme == "sqlite":
-        return SQLiteStorage(url)
+        return SQLiteStorage
     if scheme in ("postgresql", "postgres"):
         from ceip_core.service.postgres_store import PostgresStorage  # asyncpg: only for a PostgreSQL URL
 
-        return PostgresStorage(url)
+        return PostgresStorage
     raise StorageError(f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or postgresql://...")
+
+
+def open_storage(url: str) -> Storage:
+    """The storage for a database URL (see :func:`storage_type`). Not yet opened: call ``await storage.open()``."""
+    return storage_type(url)(url)

@@ -196,3 +196,15 @@ def test_a_plugin_that_fails_to_register_its_scrubbers_fails_the_start_in_a_line
     assert proc.returncode == 1, proc.stderr
     assert proc.stderr.startswith("Error: plugin ceip_broken_scrubbers failed in ceip_register_scrubbers"), proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_unsupported_database_url_is_refused_before_anything_is_made(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "ceip_core", "serve", "--data", str(tmp_path), "--db", "mysql://db/ceip", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Invalid value for --db: unsupported database URL 'mysql://db/ceip'" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # no query token generated for a service that never started
