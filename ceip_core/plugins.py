@@ -48,8 +48,11 @@ def _env_list(name: str) -> set[str] | None:
     return {part.strip() for part in value.split(",") if part.strip()}
 
 
-def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> pluggy.PluginManager:
-    """A plugin manager with the built-ins, the installed entry points and ``extra`` plugins.
+def make_manager(
+    *, entry_points: bool = True, modules: bool = True, extra: Iterable[object] = ()
+) -> pluggy.PluginManager:
+    """A plugin manager with the built-ins, the installed entry points, the ``CEIP_PLUGIN_MODULES`` (unless
+    ``modules`` is false) and ``extra`` plugins.
 
     ``check_pending()`` runs last, so a misspelled hook implementation fails here, loudly.
     """
@@ -70,7 +73,7 @@ def make_manager(*, entry_points: bool = True, extra: Iterable[object] = ()) -> 
             pm.set_blocked(name)
         for entry in [None] if allowed is None else sorted(allowed):
             _load_entry_points(pm, entry)
-    for name in sorted(_env_list("CEIP_PLUGIN_MODULES") or ()):
+    for name in sorted((_env_list("CEIP_PLUGIN_MODULES") if modules else None) or ()):
         if name not in blocked:
             _register_module(pm, name, "named by CEIP_PLUGIN_MODULES")
     for plugin in extra:
@@ -167,16 +170,16 @@ class Plugins:
         self.hook = pm.hook
 
     @classmethod
-    def load(cls, *, entry_points: bool = True, extra: Iterable[object] = ()) -> Plugins:
+    def load(cls, *, entry_points: bool = True, modules: bool = True, extra: Iterable[object] = ()) -> Plugins:
         """Load, check and announce a plugin set (see :func:`make_manager`)."""
-        plugins = cls(make_manager(entry_points=entry_points, extra=extra))
+        plugins = cls(make_manager(entry_points=entry_points, modules=modules, extra=extra))
         try:
             plugins.hook.ceip_plugins_loaded(plugins=plugins)
         except PluginError:
             raise
         except Exception as exc:
             raise PluginError(f"a ceip_plugins_loaded hook failed: {_failed(exc)}") from exc
-        if entry_points and not extra:  # the environment's own plugin set: worth remembering
+        if entry_points and modules and not extra:  # the environment's own plugin set: worth remembering
             plugins._remember()
         return plugins
 

@@ -5,6 +5,8 @@ what it cannot scrub. docs/plugin-hooks.md, "When a plugin fails to load"."""
 
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from click.testing import CliRunner
 import ceip_core
 from ceip_core.cli import cli
 from ceip_core.consent import Consent, State
+from ceip_core.default_plugins.file_transport import SUFFIX
 from ceip_core.hookspecs import hookimpl
 from ceip_core.plugins import PluginError, Plugins, set_plugins
 from ceip_core.spool import Spool
@@ -82,7 +85,7 @@ def test_commands_say_the_plugins_cannot_load_in_one_line(sample, monkeypatch: p
 
 
 def test_an_opt_out_goes_on_without_the_plugins_and_fails_closed(
-    sample, ceip_home: Path, monkeypatch: pytest.MonkeyPatch
+    sample, ceip_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runner = CliRunner()
     assert runner.invoke(cli, ["consent", "in", "sample", "other"]).exit_code == 0
@@ -109,5 +112,16 @@ def test_an_opt_out_goes_on_without_the_plugins_and_fails_closed(
     assert everything.exit_code == 0, everything.output
     assert consent.states() == {"other": State.OUT, "sample": State.OUT}
     assert spool.stats().reports == 0 and consent.guid() is None
+    # What is queued was scrubbed when it was sealed: the built-in transports still carry the deletion requests.
+    sent = runner.invoke(cli, ["upload", "--to", f"file://{tmp_path / 'drop'}"])
+    assert sent.exit_code == 0, sent.output
+    assert "sending with the built-in transports only" in sent.output and "Sent 3 item(s)" in sent.output
+    (batch,) = (tmp_path / "drop").glob(f"*{SUFFIX}")
+    items = json.loads(gzip.decompress(batch.read_bytes()))["items"]
+    assert sorted((i["type"], i["product"], i.get("categories") or []) for i in items) == [
+        ("deletion", "other", []),
+        ("deletion", "sample", []),
+        ("deletion", "sample", ["program use"]),
+    ]
     unknown = runner.invoke(cli, ["consent", "out", "nope"])
     assert unknown.exit_code == 2 and "unknown product 'nope' (known: other, sample)" in unknown.output

@@ -58,10 +58,21 @@ def setting(name: str) -> str | None:
 
 
 def transport_for(url: str) -> Transport:
-    from ceip_core.plugins import PluginError
+    """The transport that sends to ``url``. Sending needs no product plugin and no scrubber (what is queued
+    was scrubbed when it was sealed), so if the plugin set cannot load, the built-in transports carry the
+    queue, with a warning: an opt-out's deletion request leaves even then (docs/plugin-hooks.md)."""
+    from ceip_core.plugins import PluginError, Plugins
 
     try:
-        return load_plugins().transport_for(url)
+        plugins = load_plugins()
+    except click.ClickException as exc:
+        click.echo(f"warning: {exc.message}; sending with the built-in transports only", err=True)
+        try:
+            plugins = Plugins.load(entry_points=False, modules=False)
+        except PluginError as inner:
+            raise click.ClickException(f"cannot load plugins: {inner}") from None
+    try:
+        return plugins.transport_for(url)
     except (PluginError, ValueError) as exc:
         raise click.UsageError(str(exc)) from None
 
