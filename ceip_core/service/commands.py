@@ -50,17 +50,16 @@ _K = click.option(
 def _database(database: str | None, data_dir: Path) -> str:
     """The database URL, with a SQLite file's path made absolute: ``sqlite:ceip.db`` is in the current
     folder, ``sqlite:///srv/ceip.db`` absolute (so ``sqlite:///ceip.db`` is at the filesystem's root)."""
-    from urllib.parse import quote, urlsplit
+    from urllib.parse import quote
 
     from ceip_core.service.sqlite_store import path_of
     from ceip_core.service.storage import StorageError
-    from ceip_core.service.stores import storage_type
+    from ceip_core.service.stores import is_sqlite
 
     if not database:
         return f"sqlite://{quote(str((data_dir / 'reports.db').absolute()))}"
     try:
-        storage_type(database)
-        if urlsplit(database).scheme != "sqlite":
+        if not is_sqlite(database):
             return database
         return f"sqlite://{quote(str(path_of(database).absolute()))}"
     except StorageError as exc:
@@ -70,11 +69,10 @@ def _database(database: str | None, data_dir: Path) -> str:
 def _existing_database(url: str) -> str:
     """``url`` if it names a database that exists: only ``ceip serve`` creates one, so that a mistyped
     ``--db`` is an error and not an empty answer from a new, empty database."""
-    from urllib.parse import urlsplit
-
     from ceip_core.service.sqlite_store import path_of
+    from ceip_core.service.stores import is_sqlite
 
-    if urlsplit(url).scheme == "sqlite" and not (path := path_of(url)).is_file():
+    if is_sqlite(url) and not (path := path_of(url)).is_file():
         raise click.ClickException(
             f"no database at {path}: check --db (sqlite:relative.db or sqlite:///absolute/path.db); "
             "ceip serve creates it"

@@ -138,12 +138,12 @@ RECOMPUTE_PROBLEM = (
     "SELECT product, day, kind, signature, version, SUM(occurrences), MIN(first_seen), MAX(last_seen) "
     f"FROM problem_days WHERE {_PROBLEM_KEY} GROUP BY product, day, kind, signature, version",
 )
+#: A reach group's columns, in the order of ``reach.Fields``.
+GROUP_FIELDS = ("family", "scope", "version", "name", "value")
+GROUP_COLUMNS = ", ".join(GROUP_FIELDS)
 #: The ids that name groups in reach states (``reach.Groups``), with the dialect's id column. Not a rollup:
 #: a rebuild keeps it (every worker may hold ids it read), and so does a deletion, as the ``reach`` rows
 #: of the machine's groups stay (at the counts the other machines make).
-GROUP_FIELDS = ("family", "scope", "version", "name", "value")
-"""A group's columns, in the order of ``reach.Fields``."""
-GROUP_COLUMNS = ", ".join(GROUP_FIELDS)
 GROUPS_DDL = (
     "CREATE TABLE IF NOT EXISTS reach_groups (id {} PRIMARY KEY, "
     + ", ".join(f"{c} TEXT NOT NULL" for c in GROUP_FIELDS)

@@ -32,7 +32,6 @@ import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import attrs
 from aiohttp import web
@@ -43,7 +42,7 @@ from ceip_core.service.config import ServiceConfig
 from ceip_core.service.connections import ConnectionGuard, RepeatLog, hide_addresses
 from ceip_core.service.sqlite_store import path_of
 from ceip_core.service.storage import redact
-from ceip_core.service.stores import open_storage
+from ceip_core.service.stores import is_sqlite, open_storage
 
 #: aiohttp's access log without ``%a`` (the remote address) and without the user agent.
 ACCESS_LOG_FORMAT = '%t "%r" %s %b %Tf'
@@ -152,7 +151,7 @@ def raise_open_files_limit() -> int:
 def describe(database: str) -> str:
     """The database as the start-up line names it: a SQLite file by its absolute path (a URL such as
     ``sqlite:///ceip.db`` means the filesystem's root, which is easy to miss), else the URL without password."""
-    if urlsplit(database).scheme == "sqlite":
+    if is_sqlite(database):
         return f"{path_of(database).absolute()} (SQLite)"
     return redact(database)
 
@@ -257,7 +256,7 @@ def serve(options: ServeOptions, announce: Callable[[str], None] = print) -> int
     try:
         asyncio.run(prepare(options.database))
         options = attrs.evolve(options, port=sock.getsockname()[1])
-        if options.workers > 1 and urlsplit(options.database).scheme == "sqlite":
+        if options.workers > 1 and is_sqlite(options.database):
             announce(SQLITE_WORKERS_NOTE)
         announce(f"ceip serve: {options.workers} worker(s) on {options.url}, database {describe(options.database)}")
         if options.workers == 1:

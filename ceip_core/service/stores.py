@@ -27,6 +27,11 @@ def storage_type(url: str) -> Callable[[str], Storage]:
     raise StorageError(f"unsupported database URL {redact(url)!r}: use sqlite:///path.db or postgresql://...")
 
 
+def is_sqlite(url: str) -> bool:
+    """Whether ``url`` names a SQLite file (raises as :func:`storage_type` does for a URL of no kind)."""
+    return storage_type(url) is SQLiteStorage
+
+
 def open_storage(url: str) -> Storage:
     """The storage for a database URL (see :func:`storage_type`). Not yet opened: call ``await storage.open()``."""
     return storage_type(url)(url)

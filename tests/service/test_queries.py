@@ -191,9 +191,9 @@ FLEET_STATISTICS = ("reach", "sqlite_autoindex_reach_1", "460688 65813 35438 170
 
 
 async def test_every_reach_query_searches_its_key_by_equality_under_a_fleets_statistics(tmp_path: Path) -> None:
-    """Not a timing: the plan. Each query the API makes of ``reach`` names family, scope and version as
-    equalities, so SQLite searches the key by them rather than skip-scanning it once it has statistics
-    (an operator's ``PRAGMA optimize`` gathers them too)."""
+    """Not a timing: the plan. Each query the API makes of ``reach`` searches the key by family, scope and
+    (unless it counts by every version) version as equalities, rather than skip-scanning it once SQLite has
+    statistics (an operator's ``PRAGMA optimize`` gathers them too)."""
     path = tmp_path / "plans.db"
     storage = SQLiteStorage(f"sqlite://{path}")
     await storage.open()
