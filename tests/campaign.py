@@ -327,6 +327,16 @@ def _kill_at_random(proc: subprocess.Popen[bytes], within: float, rng: random.Ra
         return peak
 
 
+def _await_first_report(machine: Machine, proc: subprocess.Popen[bytes], timeout: float = PROCESS_S) -> None:
+    """Wait until ``proc`` has queued a report on ``machine`` (or exited): on a busy machine an agent's start
+    alone can take seconds, and a kill before it had queued anything would test nothing."""
+    deadline = time.monotonic() + timeout
+    while not machine.created() and proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the agent queued no report within {timeout} s")
+        time.sleep(0.02)
+
+
 def _timed_upload(machine: Machine, url: str) -> float:
     started = time.monotonic()
     machine.upload(url).wait(PROCESS_S)
@@ -364,8 +374,8 @@ def kill_uploader(c: Campaign, trials: int, reports: int) -> Outcome:
 
 
 def kill_agent(c: Campaign, trials: int, seal_every: float = 0.3, longest: float = 4.0) -> Outcome:
-    """``ceip agent`` sealing a report every ``seal_every`` s and uploading it, killed with SIGKILL after a
-    random time of up to ``longest`` s; what it queued is then delivered by ``ceip upload``."""
+    """``ceip agent`` sealing a report every ``seal_every`` s and uploading it, killed with SIGKILL a random
+    time of up to ``longest`` s after it queued its first; what it queued is then delivered by ``ceip upload``."""
     out = Outcome("kill -9 ceip agent")
     started = time.monotonic()
     service, proxy = c.service("agent")
@@ -376,6 +386,7 @@ def kill_agent(c: Campaign, trials: int, seal_every: float = 0.3, longest: float
             machines.append(machine)
             command = [*CLI, "agent", "--interval", "0.2", "--seal-every", str(seal_every), "--upload-to", proxy.url]
             proc = subprocess.Popen(command, env=machine.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            _await_first_report(machine, proc)
             peak = _kill_at_random(proc, longest, c.rng)
             if not peak:
                 out.notes.append(f"agent {i} exited by itself with {proc.returncode}")
