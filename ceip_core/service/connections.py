@@ -20,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -103,7 +103,8 @@ class _Busy(asyncio.Protocol):
     """Answer 503, stop sending, read and discard until the sender closes or :data:`BUSY_LINGER_S`."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport, but not always an asyncio.Transport instance: uvloop's is not a subclass.
+        transport = cast(asyncio.Transport, transport)
         transport.write(BUSY_ANSWER)
         if transport.can_write_eof():
             transport.write_eof()

@@ -1,8 +1,12 @@
 """What a real ``ceip serve`` process exposes to the network: idle and slow connections cannot make it
-unreachable or flood its log, no log line names a sender, and a busy port is refused, not shared."""
+unreachable or flood its log, no log line names a sender, and a busy port is refused, not shared.
+
+Each test runs on asyncio's own event loop and on uvloop, which ``ceip serve`` takes where it is installed
+(``ceip[uvloop]``): the two loops' transports differ in what they are and in how they close."""
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import signal
@@ -27,8 +31,9 @@ HALF_A_HEAD = b"POST /v1/reports HTTP/1.1\r\nHost: ceip\r\nContent-Encoding: gz"
 class Service:
     """One ``ceip serve`` process on a port of its choosing, its output in files."""
 
-    def __init__(self, folder: Path, *args: str, open_files: int | None = None) -> None:
+    def __init__(self, folder: Path, *args: str, loop: str = "asyncio", open_files: int | None = None) -> None:
         (folder / "allowlist.toml").write_text(ALLOWLIST_TOML)
+        self.loop = loop
         self.out, self.err = folder / "stdout.txt", folder / "stderr.txt"
         command = [
             sys.executable,
@@ -51,6 +56,7 @@ class Service:
                 stdout=out,
                 stderr=err,
                 text=True,
+                env=_on_loop(loop, folder),
                 preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (open_files, hard)))
                 if open_files
                 else None,
@@ -71,14 +77,26 @@ class Service:
         return self.err.read_text()
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Any]:
+def _on_loop(loop: str, folder: Path) -> dict[str, str]:
+    """The environment of a ``ceip serve`` on ``loop``: for asyncio's own, one where ``import uvloop`` fails."""
+    if loop == "uvloop":
+        import uvloop  # noqa: F401  (a test dependency: the test fails, rather than skips, without it)
+
+        return dict(os.environ)
+    hidden = folder / "no-uvloop"
+    hidden.mkdir()
+    (hidden / "uvloop.py").write_text('raise ImportError("hidden by the test")\n')
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hidden), os.environ.get("PYTHONPATH")]))}
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def serve(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
     started: list[Service] = []
 
     def start(*args: str, **kwargs: Any) -> Service:
         folder = tmp_path / f"service-{len(started)}"
         folder.mkdir()
-        started.append(Service(folder, *args, **kwargs))
+        started.append(Service(folder, *args, loop=request.param, **kwargs))
         return started[-1]
 
     yield start
@@ -186,6 +204,7 @@ def test_no_log_line_at_any_level_names_a_sender(serve: Any) -> None:
     assert ask(service.port, head.encode() + request).startswith(b"HTTP/1.1 200")
     log = service.stop()
     assert "Traceback" not in log
+    assert ("asyncio DEBUG Using selector" in log) == (service.loop == "asyncio")  # the loop it was meant to run
     assert "POST /v1/reports" in log and "could not be handled" in log  # the log is on and did see them
     own = f"127.0.0.1:{service.port}"
     assert "127.0.0.1" not in log.replace(own, ""), log
