@@ -19,7 +19,8 @@ eases (or the backlog passes 1,000); the "sustained" rows count the time until t
 and print the largest fold lag seen during the run (sampled every 0.25 s). Targets: ceip >= 60% of (b) at
 both batch sizes, sustained (with folding) >= 60% of (b) on SQLite and PostgreSQL, >= 35% of (a) for
 single-report requests; two workers >= 1.6x one; with ``--postgres URL`` (a loopback server), PostgreSQL
->= 40% of (b). ``--uvloop`` also runs ``ceip serve`` on uvloop, if it is installed. ``--before DIR`` also runs an
+>= 40% of (b). Every server runs on asyncio's own loop (uvloop hidden, if installed); ``--uvloop`` also runs
+``ceip serve`` and (b) on uvloop (needs ``ceip[uvloop]``), compared with each other. ``--before DIR`` also runs an
 earlier ``ceip_core`` (a folder holding one, e.g. ``git archive main ceip_core | tar -x -C DIR``) right after
 this tree's, so that a change is measured against the code before it in the same machine conditions.
 """
@@ -131,7 +132,14 @@ def make_bodies(requests: int, batch: int, seed: int) -> list[tuple[bytes, int]]
 
 
 def serve_baseline(kind: str, port: int, db_path: str) -> None:
+    """Serve baseline ``kind`` (``bare``, ``minimal``; ``minimal-uv`` is the minimal pipeline on uvloop)."""
     from aiohttp import web
+
+    if kind.endswith("-uv"):
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        kind = kind.removesuffix("-uv")
 
     async def bare(request: web.Request) -> web.Response:
         await request.read()
@@ -271,22 +279,30 @@ def _cpu_s(proc: psutil.Process) -> float:
     return total
 
 
-#: ``ceip serve`` on asyncio's own loop even where uvloop is installed (``ceip serve`` takes uvloop when it
-#: can): the "ceip" rows stay comparable between machines; ``--uvloop`` adds a row with uvloop.
-_ASYNCIO = "import sys; sys.modules['uvloop'] = None; from ceip_core.cli import cli; cli()"
+def without_uvloop(folder: Path) -> dict[str, str]:
+    """An environment in which ``import uvloop`` fails, in a server and in every worker it spawns.
+
+    ``ceip serve`` takes uvloop when it can, so the rows of ``ceip serve`` on asyncio's own loop (all but
+    ``ceip-uv``) hide it: they stay comparable between machines with and without it, and with the
+    baselines, which run on asyncio's loop too.
+    """
+    hidden = folder / "no-uvloop"
+    hidden.mkdir(exist_ok=True)
+    (hidden / "uvloop.py").write_text('raise ImportError("hidden by bench/service.py")\n')
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(hidden), os.environ.get("PYTHONPATH")]))}
 
 
 def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, folder: Path) -> Any:
     """Start ``server`` on an empty database, warm it up, drive it, stop it; the load generator's figures.
 
-    ``server``: ``bare``, ``minimal``, ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2 workers: spawned workers
-    take uvloop if it is installed), ``ceip-uv`` (SQLite, uvloop), ``ceip-pg``; ``ceip-before`` and
-    ``ceip-pg-before`` run the ``ceip_core`` in ``--before DIR`` instead of this tree's.
+    ``server``: ``bare``, ``minimal``, ``minimal-uv`` (on uvloop), ``ceip`` (SQLite), ``ceip-2w`` (SQLite, 2
+    workers), ``ceip-uv`` (SQLite, uvloop), ``ceip-pg``; all on asyncio's own loop but the two ``-uv``;
+    ``ceip-before`` and ``ceip-pg-before`` run the ``ceip_core`` in ``--before DIR`` instead of this tree's.
     """
     port = free_port()
     before = server.endswith("-before")
     server = server.removesuffix("-before")
-    if server in ("bare", "minimal"):
+    if server in ("bare", "minimal", "minimal-uv"):
         command = [sys.executable, __file__, "--serve", server, "--port", str(port), "--db", str(folder / f"{port}.db")]
         database = None
     else:
@@ -295,8 +311,7 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
         else:
             database = f"sqlite://{folder / f'{port}.db'}"
         (folder / "allowlist.toml").write_text(ALLOWLIST)
-        entry = ["-m", "ceip_core"] if server == "ceip-uv" else ["-c", _ASYNCIO]
-        command = [sys.executable, *entry, "serve", "--port", str(port), "--db", database]
+        command = [sys.executable, "-m", "ceip_core", "serve", "--port", str(port), "--db", database]
         command += [
             "--data",
             str(folder),
@@ -307,9 +322,10 @@ def measure(server: str, bodies: Path, warmup: Path, args: argparse.Namespace, f
         ]
         command += ["--source-burst", "0"]  # every simulated machine sends from loopback: one source
         command += ["--workers", "2" if server == "ceip-2w" else "1"]
-    # ``python -c`` and ``-m`` import from the current folder first: ``--before``'s ceip_core there.
+    # ``python -m`` imports from the current folder first: ``--before``'s ceip_core there.
     cwd = args.before if before else None
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd)
+    env = None if server in ("ceip-uv", "minimal-uv") else without_uvloop(folder)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=cwd, env=env)
     try:
         wait_healthy(port, proc)
         url = f"http://{LOOPBACK}:{port}/v1/reports"
@@ -398,7 +414,7 @@ def main() -> None:
             print(f"batch {batch}: {requests} requests, {size:.0f} bytes gzip per report", file=sys.stderr)
             servers = ["bare", "minimal", "ceip"] + (["ceip-before"] if args.before else [])
             servers += ["ceip-2w"] if batch == 20 else []
-            servers += ["ceip-uv"] if args.uvloop else []
+            servers += ["minimal-uv", "ceip-uv"] if args.uvloop else []
             servers += ["ceip-pg"] if args.postgres else []
             servers += ["ceip-pg-before"] if args.postgres and args.before else []
             rate, sustained, result = {}, {}, {}
@@ -437,6 +453,10 @@ def main() -> None:
                 rows.append(
                     compare(f"{b} uvloop sustained vs asyncio", sustained["ceip-uv"], "asyncio", sustained["ceip"])
                     + cpu(result["ceip-uv"], result["ceip"])
+                )
+                rows.append(  # both on uvloop: the loop's gain is not credited to ceip serve alone
+                    compare(f"{b} uvloop sustained", sustained["ceip-uv"], "(b) on uvloop", rate["minimal-uv"], 0.6)
+                    + cpu(result["ceip-uv"], result["minimal-uv"])
                 )
             if "ceip-pg" in rate:
                 pg = result["ceip-pg"]
